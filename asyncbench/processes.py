@@ -1,0 +1,191 @@
+"""Child processes the harness owns: started in their own process group, always reaped.
+
+Every server, the upstream, MariaDB and Locust run through ``managed_process``. On any exit from
+the ``with`` block (normal, exception, Ctrl-C) the whole process group gets SIGTERM, then SIGKILL
+after a grace period, and any descendant that left the group is killed too. Children also get
+``PR_SET_PDEATHSIG`` so that a SIGKILLed orchestrator does not leave them running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+except OSError:  # pragma: no cover - non-glibc platforms
+    _libc = None
+
+
+class ProcessError(RuntimeError):
+    """A child process failed to start, to become ready, or died; the message says which."""
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path | None
+    known_descendants: set[int] = field(default_factory=set)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tree(self) -> list[psutil.Process]:
+        """The process and all its live descendants (remembered for the final reaping)."""
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        self.known_descendants.update(p.pid for p in procs[1:])
+        return procs
+
+    def log_tail(self, lines: int = 8) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the process group, SIGKILL whatever is left after ``grace_s``, and reap."""
+        self.tree()
+        _signal_group(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and self._anything_alive():
+            if self.popen.poll() is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.popen.wait(timeout=0.05)
+            else:
+                time.sleep(0.05)
+        _signal_group(self.pid, signal.SIGKILL)
+        for pid in self.known_descendants:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+
+    def _anything_alive(self) -> bool:
+        if self.popen.poll() is None:
+            return True
+        return any(psutil.pid_exists(p) and _not_zombie(p) for p in self.known_descendants)
+
+
+@contextlib.contextmanager
+def managed_process(
+    argv: list[str],
+    *,
+    name: str,
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    ready: Callable[[], bool] | None = None,
+    ready_timeout_s: float = 30.0,
+    grace_s: float = 5.0,
+    on_start: Callable[[ManagedProcess], None] | None = None,
+) -> Iterator[ManagedProcess]:
+    """Start ``argv``, wait until ``ready()`` is true, yield it, and always stop it."""
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if _libc else None,
+        )
+    except FileNotFoundError as exc:
+        raise ProcessError(f"{name}: cannot run {argv[0]!r}: {exc.strerror}") from None
+    finally:
+        if log_path:
+            log.close()
+    proc = ManagedProcess(name, popen, log_path)
+    try:
+        if on_start:
+            on_start(proc)
+        if ready:
+            wait_until(proc, ready, ready_timeout_s)
+        yield proc
+    finally:
+        proc.stop(grace_s)
+
+
+def wait_until(proc: ManagedProcess, ready: Callable[[], bool], timeout_s: float) -> None:
+    """Poll ``ready()`` until true; fail fast if the process exits, fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            tail = proc.log_tail()
+            detail = f"; last output:\n{tail}" if tail else ""
+            raise ProcessError(f"{proc.name} exited with code {proc.popen.returncode}{detail}")
+        if ready():
+            return
+        time.sleep(0.05)
+    raise ProcessError(f"{proc.name} was not ready within {timeout_s:.0f} s")
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> Callable[[], bool]:
+    """A readiness probe: true once ``GET url`` answers 200."""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                return response.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    return probe
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

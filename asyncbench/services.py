@@ -1,0 +1,257 @@
+"""The processes a cell needs: a throwaway MariaDB, the slow upstream, and the server under test.
+
+Each is a context manager built on ``processes.managed_process``: it starts the process, waits
+for it to answer, yields a small handle, and always stops and reaps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pymysql
+
+from asyncbench.processes import (
+    ManagedProcess,
+    ProcessError,
+    free_port,
+    http_ok,
+    managed_process,
+    port_in_use,
+)
+from servers import MODELS
+from servers.config import MysqlUrl, ServerConfig
+
+DEFAULT_MAX_CONNECTIONS = 2048
+_MARIADB_NAMES = ("mariadbd", "mysqld")
+_INSTALL_DB_NAMES = ("mariadb-install-db", "mysql_install_db")
+
+
+class ServiceError(RuntimeError):
+    """A backing service or server could not be provided; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """A MariaDB/MySQL server the harness can use, and whether the harness started it."""
+
+    url: str
+    owned: bool
+    process: ManagedProcess | None = None
+
+    def connect(self, timeout_s: float = 5.0) -> pymysql.Connection:
+        return pymysql.connect(**MysqlUrl.parse(self.url).connect_kwargs(), connect_timeout=timeout_s)
+
+    def status(self, name: str) -> int:
+        """A global status counter such as ``Com_select`` or ``Threads_connected``."""
+        with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE %s", (name,))
+            row = cur.fetchone()
+        return int(row[1]) if row else 0
+
+    def variable(self, name: str) -> str:
+        with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
+            cur.execute("SHOW GLOBAL VARIABLES LIKE %s", (name,))
+            row = cur.fetchone()
+        return row[1] if row else ""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The slow HTTP service ``/fetch`` calls: ``GET /delay?ms=N`` answers after N ms."""
+
+    url: str
+    process: ManagedProcess
+
+    def hits(self) -> int:
+        with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as response:
+            return int(json.load(response)["hits"])
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server model."""
+
+    model: str
+    url: str
+    config: ServerConfig
+    process: ManagedProcess
+
+
+def find_binary(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+            if candidate and Path(candidate).is_file():
+                return candidate
+    return None
+
+
+@contextlib.contextmanager
+def database(
+    mysql_url: str | None = None,
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    log_dir: Path | None = None,
+    on_start: Callable[[ManagedProcess], None] | None = None,
+) -> Iterator[Database]:
+    """Use the server at ``mysql_url`` if given (checked reachable), else a throwaway MariaDB."""
+    if mysql_url:
+        db = Database(mysql_url, owned=False)
+        try:
+            db.status("Uptime")
+        except pymysql.MySQLError as exc:
+            raise ServiceError(
+                f"cannot reach --mysql-url {MysqlUrl.parse(mysql_url).redacted()}: {exc.args[-1]}"
+            ) from None
+        yield db
+        return
+    with throwaway_mariadb(max_connections=max_connections, log_dir=log_dir, on_start=on_start) as db:
+        yield db
+
+
+@contextlib.contextmanager
+def throwaway_mariadb(
+    *,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    log_dir: Path | None = None,
+    on_start: Callable[[ManagedProcess], None] | None = None,
+) -> Iterator[Database]:
+    """A private MariaDB: temp datadir, 127.0.0.1 on a free port, a random password, reaped."""
+    server_bin = find_binary(_MARIADB_NAMES)
+    install_bin = find_binary(_INSTALL_DB_NAMES)
+    if not server_bin or not install_bin:
+        raise ServiceError(
+            "no mariadbd/mysqld found: install it (apt-get install mariadb-server) "
+            "or point at an existing server with --mysql-url mysql://USER:PASSWORD@HOST:PORT/DB"
+        )
+    with tempfile.TemporaryDirectory(prefix="asyncbench-mariadb-") as tmp:
+        tmpdir = Path(tmp)
+        log_path = (log_dir or tmpdir) / "mariadb.log"
+        _install_datadir(install_bin, tmpdir / "data", log_path)
+        port = free_port()
+        socket_path = tmpdir / "mysqld.sock"
+        argv = [
+            server_bin,
+            "--no-defaults",
+            f"--datadir={tmpdir / 'data'}",
+            f"--socket={socket_path}",
+            f"--pid-file={tmpdir / 'mysqld.pid'}",
+            "--bind-address=127.0.0.1",
+            f"--port={port}",
+            "--skip-name-resolve",
+            f"--max-connections={max_connections}",
+            "--innodb-buffer-pool-size=64M",
+            "--skip-log-bin",
+            "--thread-cache-size=256",
+        ]
+        if _running_as_root():
+            argv.append("--user=root")
+        root_url = f"mysql://root@localhost/?unix_socket={socket_path}"
+        with managed_process(
+            argv,
+            name="mariadb",
+            log_path=log_path,
+            ready=lambda: socket_path.exists() and _answers(root_url),
+            ready_timeout_s=60,
+            grace_s=10,
+            on_start=on_start,
+        ) as proc:
+            url = _create_bench_user(root_url, port)
+            yield Database(url, owned=True, process=proc)
+
+
+def _install_datadir(install_bin: str, datadir: Path, log_path: Path) -> None:
+    import subprocess
+
+    argv = [
+        install_bin,
+        "--no-defaults",
+        f"--datadir={datadir}",
+        "--auth-root-authentication-method=normal",
+        "--skip-test-db",
+    ]
+    if _running_as_root():
+        argv.append("--user=root")
+    with open(log_path, "ab") as log:
+        result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=120)
+    if result.returncode != 0:
+        raise ServiceError(f"{install_bin} failed (exit {result.returncode}); see {log_path}")
+
+
+def _create_bench_user(root_url: str, port: int) -> str:
+    """A TCP user with a random password: servers connect over loopback like a real client."""
+    password = secrets.token_urlsafe(18)
+    root = Database(root_url, owned=True)
+    with contextlib.closing(root.connect()) as conn, conn.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS asyncbench")
+        cur.execute("CREATE USER 'asyncbench'@'127.0.0.1' IDENTIFIED BY %s", (password,))
+        cur.execute("GRANT ALL ON asyncbench.* TO 'asyncbench'@'127.0.0.1'")
+    return f"mysql://asyncbench:{password}@127.0.0.1:{port}/asyncbench"
+
+
+def _answers(url: str) -> bool:
+    try:
+        Database(url, owned=True).status("Uptime")
+        return True
+    except pymysql.MySQLError:
+        return False
+
+
+def _running_as_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def upstream(
+    *, host: str = "127.0.0.1", log_dir: Path | None = None, on_start=None
+) -> Iterator[Upstream]:
+    """Start the slow upstream (``servers.upstream``) on a free loopback port."""
+    port = free_port(host)
+    url = f"http://{host}:{port}"
+    argv = [sys.executable, "-m", "servers.upstream", "--host", host, "--port", str(port)]
+    log_path = log_dir / "upstream.log" if log_dir else None
+    with managed_process(
+        argv, name="upstream", log_path=log_path, ready=http_ok(f"{url}/health"), on_start=on_start
+    ) as proc:
+        yield Upstream(url, proc)
+
+
+@contextlib.contextmanager
+def server(
+    model: str,
+    config: ServerConfig,
+    *,
+    log_path: Path | None = None,
+    ready_timeout_s: float = 30.0,
+    on_start=None,
+) -> Iterator[Server]:
+    """Start one server model as a fresh process and wait for ``/health``."""
+    if model not in MODELS:
+        raise ServiceError(f"unknown server model {model!r}; choose from {', '.join(MODELS)}")
+    if port_in_use(config.host, config.port):
+        raise ServiceError(f"port {config.port} on {config.host} is already in use")
+    url = f"http://{config.host}:{config.port}"
+    argv = [sys.executable, "-m", MODELS[model].module, *config.to_argv()]
+    try:
+        with managed_process(
+            argv,
+            name=model,
+            log_path=log_path,
+            env=config.to_env(),
+            ready=http_ok(f"{url}/health"),
+            ready_timeout_s=ready_timeout_s,
+            on_start=on_start,
+        ) as proc:
+            yield Server(model, url, config, proc)
+    except ProcessError as exc:
+        raise ServiceError(str(exc)) from None

@@ -1,0 +1,101 @@
+"""The endpoint contract every server model implements: parameter validation and response bodies.
+
+All models call these functions, so status codes and body bytes cannot drift between them.
+Nothing here does I/O; the orchestrator imports it too, to know what a correct answer looks like.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+MAX_MS = 60_000
+CONTENT_TYPE = "application/json"
+# Requests may ask for at most this many query fields; anything more is rejected before parsing.
+_MAX_FIELDS = 8
+
+# The scenario endpoints and the one query parameter they accept.
+DELAY_ENDPOINTS = ("sleep", "fetch", "sql")
+
+
+class BadRequest(ValueError):
+    """The request's parameters are invalid; the message is safe to show the client."""
+
+
+def parse_no_params(query: str | bytes) -> None:
+    """Validate the query of an endpoint that takes no parameters (``/hello``, ``/health``)."""
+    fields = _parse(query)
+    if fields:
+        raise BadRequest(f"unknown parameter {sorted(fields)[0]!r}: this endpoint takes none")
+
+
+def parse_delay(query: str | bytes) -> int:
+    """Return the ``ms`` delay of a ``/sleep``, ``/fetch``, ``/sql`` or upstream ``/delay`` query.
+
+    Exactly one parameter, ``ms``, an integer from 0 to ``MAX_MS`` written in plain decimal
+    digits. Anything else (missing, repeated, signed, float, unknown extra parameters such as a
+    would-be target host) raises ``BadRequest``.
+    """
+    fields = _parse(query)
+    extra = sorted(set(fields) - {"ms"})
+    if extra:
+        raise BadRequest(f"unknown parameter {extra[0]!r}: only 'ms' is accepted")
+    values = fields.get("ms")
+    if not values:
+        raise BadRequest("missing parameter 'ms' (integer milliseconds, 0..60000)")
+    if len(values) > 1:
+        raise BadRequest("parameter 'ms' given more than once")
+    raw = values[0]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
+        raise BadRequest(f"'ms' must be an integer from 0 to {MAX_MS}, got {_shorten(raw)!r}")
+    ms = int(raw)
+    if ms > MAX_MS:
+        raise BadRequest(f"'ms' must be at most {MAX_MS}, got {ms}")
+    return ms
+
+
+def hello_body() -> bytes:
+    return _json({"endpoint": "hello", "message": "Hello, world"})
+
+
+def delay_body(endpoint: str, ms: int) -> bytes:
+    """The body of a successful ``/sleep``, ``/fetch`` or ``/sql`` answer."""
+    if endpoint not in DELAY_ENDPOINTS:
+        raise ValueError(f"not a delay endpoint: {endpoint}")
+    return _json({"endpoint": endpoint, "ms": ms})
+
+
+def health_body(model: str) -> bytes:
+    return _json({"status": "ok", "model": model})
+
+
+def error_body(message: str) -> bytes:
+    """A one-line JSON error (the newline ends it)."""
+    return _json({"error": message})
+
+
+def expected_body(endpoint: str, ms: int | None) -> bytes:
+    """What a correct server answers for a scenario endpoint (used for equivalence checks)."""
+    return hello_body() if endpoint == "hello" else delay_body(endpoint, int(ms or 0))
+
+
+def _parse(query: str | bytes) -> dict[str, list[str]]:
+    if isinstance(query, bytes):
+        try:
+            query = query.decode("ascii")
+        except UnicodeDecodeError:
+            raise BadRequest("query string must be ASCII") from None
+    if query.count("&") + query.count(";") >= _MAX_FIELDS:
+        raise BadRequest("too many query parameters")
+    try:
+        return parse_qs(query, keep_blank_values=True, errors="strict", max_num_fields=_MAX_FIELDS)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("malformed query string") from None
+
+
+def _shorten(text: str, limit: int = 20) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _json(payload: dict) -> bytes:
+    return (json.dumps(payload, separators=(",", ":"), ensure_ascii=True) + "\n").encode()
