@@ -48,7 +48,9 @@ class Database:
     process: ManagedProcess | None = None
 
     def connect(self, timeout_s: float = 5.0) -> pymysql.Connection:
-        return pymysql.connect(**MysqlUrl.parse(self.url).connect_kwargs(), connect_timeout=timeout_s)
+        return pymysql.connect(
+            **MysqlUrl.parse(self.url).connect_kwargs(), connect_timeout=timeout_s
+        )
 
     def status(self, name: str) -> int:
         """A global status counter such as ``Com_select`` or ``Threads_connected``."""
@@ -113,7 +115,9 @@ def database(
             ) from None
         yield db
         return
-    with throwaway_mariadb(max_connections=max_connections, log_dir=log_dir, on_start=on_start) as db:
+    with throwaway_mariadb(
+        max_connections=max_connections, log_dir=log_dir, on_start=on_start
+    ) as db:
         yield db
 
 

@@ -1,0 +1,152 @@
+"""The ``asyncbench`` command line: a thin layer over the pipeline stages."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from asyncbench.plan import ScenarioError, available_scenarios, load_scenario
+from asyncbench.services import ServiceError
+from asyncbench.store import StoreError
+from servers import MODELS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return args.handler(args) or 0
+    except (ScenarioError, ServiceError, StoreError, ValueError) as exc:
+        print(f"asyncbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("asyncbench: interrupted; finished cells are kept", file=sys.stderr)
+        return 130
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asyncbench", description="Benchmark blocking versus asynchronous Python servers."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the benchmark matrix and write results and the report")
+    run.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="S",
+        help="scenario name or .toml path (repeatable; default: all)",
+    )
+    run.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="M",
+        choices=list(MODELS),
+        help="server model (repeatable; default: all)",
+    )
+    run.add_argument("--users", type=_int_list, help="load levels, e.g. 1,10,50 (overrides)")
+    run.add_argument("--duration", type=float, metavar="SEC", help="measured seconds per cell")
+    run.add_argument("--warmup", type=float, metavar="SEC", help="discarded warm-up seconds")
+    run.add_argument(
+        "--repeat", type=int, default=None, help="repeats per cell (default 2, quick 1)"
+    )
+    run.add_argument("--workers", type=int, default=4, help="blocking models' worker processes")
+    run.add_argument("--out", default="reports", metavar="DIR", help="reports directory")
+    run.add_argument("--mysql-url", metavar="URL", help="use this MySQL/MariaDB server")
+    run.add_argument(
+        "--quick", action="store_true", help="smoke profile: short windows, few levels"
+    )
+    run.add_argument("--seed", type=int, help="seed for the cell order (default: random, recorded)")
+    run.add_argument(
+        "--new",
+        action="store_true",
+        help="with --scenario/--server: start a new run instead of updating the latest",
+    )
+    run.set_defaults(handler=_cmd_run)  # fmt: skip
+
+    serve = sub.add_parser("serve", help="run one server model in the foreground")
+    serve.add_argument("model", choices=list(MODELS))
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=4)
+    serve.add_argument("--upstream", metavar="URL", help="base URL of the slow upstream for /fetch")
+    serve.add_argument("--mysql-url", metavar="URL", help="MySQL/MariaDB for /sql")
+    serve.set_defaults(handler=_cmd_serve)
+
+    lister = sub.add_parser("list", help="list scenarios and server models")
+    lister.set_defaults(handler=_cmd_list)
+    return parser
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,10,50, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("load levels must be positive integers")
+    return values
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from asyncbench.display import RichDisplay
+    from asyncbench.run import RunSettings, run_matrix
+
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 2)
+    if repeat < 1:
+        raise ValueError("--repeat must be at least 1")
+    settings = RunSettings(
+        scenarios=tuple(args.scenario), servers=tuple(args.server), users=args.users,
+        duration_s=args.duration, warmup_s=args.warmup, repeat=repeat, workers=args.workers,
+        reports_dir=args.out, mysql_url=args.mysql_url, quick=args.quick, seed=args.seed,
+        new=args.new,
+    )  # fmt: skip
+    with RichDisplay() as display:
+        run = run_matrix(settings, display, argv=["asyncbench", *sys.argv[1:]])
+    print(f"results: {run.path}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from asyncbench.processes import port_in_use
+    from servers.config import MYSQL_URL_ENV, ServerConfig
+
+    if port_in_use(args.host, args.port):
+        raise ServiceError(f"port {args.port} on {args.host} is already in use")
+    config = ServerConfig(
+        host=args.host, port=args.port, workers=args.workers, upstream=args.upstream
+    )
+    if args.mysql_url:
+        os.environ[MYSQL_URL_ENV] = args.mysql_url
+    print(f"asyncbench: serving {args.model} on http://{args.host}:{args.port}", file=sys.stderr)
+    module = MODELS[args.model].module
+    os.execv(sys.executable, [sys.executable, "-m", module, *config.to_argv()])
+    return 0  # not reached
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    print("scenarios:")
+    for name, path in available_scenarios().items():
+        try:
+            print(f"  {name:8} {load_scenario(path).description}")
+        except ScenarioError as exc:
+            print(f"  {name:8} (invalid: {exc})")
+    print("servers:")
+    for info in MODELS.values():
+        print(f"  {info.name:18} {info.summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

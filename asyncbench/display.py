@@ -1,0 +1,90 @@
+"""The live progress display of ``asyncbench run`` (rich), hung off the runner's hooks."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from asyncbench.measure import LocustProgress
+from asyncbench.plan import Cell
+from asyncbench.run import RunHooks
+from asyncbench.store import CellResult, RunDir
+
+
+class RichDisplay(RunHooks):
+    """Which cell runs, its elapsed time and live rps, how many cells are left, and an ETA."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}"),
+            console=self.console,
+            transient=False,
+        )
+        self._matrix = None
+        self._remaining_s = 0.0
+        self._cell_started = 0.0
+        self._cell_expected = 0.0
+        self._last: LocustProgress | None = None
+        self._rate = 0.0
+
+    def __enter__(self) -> RichDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {message}")
+
+    def run_started(self, run: RunDir, cells: list[Cell], estimate_s: float) -> None:
+        self.console.print(f"run [bold]{run.run_id}[/]: {len(cells)} cells → {run.path}")
+        self._remaining_s = estimate_s
+        self._matrix = self.progress.add_task("matrix", total=len(cells), eta=self._eta())
+
+    def cell_started(self, cell: Cell, index: int, expected_s: float) -> None:
+        self._cell_started, self._cell_expected = time.monotonic(), expected_s
+        self._last, self._rate = None, 0.0
+        self._describe(cell)
+
+    def cell_progress(self, cell: Cell, progress: LocustProgress) -> None:
+        if self._last and progress.t > self._last.t:
+            self._rate = (progress.requests - self._last.requests) / (progress.t - self._last.t)
+        self._last = progress
+        self._describe(cell)
+
+    def cell_finished(self, cell: Cell, result: CellResult) -> None:
+        self._remaining_s = max(0.0, self._remaining_s - self._cell_expected)
+        self.progress.update(self._matrix, advance=1, eta=self._eta())
+        self.console.print(_summary(result))
+
+    def _describe(self, cell: Cell) -> None:
+        elapsed = time.monotonic() - self._cell_started
+        text = (
+            f"{cell.scenario} · {cell.server} · {cell.users} users · r{cell.repeat}  "
+            f"{elapsed:4.0f}s  {self._rate:7.1f} req/s"
+        )
+        remaining = self._remaining_s - min(elapsed, self._cell_expected)
+        self.progress.update(self._matrix, description=text, eta=self._eta(remaining))
+
+    def _eta(self, remaining_s: float | None = None) -> str:
+        remaining_s = self._remaining_s if remaining_s is None else remaining_s
+        minutes, seconds = divmod(int(max(0, remaining_s)), 60)
+        return f"ETA {minutes}:{seconds:02d}"
+
+
+def _summary(r: CellResult) -> str:
+    head = f"  {r.scenario:6} {r.server:17} u={r.users:<4} r{r.repeat}"
+    if r.status == "failed":
+        return f"{head} [red]failed[/]: {r.reason}"
+    predicted = f" (predicted {r.predicted_rps:.0f})" if r.predicted_rps else ""
+    latency = f"p50 {r.p50_ms or 0:7.1f} ms  p99 {r.p99_ms or 0:7.1f} ms"
+    line = f"{head} {r.rps:8.1f} req/s{predicted}  {latency}"
+    return line if r.valid else f"{line}  [yellow]invalid[/]: {r.reason}"

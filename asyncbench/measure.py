@@ -1,0 +1,234 @@
+"""Measuring one cell: drive load with Locust (a subprocess), sample resources, check the work.
+
+Locust monkey-patches the standard library when imported, so it only ever runs here as a child
+process (``locust -f loadtests/locustfile.py``); its raw samples come back as a parquet file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pandas as pd
+import psutil
+
+from asyncbench.processes import ManagedProcess, managed_process
+from servers.endpoints import expected_body
+
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
+SAMPLE_INTERVAL_S = 1.0
+
+
+class CellFailed(RuntimeError):
+    """The cell could not be measured (verification failed, a process died, a bound ran out)."""
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """One Locust run: who to hit, with how many users, for how long."""
+
+    url: str
+    path: str
+    users: int
+    warmup_s: float
+    measure_s: float
+    stop_timeout_s: float  # at the end, in-flight requests get this long to finish
+
+    @property
+    def run_time_s(self) -> int:
+        # Two extra seconds cover spawning; the window starts after spawning completes.
+        return math.ceil(2 + self.warmup_s + self.measure_s)
+
+
+@dataclass(frozen=True)
+class LocustProgress:
+    t: float
+    requests: int
+    failures: int
+    users: int
+
+
+@dataclass(frozen=True)
+class LocustOutcome:
+    samples: pd.DataFrame
+    window_start: float
+    window_end: float
+    locust_requests: int
+    exit_code: int
+
+
+def locust_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
+    locust = shutil.which("locust", path=str(Path(sys.executable).parent)) or "locust"
+    return [
+        locust,
+        "-f", str(LOCUSTFILE),
+        "--headless",
+        "-u", str(plan.users),
+        "-r", str(max(plan.users, 1)),
+        "-t", f"{plan.run_time_s}s",
+        "-H", plan.url,
+        "--bench-path", plan.path,
+        "--samples-out", str(out_dir / "samples.parquet"),
+        "--meta-out", str(out_dir / "meta.json"),
+        "--progress-out", str(out_dir / "progress.json"),
+        "--only-summary",
+        "--loglevel", "WARNING",
+        "--exit-code-on-error", "0",
+        "--stop-timeout", str(math.ceil(plan.stop_timeout_s)),
+    ]  # fmt: skip
+
+
+def run_locust(
+    plan: LoadPlan,
+    out_dir: Path,
+    *,
+    log_path: Path,
+    on_start: Callable[[ManagedProcess], None] | None = None,
+    watch: Callable[[LocustProgress | None], str | None] | None = None,
+) -> LocustOutcome:
+    """Run Locust headless to completion; ``watch`` is polled and may abort with a reason."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bound_s = plan.run_time_s + plan.stop_timeout_s + 30
+    with managed_process(
+        locust_argv(plan, out_dir), name="locust", log_path=log_path, on_start=on_start
+    ) as proc:
+        deadline = time.monotonic() + bound_s
+        while proc.alive():
+            if time.monotonic() > deadline:
+                raise CellFailed(f"Locust did not finish within {bound_s} s")
+            reason = watch(_read_progress(out_dir / "progress.json")) if watch else None
+            if reason:
+                raise CellFailed(reason)
+            time.sleep(0.25)
+    return _collect(plan, out_dir, proc)
+
+
+def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutcome:
+    meta_path, samples_path = out_dir / "meta.json", out_dir / "samples.parquet"
+    if not meta_path.exists() or not samples_path.exists():
+        tail = proc.log_tail(4).replace("\n", " | ")
+        raise CellFailed(f"Locust exited ({proc.popen.returncode}) without results: {tail}")
+    meta = json.loads(meta_path.read_text())
+    start = meta.get("spawn_complete") or meta["test_start"]
+    window_start = start + plan.warmup_s
+    window_end = window_start + plan.measure_s
+    if window_end > meta.get("test_stop", window_end):
+        raise CellFailed("Locust stopped before the measured window ended")
+    return LocustOutcome(
+        samples=pd.read_parquet(samples_path),
+        window_start=window_start,
+        window_end=window_end,
+        locust_requests=int(meta.get("locust_requests", 0)),
+        exit_code=proc.popen.returncode,
+    )
+
+
+def _read_progress(path: Path) -> LocustProgress | None:
+    try:
+        return LocustProgress(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class ResourceSampler:
+    """Once a second, CPU and memory of each component's process tree, and DB connections.
+
+    ``components`` maps a name (server, locust, upstream, mariadb) to a function returning that
+    component's processes; ``db_threads`` returns MariaDB's ``Threads_connected`` or None.
+    CPU is in percent of one core, summed over the tree.
+    """
+
+    def __init__(
+        self,
+        components: dict[str, Callable[[], list[psutil.Process]]],
+        db_threads: Callable[[], int | None] | None = None,
+        interval_s: float = SAMPLE_INTERVAL_S,
+    ) -> None:
+        self.components = components
+        self.db_threads = db_threads
+        self.interval_s = interval_s
+        self.rows: list[dict] = []
+        self._procs: dict[int, psutil.Process] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="resource-sampler", daemon=True)
+
+    def __enter__(self) -> ResourceSampler:
+        psutil.cpu_percent(None)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def _loop(self) -> None:
+        self._sample(prime=True)
+        while not self._stop.wait(self.interval_s):
+            self.rows.append(self._sample())
+
+    def _sample(self, prime: bool = False) -> dict:
+        row: dict = {"t": time.time(), "cpu_machine": psutil.cpu_percent(None)}
+        for name, tree in self.components.items():
+            cpu = rss = 0.0
+            for proc in tree():
+                cached = self._procs.setdefault(proc.pid, proc)
+                with contextlib.suppress(psutil.Error):
+                    cpu += cached.cpu_percent(None)
+                    rss += cached.memory_info().rss
+            row[f"cpu_{name}"] = cpu
+            row[f"rss_{name}_mb"] = rss / 2**20
+        if self.db_threads and not prime:
+            row["threads_connected"] = self.db_threads()
+        return row
+
+
+def verify_equivalence(
+    url: str,
+    path: str,
+    endpoint: str,
+    delay_ms: int,
+    work_counter: Callable[[], int] | None = None,
+    timeout_s: float = 30.0,
+) -> float:
+    """Check that the server answers ``path`` correctly and really did the work.
+
+    The body must equal the contract's expected bytes, the answer must have taken at least the
+    delay, and ``work_counter`` (upstream hits, MariaDB ``Com_select``) must have risen. Returns
+    the elapsed milliseconds; raises ``CellFailed`` with the reason otherwise.
+    """
+    before = work_counter() if work_counter else 0
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    started = time.perf_counter()
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise CellFailed(f"verification request failed: {exc}") from None
+    finally:
+        conn.close()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    kind = endpoint.lstrip("/")
+    if response.status != 200:
+        raise CellFailed(f"verification: {path} answered {response.status}: {body[:120]!r}")
+    if body != expected_body(kind, delay_ms):
+        raise CellFailed(f"verification: {path} answered an unexpected body {body[:120]!r}")
+    if elapsed_ms < delay_ms:
+        raise CellFailed(f"verification: {path} took {elapsed_ms:.1f} ms, less than {delay_ms} ms")
+    if work_counter and work_counter() <= before:
+        raise CellFailed(f"verification: {path} answered but the backing service saw no work")
+    return elapsed_ms

@@ -1,0 +1,228 @@
+"""Planning: scenario files are validated into ``Scenario`` records and expanded into ``Cell``s.
+
+A cell is one measurement: one scenario on one server model at one load level, one repeat.
+Cells run in a shuffled order whose seed is recorded, so drift on the machine (thermal, other
+load) spreads over all models instead of biasing whichever runs last.
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from servers import MODELS
+from servers.endpoints import MAX_MS
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+ENDPOINTS = ("/hello", "/sleep", "/fetch", "/sql")
+MAX_USERS = 5000
+_PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
+_KEYS = {"description", "endpoint", "delay_ms", "servers", "quick"} | _PROFILE_KEYS
+
+
+class ScenarioError(ValueError):
+    """A scenario file or choice is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What to measure: an endpoint with a delay, at which load levels, for how long."""
+
+    name: str
+    description: str
+    endpoint: str
+    delay_ms: int
+    users: tuple[int, ...]
+    warmup_s: float
+    measure_s: float
+    servers: tuple[str, ...]
+    source: str = ""
+    quick: dict | None = None  # overrides of users/warmup_s/measure_s for --quick
+
+    @property
+    def path(self) -> str:
+        """The request path Locust hits, e.g. ``/sleep?ms=100``."""
+        return self.endpoint if self.endpoint == "/hello" else f"{self.endpoint}?ms={self.delay_ms}"
+
+    @property
+    def kind(self) -> str:
+        return self.endpoint.lstrip("/")
+
+    def profile(self, quick: bool) -> Scenario:
+        if not quick or not self.quick:
+            return self
+        return replace(self, **{k: v for k, v in self.quick.items()})
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement of the matrix. ``cell_id`` names it in every result file."""
+
+    scenario: str
+    server: str
+    users: int
+    repeat: int
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.scenario}.{self.server}.u{self.users}.r{self.repeat}"
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate one scenario file; any problem raises ``ScenarioError`` naming it."""
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{where}: no such scenario file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{where}: not valid TOML: {exc}") from None
+    check = _Checker(where)
+    check.known_keys(data, _KEYS, "")
+    endpoint = check.choice(data, "endpoint", ENDPOINTS)
+    delay = 0 if endpoint == "/hello" else check.integer(data, "delay_ms", 0, MAX_MS)
+    if endpoint == "/hello" and "delay_ms" in data:
+        check.fail("delay_ms", "/hello takes no delay; remove delay_ms")
+    servers = check.servers(data)
+    quick = None
+    if "quick" in data:
+        table = data["quick"]
+        if not isinstance(table, dict):
+            check.fail("quick", "must be a table of users / warmup_s / measure_s overrides")
+        check.known_keys(table, _PROFILE_KEYS, "quick.")
+        quick = _profile_fields(_Checker(where, "quick."), table, required=False)
+    return Scenario(
+        name=path.stem,
+        description=check.text(data, "description"),
+        endpoint=endpoint,
+        delay_ms=delay,
+        servers=servers,
+        source=where,
+        quick=quick,
+        **_profile_fields(check, data, required=True),
+    )
+
+
+def _profile_fields(check: _Checker, data: dict, required: bool) -> dict:
+    fields = {}
+    if required or "users" in data:
+        fields["users"] = check.user_levels(data, "users")
+    if required or "warmup_s" in data:
+        fields["warmup_s"] = check.number(data, "warmup_s", minimum=0)
+    if required or "measure_s" in data:
+        fields["measure_s"] = check.number(data, "measure_s", minimum=0.5)
+    return fields
+
+
+class _Checker:
+    """Field validators that raise ``ScenarioError`` with ``file: field: problem``."""
+
+    def __init__(self, where: str, prefix: str = "") -> None:
+        self.where, self.prefix = where, prefix
+
+    def fail(self, field: str, problem: str) -> None:
+        raise ScenarioError(f"{self.where}: {self.prefix}{field}: {problem}")
+
+    def known_keys(self, data: dict, allowed: set[str], prefix: str) -> None:
+        for key in data:
+            if key not in allowed:
+                names = ", ".join(sorted(allowed))
+                raise ScenarioError(f"{self.where}: {prefix}{key}: unknown key (allowed: {names})")
+
+    def get(self, data: dict, field: str):
+        if field not in data:
+            self.fail(field, "missing")
+        return data[field]
+
+    def text(self, data: dict, field: str) -> str:
+        value = self.get(data, field)
+        if not isinstance(value, str) or not value.strip():
+            self.fail(field, "must be a non-empty string")
+        return value.strip()
+
+    def choice(self, data: dict, field: str, allowed: tuple[str, ...]) -> str:
+        value = self.get(data, field)
+        if value not in allowed:
+            self.fail(field, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def integer(self, data: dict, field: str, low: int, high: int) -> int:
+        value = self.get(data, field)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.fail(field, f"must be an integer from {low} to {high}, got {value!r}")
+        return value
+
+    def number(self, data: dict, field: str, minimum: float) -> float:
+        value = self.get(data, field)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            self.fail(field, f"must be a number ≥ {minimum}, got {value!r}")
+        return float(value)
+
+    def user_levels(self, data: dict, field: str) -> tuple[int, ...]:
+        value = self.get(data, field)
+        ok = (
+            isinstance(value, list)
+            and value
+            and all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_USERS
+                for v in value
+            )
+        )
+        if not ok:
+            self.fail(field, f"must be a non-empty list of integers from 1 to {MAX_USERS}")
+        return tuple(sorted(set(value)))
+
+    def servers(self, data: dict) -> tuple[str, ...]:
+        value = self.get(data, "servers")
+        if not isinstance(value, list) or not value:
+            self.fail("servers", "must be a non-empty list of server model names")
+        for name in value:
+            if name not in MODELS:
+                self.fail("servers", f"unknown server {name!r} (known: {', '.join(MODELS)})")
+        return tuple(dict.fromkeys(value))
+
+
+def available_scenarios(directory: Path = SCENARIO_DIR) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(directory.glob("*.toml"))}
+
+
+def resolve_scenarios(choices: list[str] | None, directory: Path = SCENARIO_DIR) -> list[Scenario]:
+    """Scenarios by name (from ``scenarios/``) or by path; all of them when ``choices`` is empty."""
+    known = available_scenarios(directory)
+    if not choices:
+        return [load_scenario(p) for p in known.values()]
+    scenarios = []
+    for choice in choices:
+        if choice in known:
+            scenarios.append(load_scenario(known[choice]))
+        elif choice.endswith(".toml") or Path(choice).exists():
+            scenarios.append(load_scenario(Path(choice)))
+        else:
+            raise ScenarioError(
+                f"unknown scenario {choice!r}: give a name ({', '.join(known)}) or a .toml path"
+            )
+    return scenarios
+
+
+def plan_cells(
+    scenarios: list[Scenario],
+    servers: list[str] | None,
+    repeat: int,
+    seed: int,
+) -> list[Cell]:
+    """Every (scenario, server, users, repeat) combination, in an order shuffled by ``seed``."""
+    for name in servers or ():
+        if name not in MODELS:
+            raise ScenarioError(f"unknown server {name!r} (known: {', '.join(MODELS)})")
+    cells = [
+        Cell(s.name, server, users, r)
+        for s in scenarios
+        for server in s.servers
+        if not servers or server in servers
+        for users in s.users
+        for r in range(1, repeat + 1)
+    ]
+    random.Random(seed).shuffle(cells)
+    return cells

@@ -1,0 +1,373 @@
+"""The orchestrator: plan the matrix, bring services up once, and measure each cell in turn.
+
+For each cell: a fresh server process, an equivalence check, a Locust run with resource sampling,
+statistics from the raw samples, and the cell persisted before the next one starts. Progress and
+other side concerns hang off ``RunHooks``; the loop itself only measures and stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+import pymysql
+
+from asyncbench import analyze, services
+from asyncbench.measure import (
+    CellFailed,
+    LoadPlan,
+    LocustProgress,
+    ResourceSampler,
+    run_locust,
+    verify_equivalence,
+)
+from asyncbench.plan import Cell, Scenario, plan_cells, resolve_scenarios
+from asyncbench.processes import ManagedProcess, free_port
+from asyncbench.store import CellResult, RunDir, RunMeta, latest_run
+from servers import MODELS
+from servers.config import MysqlUrl, ServerConfig
+
+PACKAGES = ("tornado", "flask", "gunicorn", "locust", "pymysql", "aiomysql", "pandas", "pyarrow")
+CELL_OVERHEAD_S = 4.0  # server start, verification, Locust start-up and shutdown (for the ETA)
+LOCUST_RPS_CEILING = 2000  # about what one Locust process drives on this class of machine
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the user asked for (``asyncbench run`` flags); stored in ``run.json``."""
+
+    scenarios: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()
+    users: tuple[int, ...] | None = None
+    duration_s: float | None = None
+    warmup_s: float | None = None
+    repeat: int = 2
+    workers: int = 4
+    reports_dir: str = "reports"
+    mysql_url: str | None = None
+    quick: bool = False
+    seed: int | None = None
+    new: bool = False
+
+    def stored(self) -> dict:
+        data = asdict(self)
+        data["mysql_url"] = MysqlUrl.parse(self.mysql_url).redacted() if self.mysql_url else None
+        return data
+
+
+class RunHooks:
+    """Callbacks for side concerns (the progress display); every method is optional."""
+
+    def run_started(self, run: RunDir, cells: list[Cell], estimate_s: float) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def cell_started(self, cell: Cell, index: int, expected_s: float) -> None: ...
+    def cell_progress(self, cell: Cell, progress: LocustProgress) -> None: ...
+    def cell_finished(self, cell: Cell, result: CellResult) -> None: ...
+
+
+@dataclass
+class _Context:
+    """What every cell of one run shares."""
+
+    run: RunDir
+    settings: RunSettings
+    hooks: RunHooks
+    database: services.Database | None = None
+    upstream: services.Upstream | None = None
+    db_max_connections: int | None = None
+    server_config: ServerConfig = field(default_factory=ServerConfig)
+
+
+def effective_scenarios(settings: RunSettings) -> dict[str, Scenario]:
+    """The chosen scenarios with the profile (--quick) and the command-line overrides applied."""
+    chosen = {}
+    for scenario in resolve_scenarios(list(settings.scenarios) or None):
+        scenario = scenario.profile(settings.quick)
+        overrides = {
+            "users": settings.users,
+            "measure_s": settings.duration_s,
+            "warmup_s": settings.warmup_s,
+        }
+        chosen[scenario.name] = replace(
+            scenario, **{k: v for k, v in overrides.items() if v is not None}
+        )
+    return chosen
+
+
+def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) -> RunDir:
+    """Run (or rerun into the latest run) the cells ``settings`` selects; return the run."""
+    hooks = hooks or RunHooks()
+    scenarios = effective_scenarios(settings)
+    seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
+    cells = plan_cells(list(scenarios.values()), list(settings.servers), settings.repeat, seed)
+    run, meta = _open_run(settings, scenarios, cells, seed, argv)
+    _warn_about_ceiling(scenarios, settings, hooks)
+    hooks.run_started(run, cells, sum(_expected_s(scenarios[c.scenario]) for c in cells))
+    try:
+        with _backing_services(scenarios, settings, run) as ctx_args:
+            ctx = _Context(run, settings, hooks, **ctx_args)
+            ctx.server_config = replace(ctx.server_config, workers=settings.workers)
+            meta.services = _describe_services(ctx)
+            meta.servers = _describe_servers(ctx)
+            run.write_meta(meta)
+            for order, cell in enumerate(cells):
+                scenario = scenarios[cell.scenario]
+                hooks.cell_started(cell, order, _expected_s(scenario))
+                result = measure_cell(ctx, scenario, cell, order)
+                hooks.cell_finished(cell, result)
+        meta.status = "complete"
+    except KeyboardInterrupt:
+        meta.status = "interrupted"
+        raise
+    except BaseException:
+        meta.status = "failed"
+        raise
+    finally:
+        meta.invocations[-1]["finished"] = time.time()
+        meta.invocations[-1]["status"] = meta.status
+        run.write_meta(meta)
+    return run
+
+
+def _open_run(settings, scenarios, cells, seed, argv) -> tuple[RunDir, RunMeta]:
+    reports_dir = Path(settings.reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    partial = bool(settings.scenarios or settings.servers)
+    previous = latest_run(reports_dir) if partial and not settings.new else None
+    if previous:
+        run, meta = previous, previous.read_meta()
+        meta.planned_cells = sorted(set(meta.planned_cells) | {c.cell_id for c in cells})
+    else:
+        run = RunDir.create(reports_dir)
+        meta = RunMeta(run_id=run.run_id, created=time.time(), seed=seed)
+        meta.planned_cells = sorted(c.cell_id for c in cells)
+        meta.settings = settings.stored()
+        meta.machine = machine_info()
+        meta.packages = package_versions()
+    meta.status = "running"
+    meta.scenarios.update({name: asdict(s) for name, s in scenarios.items()})
+    meta.command = list(argv or sys.argv)
+    meta.invocations.append(
+        {"started": time.time(), "seed": seed, "settings": settings.stored(),
+         "cells": [c.cell_id for c in cells], "command": meta.command}
+    )  # fmt: skip
+    run.write_meta(meta)
+    run.point_latest(reports_dir)
+    return run, meta
+
+
+@contextlib.contextmanager
+def _backing_services(scenarios: dict[str, Scenario], settings: RunSettings, run: RunDir):
+    """MariaDB and the upstream, started once per run and only if a scenario needs them."""
+    kinds = {s.kind for s in scenarios.values()}
+    with contextlib.ExitStack() as stack:
+        found: dict = {}
+        if "sql" in kinds:
+            db = stack.enter_context(services.database(settings.mysql_url, log_dir=run.logs_dir))
+            found["database"] = db
+            found["db_max_connections"] = int(db.variable("max_connections") or 0) or None
+        if "fetch" in kinds:
+            found["upstream"] = stack.enter_context(services.upstream(log_dir=run.logs_dir))
+        yield found
+
+
+def measure_cell(ctx: _Context, scenario: Scenario, cell: Cell, order: int) -> CellResult:
+    """Measure one cell and persist it; a cell that cannot be measured is stored as failed."""
+    config = replace(
+        ctx.server_config,
+        port=free_port(),
+        upstream=ctx.upstream.url if ctx.upstream else None,
+        mysql_url=ctx.database.url if ctx.database else None,
+    )
+    base = _base_result(ctx, scenario, cell, config, order)
+    try:
+        result = _measure(ctx, scenario, cell, config, base)
+        samples, resources = result.pop("_samples"), result.pop("_resources")
+        final = replace(base, **result, finished_at=time.time())
+    except (CellFailed, services.ServiceError) as exc:
+        samples = resources = None
+        final = replace(base, status="failed", valid=False, reason=str(exc),
+                        finished_at=time.time())  # fmt: skip
+    ctx.run.save_cell(final, samples, resources)
+    return final
+
+
+def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
+    log = ctx.run.logs_dir / f"{cell.cell_id}.server.log"
+    with services.server(cell.server, config, log_path=log) as server:
+        verify_equivalence(
+            server.url,
+            scenario.path,
+            scenario.endpoint,
+            scenario.delay_ms,
+            _work_counter(ctx, scenario),
+        )
+        locust: list[ManagedProcess] = []
+        sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx))
+        plan = LoadPlan(server.url, scenario.path, cell.users, scenario.warmup_s,
+                        scenario.measure_s, _stop_timeout_s(scenario, base))  # fmt: skip
+
+        def watch(progress: LocustProgress | None) -> str | None:
+            if not server.process.alive():
+                return (
+                    f"{cell.server} exited during the cell (code {server.process.popen.returncode})"
+                )
+            if progress:
+                ctx.hooks.cell_progress(cell, progress)
+            return None
+
+        with sampler, tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:
+            locust_log = ctx.run.logs_dir / f"{cell.cell_id}.locust.log"
+            outcome = run_locust(
+                plan, Path(tmp), log_path=locust_log, on_start=locust.append, watch=watch
+            )
+    resources = sampler.frame()
+    stats = analyze.cell_stats(outcome.samples, outcome.window_start, outcome.window_end)
+    usage = analyze.resource_means(resources, outcome.window_start, outcome.window_end)
+    valid, reason = analyze.judge(stats, usage)
+    return {
+        **stats, **usage,
+        "status": "ok" if valid else "invalid", "valid": valid, "reason": reason,
+        "window_start": outcome.window_start, "window_end": outcome.window_end,
+        "locust_requests": outcome.locust_requests, "recorded_samples": len(outcome.samples),
+        "_samples": outcome.samples, "_resources": resources,
+    }  # fmt: skip
+
+
+def _base_result(ctx: _Context, scenario: Scenario, cell: Cell, config: ServerConfig, order: int):
+    slots = analyze.capacity_slots(
+        MODELS[cell.server].blocking, scenario.kind, config.workers,
+        config.max_clients, config.pool_size, ctx.db_max_connections,
+    )  # fmt: skip
+    return CellResult(
+        cell_id=cell.cell_id, scenario=cell.scenario, server=cell.server, users=cell.users,
+        repeat=cell.repeat, status="running", valid=False, reason="", endpoint=scenario.endpoint,
+        delay_ms=scenario.delay_ms, workers=config.workers,
+        slots=None if slots is None or math.isinf(slots) else slots,
+        predicted_rps=analyze.predicted_rps(cell.users, slots, scenario.delay_ms),
+        warmup_s=scenario.warmup_s, measure_s=scenario.measure_s, order=order,
+        started_at=time.time(),
+    )  # fmt: skip
+
+
+def _stop_timeout_s(scenario: Scenario, base: CellResult) -> float:
+    """Long enough for requests still queued at the end of the window to finish."""
+    slots = base.slots or base.users
+    queue_s = math.ceil(base.users / slots) * scenario.delay_ms / 1000
+    return min(75.0, max(5.0, 3 * queue_s))
+
+
+def _work_counter(ctx: _Context, scenario: Scenario):
+    if scenario.kind == "fetch" and ctx.upstream:
+        return ctx.upstream.hits
+    if scenario.kind == "sql" and ctx.database:
+        return lambda: ctx.database.status("Com_select")
+    return None
+
+
+def _components(ctx: _Context, server: services.Server, locust: list[ManagedProcess]):
+    components = {
+        "server": server.process.tree,
+        "locust": lambda: locust[0].tree() if locust else [],
+    }
+    if ctx.upstream:
+        components["upstream"] = ctx.upstream.process.tree
+    if ctx.database and ctx.database.process:
+        components["mariadb"] = ctx.database.process.tree
+    return components
+
+
+def _db_threads_probe(ctx: _Context):
+    """MariaDB ``Threads_connected`` over one kept connection (not counting that connection)."""
+    if not ctx.database:
+        return None
+    holder: list = []
+
+    def probe() -> int | None:
+        try:
+            if not holder:
+                holder.append(ctx.database.connect())
+            with holder[0].cursor() as cur:
+                cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+                return int(cur.fetchone()[1]) - 1
+        except pymysql.MySQLError:
+            holder.clear()
+            return None
+
+    return probe
+
+
+def _expected_s(scenario: Scenario) -> float:
+    return CELL_OVERHEAD_S + 2 + scenario.warmup_s + scenario.measure_s
+
+
+def _warn_about_ceiling(scenarios: dict[str, Scenario], settings: RunSettings, hooks: RunHooks):
+    for s in scenarios.values():
+        if s.delay_ms and "tornado-coroutine" in s.servers:
+            expected = max(s.users) / (s.delay_ms / 1000)
+            if expected > LOCUST_RPS_CEILING * 0.9:
+                hooks.warn(
+                    f"{s.name}: tornado-coroutine is expected to reach {expected:.0f} req/s at "
+                    f"{max(s.users)} users, near the ~{LOCUST_RPS_CEILING} req/s one Locust "
+                    "process drives here: those cells will likely be marked invalid"
+                )
+
+
+def _describe_services(ctx: _Context) -> dict:
+    from servers.blocking_io import UPSTREAM_KEEPALIVE
+
+    described: dict = {"locust": {"processes": 1, "user_class": "FastHttpUser", "wait": 0}}
+    if ctx.database:
+        described["database"] = {
+            "owned": ctx.database.owned,
+            "url": MysqlUrl.parse(ctx.database.url).redacted(),
+            "version": ctx.database.variable("version"),
+            "max_connections": ctx.db_max_connections,
+        }
+    if ctx.upstream:
+        described["upstream"] = {"url": ctx.upstream.url, "servers_keep_alive": UPSTREAM_KEEPALIVE}
+    return described
+
+
+def _describe_servers(ctx: _Context) -> dict:
+    base = ctx.server_config.describe()
+    base.pop("port", None)
+    return {name: {"summary": info.summary, "blocking": info.blocking, **base}
+            for name, info in MODELS.items()}  # fmt: skip
+
+
+def machine_info() -> dict:
+    return {
+        "hostname": platform.node(),
+        "cpu_count": psutil.cpu_count(logical=True),
+        "cpu_physical": psutil.cpu_count(logical=False),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def package_versions() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()

@@ -1,0 +1,225 @@
+"""The run directory: versioned, self-describing result files, written so a crash loses nothing.
+
+``reports/<run-id>/`` holds ``run.json`` (metadata), ``results.csv`` (one row per cell),
+``samples.parquet/`` and ``resources.parquet/`` (one parquet file per cell, so a finished cell
+is on disk before the next starts and a rerun replaces exactly its own cells; pandas and pyarrow
+read the folder as one table), and ``index.html``. ``reports/latest`` points at the newest run.
+
+Schema versions (bump on any change to a file's meaning, and say what changed):
+  1 — first version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+DEFAULT_REPORTS_DIR = Path("reports")
+
+
+class StoreError(RuntimeError):
+    """A run directory is missing, damaged or of another schema version."""
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One row of ``results.csv``: what one cell measured, and whether it can be trusted."""
+
+    cell_id: str
+    scenario: str
+    server: str
+    users: int
+    repeat: int
+    status: str  # "ok", "invalid" (measured but untrustworthy) or "failed" (not measured)
+    valid: bool
+    reason: str
+    endpoint: str
+    delay_ms: int
+    workers: int
+    slots: float | None  # how many requests the model can hold at once (rule 6)
+    predicted_rps: float | None
+    warmup_s: float
+    measure_s: float
+    window_start: float | None = None  # epoch seconds; samples that started inside count
+    window_end: float | None = None
+    requests: int = 0
+    failures: int = 0
+    rps: float | None = None
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    cpu_server: float | None = None  # mean % of one core over the window
+    cpu_locust: float | None = None
+    cpu_upstream: float | None = None
+    cpu_mariadb: float | None = None
+    cpu_machine: float | None = None  # mean % of the whole machine
+    rss_server_mb: float | None = None
+    threads_connected_max: float | None = None
+    locust_requests: int | None = None  # Locust's own count, to prove no sample was lost
+    recorded_samples: int | None = None
+    order: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass
+class RunMeta:
+    """``run.json``: everything needed to understand and reproduce the run."""
+
+    run_id: str
+    created: float
+    status: str = "running"  # running, complete, interrupted, failed
+    schema_version: int = SCHEMA_VERSION
+    updated: float = 0.0
+    seed: int = 0
+    settings: dict = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    servers: dict = field(default_factory=dict)  # model -> configuration shown in the report
+    services: dict = field(default_factory=dict)  # database, upstream, locust
+    machine: dict = field(default_factory=dict)
+    packages: dict = field(default_factory=dict)
+    scenarios: dict = field(default_factory=dict)
+    planned_cells: list[str] = field(default_factory=list)
+    invocations: list[dict] = field(default_factory=list)
+
+
+class RunDir:
+    """One run's directory: create, reopen, and update it cell by cell."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples.parquet"
+
+    @property
+    def resources_dir(self) -> Path:
+        return self.path / "resources.parquet"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.path / "results.csv"
+
+    @property
+    def meta_json(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @classmethod
+    def create(cls, reports_dir: Path, run_id: str | None = None) -> RunDir:
+        run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
+        path = Path(reports_dir) / run_id
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = Path(reports_dir) / f"{run_id}-{suffix}"
+        for sub in ("samples.parquet", "resources.parquet", "logs"):
+            (path / sub).mkdir(parents=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        """Reopen a stored run; refuse a missing directory or another schema version."""
+        run = cls(Path(path).resolve() if Path(path).is_symlink() else Path(path))
+        if not run.meta_json.exists():
+            raise StoreError(f"{path} is not a run directory (no run.json); run `asyncbench run`")
+        version = json.loads(run.meta_json.read_text()).get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {version}, this asyncbench reads {SCHEMA_VERSION}: "
+                "rerun it with `asyncbench run`, or use the asyncbench version that wrote it"
+            )
+        for sub in ("samples.parquet", "resources.parquet", "logs"):
+            (run.path / sub).mkdir(exist_ok=True)
+        return run
+
+    def read_meta(self) -> RunMeta:
+        data = json.loads(self.meta_json.read_text())
+        known = {f.name for f in fields(RunMeta)}
+        return RunMeta(**{k: v for k, v in data.items() if k in known})
+
+    def write_meta(self, meta: RunMeta) -> None:
+        meta.updated = time.time()
+        _atomic_write(self.meta_json, json.dumps(asdict(meta), indent=2, default=str))
+
+    def results(self) -> pd.DataFrame:
+        if not self.results_csv.exists():
+            return pd.DataFrame(columns=CellResult.columns())
+        return pd.read_csv(self.results_csv)
+
+    def save_cell(
+        self, result: CellResult, samples: pd.DataFrame | None, resources: pd.DataFrame | None
+    ) -> None:
+        """Persist one cell: its raw samples and resource samples first, then its results row."""
+        for directory, frame in ((self.samples_dir, samples), (self.resources_dir, resources)):
+            target = directory / f"{result.cell_id}.parquet"
+            if frame is None or frame.empty:
+                target.unlink(missing_ok=True)
+                continue
+            frame = frame.assign(cell_id=result.cell_id)
+            tmp = target.with_suffix(".tmp")
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, target)
+        table = self.results()
+        table = table[table["cell_id"] != result.cell_id]
+        row = pd.DataFrame([asdict(result)], columns=CellResult.columns())
+        table = row if table.empty else pd.concat([table, row], ignore_index=True)
+        tmp = self.results_csv.with_suffix(".tmp")
+        table.sort_values(["scenario", "server", "users", "repeat"]).to_csv(tmp, index=False)
+        os.replace(tmp, self.results_csv)
+
+    def samples(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
+        return _read_cells(self.samples_dir, cell_ids)
+
+    def resources(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
+        return _read_cells(self.resources_dir, cell_ids)
+
+    def point_latest(self, reports_dir: Path) -> None:
+        """Make ``reports/latest`` a relative symlink to this run."""
+        link = Path(reports_dir) / "latest"
+        tmp = Path(reports_dir) / ".latest.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(self.path.name)
+        os.replace(tmp, link)
+
+
+def latest_run(reports_dir: Path) -> RunDir | None:
+    link = Path(reports_dir) / "latest"
+    return RunDir.open(link.resolve()) if link.exists() else None
+
+
+def _read_cells(directory: Path, cell_ids: list[str] | None) -> pd.DataFrame:
+    files = sorted(directory.glob("*.parquet"))
+    if cell_ids is not None:
+        wanted = set(cell_ids)
+        files = [f for f in files if f.stem in wanted]
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
