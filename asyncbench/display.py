@@ -26,6 +26,7 @@ class RichDisplay(RunHooks):
             TextColumn("{task.fields[eta]}"),
             console=self.console,
             transient=False,
+            disable=not self.console.is_terminal,  # piped output gets the per-cell lines only
         )
         self._matrix = None
         self._remaining_s = 0.0
@@ -81,10 +82,10 @@ class RichDisplay(RunHooks):
 
 
 def _summary(r: CellResult) -> str:
-    head = f"  {r.scenario:6} {r.server:17} u={r.users:<4} r{r.repeat}"
+    head = f"{r.scenario:5} {r.server:17} u={r.users:<3} r{r.repeat}"
     if r.status == "failed":
         return f"{head} [red]failed[/]: {r.reason}"
-    predicted = f" (predicted {r.predicted_rps:.0f})" if r.predicted_rps else ""
-    latency = f"p50 {r.p50_ms or 0:7.1f} ms  p99 {r.p99_ms or 0:7.1f} ms"
-    line = f"{head} {r.rps:8.1f} req/s{predicted}  {latency}"
+    predicted = f" (pred {r.predicted_rps:.0f})" if r.predicted_rps else ""
+    latency = f"p50 {r.p50_ms or 0:.1f} p99 {r.p99_ms or 0:.1f} ms"
+    line = f"{head} {r.rps:7.1f} rps{predicted} {latency}"
     return line if r.valid else f"{line}  [yellow]invalid[/]: {r.reason}"

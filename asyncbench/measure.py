@@ -35,7 +35,7 @@ class CellFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """One Locust run: who to hit, with how many users, for how long."""
+    """One Locust run: who to hit, with how many users (or at what rate), for how long."""
 
     url: str
     path: str
@@ -43,11 +43,22 @@ class LoadPlan:
     warmup_s: float
     measure_s: float
     stop_timeout_s: float  # at the end, in-flight requests get this long to finish
+    rate: float = 0.0  # open loop: requests per second (0: closed loop)
+    arrival: str = "constant"
+    seed: int = 0
+    local_workers: int = 0  # Locust worker processes on this machine (0: one standalone process)
+    remote_workers: int = 0  # workers joining from other machines (``loadgen-worker``)
+    master_bind: str = "127.0.0.1"
+    master_port: int = 0
 
     @property
-    def run_time_s(self) -> int:
+    def run_time_s(self) -> float:
         # Two extra seconds cover spawning; the window starts after spawning completes.
         return math.ceil(2 + self.warmup_s + self.measure_s)
+
+    @property
+    def distributed(self) -> bool:
+        return self.local_workers + self.remote_workers > 0
 
 
 @dataclass(frozen=True)
@@ -65,19 +76,28 @@ class LocustOutcome:
     window_end: float
     locust_requests: int
     exit_code: int
+    workers: tuple[str, ...]
 
 
-def locust_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
-    locust = shutil.which("locust", path=str(Path(sys.executable).parent)) or "locust"
-    return [
-        locust,
+def locust_command() -> str:
+    return shutil.which("locust", path=str(Path(sys.executable).parent)) or "locust"
+
+
+def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
+    argv = [
+        locust_command(),
         "-f", str(LOCUSTFILE),
         "--headless",
         "-u", str(plan.users),
         "-r", str(max(plan.users, 1)),
-        "-t", f"{plan.run_time_s}s",
+        # A safety net only: the locustfile's own timed stop collects every worker's samples.
+        "-t", f"{math.ceil(plan.run_time_s + plan.stop_timeout_s + 20)}s",
         "-H", plan.url,
         "--bench-path", plan.path,
+        "--bench-run-time", str(plan.run_time_s),
+        "--bench-rate", str(plan.rate),
+        "--bench-arrival", plan.arrival,
+        "--bench-seed", str(plan.seed),
         "--samples-out", str(out_dir / "samples.parquet"),
         "--meta-out", str(out_dir / "meta.json"),
         "--progress-out", str(out_dir / "progress.json"),
@@ -86,31 +106,62 @@ def locust_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
         "--exit-code-on-error", "0",
         "--stop-timeout", str(math.ceil(plan.stop_timeout_s)),
     ]  # fmt: skip
+    if plan.distributed:
+        argv += [
+            "--master",
+            "--master-bind-host", plan.master_bind,
+            "--master-bind-port", str(plan.master_port),
+            "--expect-workers", str(plan.local_workers + plan.remote_workers),
+            "--expect-workers-max-wait", "60",
+        ]  # fmt: skip
+    return argv
+
+
+def worker_argv(master_host: str, master_port: int) -> list[str]:
+    return [
+        locust_command(), "-f", str(LOCUSTFILE), "--worker",
+        "--master-host", master_host, "--master-port", str(master_port),
+        "--loglevel", "WARNING",
+    ]  # fmt: skip
 
 
 def run_locust(
     plan: LoadPlan,
     out_dir: Path,
     *,
-    log_path: Path,
+    log_dir: Path,
+    log_name: str,
     on_start: Callable[[ManagedProcess], None] | None = None,
     watch: Callable[[LocustProgress | None], str | None] | None = None,
 ) -> LocustOutcome:
-    """Run Locust headless to completion; ``watch`` is polled and may abort with a reason."""
+    """Run Locust headless to completion; ``watch`` is polled and may abort with a reason.
+
+    With workers, the master and each local worker are separate processes; ``on_start`` sees
+    every one of them (for resource sampling).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    bound_s = plan.run_time_s + plan.stop_timeout_s + 30
-    with managed_process(
-        locust_argv(plan, out_dir), name="locust", log_path=log_path, on_start=on_start
-    ) as proc:
+    bound_s = plan.run_time_s + plan.stop_timeout_s + 30 + (60 if plan.remote_workers else 0)
+    with contextlib.ExitStack() as stack:
+        master = stack.enter_context(
+            managed_process(master_argv(plan, out_dir), name="locust",
+                            log_path=log_dir / f"{log_name}.locust.log", on_start=on_start)
+        )  # fmt: skip
+        for i in range(plan.local_workers):
+            connect_host = "127.0.0.1" if plan.master_bind in ("0.0.0.0", "*") else plan.master_bind
+            stack.enter_context(
+                managed_process(worker_argv(connect_host, plan.master_port),
+                                name=f"locust-worker-{i + 1}", on_start=on_start,
+                                log_path=log_dir / f"{log_name}.locust-worker-{i + 1}.log")
+            )  # fmt: skip
         deadline = time.monotonic() + bound_s
-        while proc.alive():
+        while master.alive():
             if time.monotonic() > deadline:
-                raise CellFailed(f"Locust did not finish within {bound_s} s")
+                raise CellFailed(f"Locust did not finish within {bound_s:.0f} s")
             reason = watch(_read_progress(out_dir / "progress.json")) if watch else None
             if reason:
                 raise CellFailed(reason)
             time.sleep(0.25)
-    return _collect(plan, out_dir, proc)
+    return _collect(plan, out_dir, master)
 
 
 def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutcome:
@@ -119,8 +170,9 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
         tail = proc.log_tail(4).replace("\n", " | ")
         raise CellFailed(f"Locust exited ({proc.popen.returncode}) without results: {tail}")
     meta = json.loads(meta_path.read_text())
-    start = meta.get("spawn_complete") or meta["test_start"]
-    window_start = start + plan.warmup_s
+    if "spawn_complete" not in meta:
+        raise CellFailed("Locust never finished spawning its users (did the workers connect?)")
+    window_start = meta["spawn_complete"] + plan.warmup_s
     window_end = window_start + plan.measure_s
     if window_end > meta.get("test_stop", window_end):
         raise CellFailed("Locust stopped before the measured window ended")
@@ -130,6 +182,7 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
         window_end=window_end,
         locust_requests=int(meta.get("locust_requests", 0)),
         exit_code=proc.popen.returncode,
+        workers=tuple(meta.get("workers", ())),
     )
 
 

@@ -226,10 +226,8 @@ def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
             return None
 
         with sampler, tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:
-            locust_log = ctx.run.logs_dir / f"{cell.cell_id}.locust.log"
-            outcome = run_locust(
-                plan, Path(tmp), log_path=locust_log, on_start=locust.append, watch=watch
-            )
+            outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
+                                 on_start=locust.append, watch=watch)  # fmt: skip
     resources = sampler.frame()
     stats = analyze.cell_stats(outcome.samples, outcome.window_start, outcome.window_end)
     usage = analyze.resource_means(resources, outcome.window_start, outcome.window_end)
@@ -277,7 +275,7 @@ def _work_counter(ctx: _Context, scenario: Scenario):
 def _components(ctx: _Context, server: services.Server, locust: list[ManagedProcess]):
     components = {
         "server": server.process.tree,
-        "locust": lambda: locust[0].tree() if locust else [],
+        "locust": lambda: [p for proc in locust for p in proc.tree()],
     }
     if ctx.upstream:
         components["upstream"] = ctx.upstream.process.tree
