@@ -18,29 +18,71 @@ MAX_FAILURE_RATE = 0.01
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p999_ms": 99.9}
 
 
+LATE_SEND_MS = 10.0  # open loop: a send this much after its intended time is late
+
+
 def in_window(samples: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
-    """The requests that started inside ``[start, end)``: warm-up and ramp-up are outside."""
-    return samples[(samples["start_time"] >= start) & (samples["start_time"] < end)]
+    """The requests that started inside ``[start, end)``: warm-up and ramp-up are outside.
+
+    Open-loop requests belong to the window of their *intended* send time.
+    """
+    when = samples["start_time"]
+    if "intended_time" in samples and samples["intended_time"].notna().any():
+        when = samples["intended_time"]
+    return samples[(when >= start) & (when < end)]
+
+
+def completed_in(samples: pd.DataFrame, start: float, end: float) -> int:
+    """How many answers arrived inside ``[start, end)`` (an open loop's achieved throughput)."""
+    done = samples["start_time"] + samples["latency_ms"] / 1000
+    return int(((done >= start) & (done < end)).sum())
+
+
+def corrected_latency_ms(samples: pd.DataFrame) -> pd.Series:
+    """Latency from the intended send time (coordinated-omission corrected)."""
+    return (samples["start_time"] - samples["intended_time"]) * 1000 + samples["latency_ms"]
 
 
 def is_failure(samples: pd.DataFrame) -> pd.Series:
     return samples["error"].notna() | (samples["status"] != 200)
 
 
-def cell_stats(samples: pd.DataFrame, start: float, end: float) -> dict:
-    """Throughput and exact latency percentiles over the measured window."""
+def cell_stats(samples: pd.DataFrame, start: float, end: float, rate: float = 0.0) -> dict:
+    """Throughput and exact latency percentiles over the measured window.
+
+    For an open-loop cell (``rate`` > 0) the percentiles are corrected (from the intended send
+    time), the uncorrected p50/p99 are kept beside them, and late and dropped sends are counted.
+    """
     window = in_window(samples, start, end)
-    latencies = window["latency_ms"].to_numpy()
+    open_loop = rate > 0
+    latencies = (corrected_latency_ms(window) if open_loop else window["latency_ms"]).to_numpy()
     stats: dict = {
         "requests": len(window),
         "failures": int(is_failure(window).sum()),
-        "rps": len(window) / (end - start),
+        "rps": (completed_in(samples, start, end) if open_loop else len(window)) / (end - start),
     }
     if len(latencies):
         stats["mean_ms"] = float(latencies.mean())
         stats["max_ms"] = float(latencies.max())
         for column, q in PERCENTILES.items():
             stats[column] = float(np.percentile(latencies, q))
+    if open_loop:
+        stats.update(_open_loop_stats(window, start, end, rate))
+    return stats
+
+
+def _open_loop_stats(window: pd.DataFrame, start: float, end: float, rate: float) -> dict:
+    due = round(rate * (end - start))
+    lateness_ms = (window["start_time"] - window["intended_time"]) * 1000
+    stats = {
+        "offered_rps": rate,
+        "late_sends": int((lateness_ms > LATE_SEND_MS).sum()),
+        "dropped_sends": max(0, due - len(window)),
+    }
+    if len(window):
+        raw = window["latency_ms"].to_numpy()
+        stats["p50_uncorrected_ms"] = float(np.percentile(raw, 50))
+        stats["p99_uncorrected_ms"] = float(np.percentile(raw, 99))
     return stats
 
 
@@ -74,6 +116,12 @@ def judge(stats: dict, cpu: dict) -> tuple[bool, str]:
     if upstream is not None and upstream > AUXILIARY_CPU_LIMIT:
         reasons.append(f"upstream saturated: {upstream:.0f}% of a core")
     requests = stats.get("requests", 0)
+    offered = stats.get("offered_rps")
+    kept_up = offered and stats.get("rps", 0) >= 0.95 * offered
+    late = (stats.get("late_sends") or 0) + (stats.get("dropped_sends") or 0)
+    if kept_up and requests and late / requests > MAX_FAILURE_RATE:
+        # The server kept up, so the senders, not the server, missed the schedule.
+        reasons.append(f"load generator missed the schedule: {late} late or dropped sends")
     if requests and stats.get("failures", 0) / requests > MAX_FAILURE_RATE:
         rate = stats["failures"] / requests
         reasons.append(f"failures {rate:.1%} above {MAX_FAILURE_RATE:.0%}")
@@ -100,8 +148,191 @@ def capacity_slots(
     return math.inf
 
 
-def predicted_rps(users: int, slots: float | None, delay_ms: int) -> float | None:
-    """throughput = min(users, slots) / delay, for a closed loop with no think time."""
+def predicted_rps(
+    users: int, slots: float | None, delay_ms: int, rate: float = 0.0
+) -> float | None:
+    """throughput = min(users, slots) / delay for a closed loop with no think time;
+    min(rate, slots / delay) for an open loop offering ``rate``."""
     if slots is None or delay_ms <= 0:
+        return rate or None
+    capacity = slots / (delay_ms / 1000)
+    return min(rate, capacity) if rate else min(users, slots) / (delay_ms / 1000)
+
+
+# --- Across cells: the comparison the report shows ----------------------------------------------
+#
+# A "level" is one scenario × server × users; its repeats are the cells. Only *included* cells
+# (valid and status "ok") enter a level's statistics; the others are kept, with their reason, so
+# the report can show them greyed out.
+
+LEVEL = ["scenario", "server", "users"]
+SPREAD_METRICS = ("rps", "p50_ms", "p90_ms", "p99_ms")
+UNSTABLE_COV = 0.10  # a spread across repeats above this is flagged, not hidden (as pyperf does)
+PLATEAU_GROWTH = 0.25  # rps "stops growing": it gains < 25% of what more users ideally add
+
+
+def included(results: pd.DataFrame) -> pd.Series:
+    """Which cells count: valid and measured (``status == "ok"``); never the invalid or failed."""
+    valid = results["valid"].astype(str).str.lower().eq("true")
+    return valid & results["status"].astype(str).eq("ok")
+
+
+def cell_table(results: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """``results.csv`` with every measured cell's throughput and percentiles recomputed from its
+    raw in-window samples (``cell_stats``), plus an ``included`` column.
+
+    A cell without samples (a failed one) keeps its stored numbers, which are empty.
+    """
+    cells = results.copy().reset_index(drop=True)
+    cells["reason"] = cells["reason"].fillna("").astype(str)
+    if not samples.empty and len(cells):
+        by_cell = dict(tuple(samples.groupby("cell_id", sort=False)))
+        for i, row in cells.iterrows():
+            own = by_cell.get(row["cell_id"])
+            if own is None or pd.isna(row["window_start"]) or pd.isna(row["window_end"]):
+                continue
+            for column, value in cell_stats(own, row["window_start"], row["window_end"]).items():
+                cells.loc[i, column] = value
+    cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
+    return cells
+
+
+def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per scenario × server × users: median, min, max and CoV across included repeats of
+    rps and p50/p90/p99, the gap to the predicted rps, and the ratio to the best model at that
+    level. Levels whose cells were all excluded keep a row (with empty statistics)."""
+    columns = _aggregate_columns()
+    if cells.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for (scenario, server, users), group in cells.groupby(LEVEL, sort=True):
+        kept = group[group["included"]]
+        row: dict = {
+            "scenario": scenario, "server": server, "users": int(users),
+            "cells": len(group), "repeats": len(kept),
+            "invalid": int((group["status"] == "invalid").sum()),
+            "failed": int((group["status"] == "failed").sum()),
+            "delay_ms": _first(group["delay_ms"]), "workers": _first(group["workers"]),
+            "slots": _first(group["slots"]), "predicted_rps": _first(group["predicted_rps"]),
+            "cpu_server": _median(kept, "cpu_server"), "cpu_locust": _median(kept, "cpu_locust"),
+            "reasons": "; ".join(sorted({r for r in group.loc[~group["included"], "reason"] if r})),
+        }  # fmt: skip
+        for metric in SPREAD_METRICS:
+            row.update(_spread(kept[metric].dropna().to_numpy(dtype=float), metric))
+        rows.append(row)
+    agg = pd.DataFrame(rows, columns=columns)
+    agg["rps_gap"] = agg["rps_median"] / agg["predicted_rps"] - 1
+    level = agg.groupby(["scenario", "users"])
+    agg["best_rps"] = level["rps_median"].transform("max")
+    agg["rps_ratio"] = agg["rps_median"] / agg["best_rps"]
+    agg["p99_ratio"] = agg["p99_ms_median"] / level["p99_ms_median"].transform("min")
+    agg["best"] = agg["rps_median"].notna() & (agg["rps_median"] == agg["best_rps"])
+    agg["unstable"] = (agg[[f"{m}_cov" for m in SPREAD_METRICS]] > UNSTABLE_COV).any(axis=1)
+    return agg
+
+
+def _aggregate_columns() -> list[str]:
+    head = [*LEVEL, "cells", "repeats", "invalid", "failed", "delay_ms", "workers", "slots",
+            "predicted_rps", "cpu_server", "cpu_locust", "reasons"]  # fmt: skip
+    spread = [f"{m}_{s}" for m in SPREAD_METRICS for s in ("median", "min", "max", "cov")]
+    tail = ["rps_gap", "best_rps", "rps_ratio", "p99_ratio", "best", "unstable"]
+    return head + spread + tail
+
+
+def _spread(values: np.ndarray, metric: str) -> dict:
+    """Median, min, max and coefficient of variation (sample std / mean; needs two repeats)."""
+    if not len(values):
+        return {f"{metric}_{s}": math.nan for s in ("median", "min", "max", "cov")}
+    mean = values.mean()
+    cov = float(values.std(ddof=1) / mean) if len(values) > 1 and mean else math.nan
+    return {
+        f"{metric}_median": float(np.median(values)),
+        f"{metric}_min": float(values.min()),
+        f"{metric}_max": float(values.max()),
+        f"{metric}_cov": cov,
+    }
+
+
+def _first(column: pd.Series):
+    values = column.dropna()
+    return values.iloc[0].item() if len(values) else None
+
+
+def _median(frame: pd.DataFrame, column: str) -> float:
+    if column not in frame or frame[column].isna().all():
+        return math.nan
+    return float(frame[column].median())
+
+
+def comparison_level(agg: pd.DataFrame, scenario: str) -> int | None:
+    """The highest load level of a scenario at which the most models have included cells (all of
+    them when possible): the level the verdict and the latency distribution compare."""
+    rows = agg[(agg["scenario"] == scenario) & agg["rps_median"].notna()]
+    if rows.empty:
         return None
-    return min(users, slots) / (delay_ms / 1000)
+    models = rows.groupby("users")["server"].nunique()
+    return int(models[models == models.max()].index.max())
+
+
+def plateaus(agg: pd.DataFrame, scenario: str) -> dict[str, dict]:
+    """Per model, where its median rps stops growing with users.
+
+    Between two consecutive included levels u0 < u1, rps "stops growing" when it gains less than
+    ``PLATEAU_GROWTH`` of the proportional gain ``rps(u0) * (u1/u0 - 1)``. The result gives the
+    two levels, the ceiling (the highest median rps from there on), and — for a delayed scenario —
+    how many requests that ceiling keeps in service at once (Little's law: rps × delay), to compare
+    with the model's slots. Models still growing at their last level are absent.
+    """
+    out = {}
+    rows = agg[(agg["scenario"] == scenario) & agg["rps_median"].notna()]
+    for server, group in rows.groupby("server", sort=False):
+        group = group.sort_values("users")
+        users, rps = group["users"].to_list(), group["rps_median"].to_list()
+        for i in range(len(users) - 1):
+            ideal_gain = rps[i] * (users[i + 1] / users[i] - 1)
+            if rps[i + 1] - rps[i] < PLATEAU_GROWTH * ideal_gain:
+                ceiling = max(rps[i:])
+                delay = group["delay_ms"].iloc[0]
+                out[server] = {
+                    "after_users": int(users[i]), "before_users": int(users[i + 1]),
+                    "ceiling_rps": float(ceiling),
+                    "in_service": float(ceiling * delay / 1000) if delay else None,
+                    "slots": _first(group["slots"]),
+                }  # fmt: skip
+                break
+    return out
+
+
+def level_latencies(
+    cells: pd.DataFrame, samples: pd.DataFrame, scenario: str, server: str, users: int
+) -> np.ndarray:
+    """The raw in-window latencies of one level's included cells, pooled across repeats."""
+    chosen = cells[
+        (cells["scenario"] == scenario) & (cells["server"] == server)
+        & (cells["users"] == users) & cells["included"]
+    ]  # fmt: skip
+    parts = []
+    for row in chosen.itertuples():
+        own = samples[samples["cell_id"] == row.cell_id] if not samples.empty else samples
+        if not own.empty:
+            parts.append(in_window(own, row.window_start, row.window_end)["latency_ms"].to_numpy())
+    return np.sort(np.concatenate(parts)) if parts else np.array([])
+
+
+def cdf_points(latencies: np.ndarray, points: int = 200) -> tuple[list[float], list[float]]:
+    """An empirical CDF reduced to ``points`` quantiles, plus the far tail (p99.1 … max)."""
+    if not len(latencies):
+        return [], []
+    probs = np.unique(np.concatenate([np.linspace(0, 1, points + 1), np.linspace(0.99, 1, 11)]))
+    return np.quantile(latencies, probs).tolist(), probs.tolist()
+
+
+def compare_runs(agg: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
+    """``agg`` with the relative change of median rps and p99 against another run's same level."""
+    base = baseline[[*LEVEL, "rps_median", "p99_ms_median"]].rename(
+        columns={"rps_median": "base_rps", "p99_ms_median": "base_p99_ms"}
+    )
+    out = agg.merge(base, on=LEVEL, how="left")
+    out["rps_change"] = out["rps_median"] / out["base_rps"] - 1
+    out["p99_change"] = out["p99_ms_median"] / out["base_p99_ms"] - 1
+    return out

@@ -71,7 +71,28 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --scenario/--server: start a new run instead of updating the latest",
     )
-    run.set_defaults(handler=_cmd_run)  # fmt: skip
+    run.add_argument("--rate", type=_rate_list, metavar="R,R",
+                     help="open loop: offered requests/s per cell instead of --users")
+    run.add_argument("--arrival", choices=("constant", "poisson"), default="constant",
+                     help="open loop arrival process (default constant)")
+    run.add_argument("--locust-workers", type=int, default=0, metavar="N",
+                     help="drive each cell with a Locust master and N local worker processes")
+    run.add_argument("--expect-workers", type=int, default=0, metavar="N",
+                     help="wait for N remote `asyncbench loadgen-worker` processes per cell")
+    run.add_argument("--locust-master-bind", default="127.0.0.1", metavar="ADDR",
+                     help="address the Locust master listens on for remote workers")
+    run.add_argument("--locust-master-port", type=int, default=5557, metavar="PORT")
+    run.add_argument("--target", metavar="URL",
+                     help="measure a server started elsewhere by `asyncbench serve` (one --server)")
+    run.add_argument("--upstream", metavar="URL", help="use an upstream started elsewhere")
+    run.set_defaults(handler=_cmd_run)
+
+    worker = sub.add_parser("loadgen-worker",
+                            help="join runs as a Locust worker (on a load-generator machine)")
+    worker.add_argument("--master", required=True, metavar="HOST[:PORT]")
+    worker.add_argument("--idle-timeout", type=float, default=600, metavar="SEC",
+                        help="give up after this long without joining a cell (default 600)")
+    worker.set_defaults(handler=_cmd_loadgen_worker)  # fmt: skip
 
     serve = sub.add_parser("serve", help="run one server model in the foreground")
     serve.add_argument("model", choices=list(MODELS))
@@ -97,20 +118,42 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _rate_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(sorted({float(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates like 50,100,200, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError("rates must be positive requests per second")
+    return values
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    if args.repeat is not None and args.repeat < 1:
+        raise ValueError("--repeat must be at least 1")
+    if args.rate and args.users:
+        raise ValueError("give either --users (closed loop) or --rate (open loop), not both")
+    if args.locust_workers < 0 or args.expect_workers < 0:
+        raise ValueError("--locust-workers and --expect-workers cannot be negative")
+    if args.target and len(args.server) != 1:
+        raise ValueError("--target measures a server started elsewhere: give exactly one --server")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from asyncbench.display import RichDisplay
     from asyncbench.run import RunSettings, run_matrix
 
-    if args.workers < 1:
-        raise ValueError("--workers must be at least 1")
-    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 2)
-    if repeat < 1:
-        raise ValueError("--repeat must be at least 1")
+    _check_run_args(args)
     settings = RunSettings(
         scenarios=tuple(args.scenario), servers=tuple(args.server), users=args.users,
-        duration_s=args.duration, warmup_s=args.warmup, repeat=repeat, workers=args.workers,
+        duration_s=args.duration, warmup_s=args.warmup,
+        repeat=args.repeat or (1 if args.quick else 2), workers=args.workers,
         reports_dir=args.out, mysql_url=args.mysql_url, quick=args.quick, seed=args.seed,
-        new=args.new,
+        new=args.new, rates=args.rate, arrival=args.arrival, locust_workers=args.locust_workers,
+        expect_workers=args.expect_workers, master_bind=args.locust_master_bind,
+        master_port=args.locust_master_port, target=args.target, upstream_url=args.upstream,
     )  # fmt: skip
     with RichDisplay() as display:
         run = run_matrix(settings, display, argv=["asyncbench", *sys.argv[1:]])
@@ -133,6 +176,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     module = MODELS[args.model].module
     os.execv(sys.executable, [sys.executable, "-m", module, *config.to_argv()])
     return 0  # not reached
+
+
+def _cmd_loadgen_worker(args: argparse.Namespace) -> int:
+    from asyncbench.measure import run_remote_worker
+
+    host, _, port = args.master.partition(":")
+    run_remote_worker(host, int(port or 5557), args.idle_timeout)
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

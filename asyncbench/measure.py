@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -123,6 +124,27 @@ def worker_argv(master_host: str, master_port: int) -> list[str]:
         "--master-host", master_host, "--master-port", str(master_port),
         "--loglevel", "WARNING",
     ]  # fmt: skip
+
+
+def run_remote_worker(master_host: str, master_port: int, idle_timeout_s: float) -> None:
+    """Join cells as a Locust worker until ``idle_timeout_s`` passes without one.
+
+    A Locust worker exits when its master quits, and the harness starts one master per cell, so
+    this starts a fresh worker for each cell.
+    """
+    idle_since = time.monotonic()
+    while time.monotonic() - idle_since < idle_timeout_s:
+        with tempfile.TemporaryDirectory(prefix="asyncbench-worker-") as tmp:
+            log = Path(tmp) / "worker.log"
+            started = time.monotonic()
+            with managed_process(worker_argv(master_host, master_port), name="locust-worker",
+                                 log_path=log) as proc:  # fmt: skip
+                while proc.alive():
+                    time.sleep(0.5)
+            joined = "Got quit message from master" in log.read_text(errors="replace")
+            if joined or time.monotonic() - started > 30:
+                idle_since = time.monotonic()
+        time.sleep(1)
 
 
 def run_locust(

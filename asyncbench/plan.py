@@ -58,16 +58,25 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Cell:
-    """One measurement of the matrix. ``cell_id`` names it in every result file."""
+    """One measurement of the matrix. ``cell_id`` names it in every result file.
+
+    A closed-loop cell has ``users`` and no ``rate``; an open-loop cell offers ``rate`` requests
+    per second (its ``users`` are only the pool of senders, sized by the runner).
+    """
 
     scenario: str
     server: str
     users: int
     repeat: int
+    rate: float = 0.0
+
+    @property
+    def level(self) -> str:
+        return f"q{self.rate:g}" if self.rate else f"u{self.users}"
 
     @property
     def cell_id(self) -> str:
-        return f"{self.scenario}.{self.server}.u{self.users}.r{self.repeat}"
+        return f"{self.scenario}.{self.server}.{self.level}.r{self.repeat}"
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -211,17 +220,22 @@ def plan_cells(
     servers: list[str] | None,
     repeat: int,
     seed: int,
+    rates: tuple[float, ...] | None = None,
 ) -> list[Cell]:
-    """Every (scenario, server, users, repeat) combination, in an order shuffled by ``seed``."""
+    """Every (scenario, server, level, repeat) combination, in an order shuffled by ``seed``.
+
+    Levels are the scenario's user counts, or the offered ``rates`` in open-loop mode.
+    """
     for name in servers or ():
         if name not in MODELS:
             raise ScenarioError(f"unknown server {name!r} (known: {', '.join(MODELS)})")
+    levels = [(0, rate) for rate in rates] if rates else None
     cells = [
-        Cell(s.name, server, users, r)
+        Cell(s.name, server, users, r, rate)
         for s in scenarios
         for server in s.servers
         if not servers or server in servers
-        for users in s.users
+        for users, rate in (levels or [(u, 0.0) for u in s.users])
         for r in range(1, repeat + 1)
     ]
     random.Random(seed).shuffle(cells)

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-import platform
 import random
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 
-import psutil
 import pymysql
 
-from asyncbench import analyze, services
+from asyncbench import analyze, metadata, services
 from asyncbench.measure import (
     CellFailed,
     LoadPlan,
@@ -36,9 +33,9 @@ from asyncbench.store import CellResult, RunDir, RunMeta, latest_run
 from servers import MODELS
 from servers.config import MysqlUrl, ServerConfig
 
-PACKAGES = ("tornado", "flask", "gunicorn", "locust", "pymysql", "aiomysql", "pandas", "pyarrow")
 CELL_OVERHEAD_S = 4.0  # server start, verification, Locust start-up and shutdown (for the ETA)
 LOCUST_RPS_CEILING = 2000  # about what one Locust process drives on this class of machine
+MAX_RATE_USERS = 1000  # open loop: the most concurrent senders a cell gets
 
 
 @dataclass(frozen=True)
@@ -57,6 +54,14 @@ class RunSettings:
     quick: bool = False
     seed: int | None = None
     new: bool = False
+    rates: tuple[float, ...] | None = None  # open loop instead of users
+    arrival: str = "constant"  # or "poisson"
+    locust_workers: int = 0  # local Locust worker processes (0: one standalone process)
+    expect_workers: int = 0  # remote workers (``asyncbench loadgen-worker``) to wait for
+    master_bind: str = "127.0.0.1"
+    master_port: int = 5557
+    target: str | None = None  # measure a server started elsewhere with ``asyncbench serve``
+    upstream_url: str | None = None  # an upstream started elsewhere
 
     def stored(self) -> dict:
         data = asdict(self)
@@ -108,7 +113,9 @@ def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) 
     hooks = hooks or RunHooks()
     scenarios = effective_scenarios(settings)
     seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
-    cells = plan_cells(list(scenarios.values()), list(settings.servers), settings.repeat, seed)
+    cells = plan_cells(
+        list(scenarios.values()), list(settings.servers), settings.repeat, seed, settings.rates
+    )
     run, meta = _open_run(settings, scenarios, cells, seed, argv)
     _warn_about_ceiling(scenarios, settings, hooks)
     hooks.run_started(run, cells, sum(_expected_s(scenarios[c.scenario]) for c in cells))
@@ -116,8 +123,12 @@ def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) 
         with _backing_services(scenarios, settings, run) as ctx_args:
             ctx = _Context(run, settings, hooks, **ctx_args)
             ctx.server_config = replace(ctx.server_config, workers=settings.workers)
-            meta.services = _describe_services(ctx)
-            meta.servers = _describe_servers(ctx)
+            locust = metadata.describe_locust(
+                settings.locust_workers, settings.expect_workers, settings.master_bind,
+                f"open loop, {settings.arrival} arrivals" if settings.rates else "closed loop",
+            )  # fmt: skip
+            meta.services = metadata.describe_services(ctx.database, ctx.upstream, locust)
+            meta.servers = metadata.describe_servers(ctx.server_config, settings.target)
             run.write_meta(meta)
             for order, cell in enumerate(cells):
                 scenario = scenarios[cell.scenario]
@@ -151,8 +162,8 @@ def _open_run(settings, scenarios, cells, seed, argv) -> tuple[RunDir, RunMeta]:
         meta = RunMeta(run_id=run.run_id, created=time.time(), seed=seed)
         meta.planned_cells = sorted(c.cell_id for c in cells)
         meta.settings = settings.stored()
-        meta.machine = machine_info()
-        meta.packages = package_versions()
+        meta.machine = metadata.machine_info()
+        meta.packages = metadata.package_versions()
     meta.status = "running"
     meta.scenarios.update({name: asdict(s) for name, s in scenarios.items()})
     meta.command = list(argv or sys.argv)
@@ -176,7 +187,9 @@ def _backing_services(scenarios: dict[str, Scenario], settings: RunSettings, run
             found["database"] = db
             found["db_max_connections"] = int(db.variable("max_connections") or 0) or None
         if "fetch" in kinds:
-            found["upstream"] = stack.enter_context(services.upstream(log_dir=run.logs_dir))
+            found["upstream"] = stack.enter_context(
+                services.upstream(url=settings.upstream_url, log_dir=run.logs_dir)
+            )
         yield found
 
 
@@ -201,9 +214,27 @@ def measure_cell(ctx: _Context, scenario: Scenario, cell: Cell, order: int) -> C
     return final
 
 
-def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
+def _server(ctx: _Context, cell: Cell, config: ServerConfig):
+    if ctx.settings.target:
+        return services.remote_server(cell.server, ctx.settings.target, config)
     log = ctx.run.logs_dir / f"{cell.cell_id}.server.log"
-    with services.server(cell.server, config, log_path=log) as server:
+    return services.server(cell.server, config, log_path=log)
+
+
+def _load_plan(ctx: _Context, scenario: Scenario, cell: Cell, url: str, base: CellResult):
+    s = ctx.settings
+    distributed = s.locust_workers + s.expect_workers > 0
+    return LoadPlan(
+        url, scenario.path, base.users, scenario.warmup_s, scenario.measure_s,
+        _stop_timeout_s(scenario, base), rate=cell.rate, arrival=s.arrival,
+        seed=hash((ctx.run.run_id, cell.cell_id)) % 2**31, local_workers=s.locust_workers,
+        remote_workers=s.expect_workers, master_bind=s.master_bind,
+        master_port=(s.master_port if s.expect_workers else free_port()) if distributed else 0,
+    )  # fmt: skip
+
+
+def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
+    with _server(ctx, cell, config) as server:
         verify_equivalence(
             server.url,
             scenario.path,
@@ -213,11 +244,10 @@ def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
         )
         locust: list[ManagedProcess] = []
         sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx))
-        plan = LoadPlan(server.url, scenario.path, cell.users, scenario.warmup_s,
-                        scenario.measure_s, _stop_timeout_s(scenario, base))  # fmt: skip
+        plan = _load_plan(ctx, scenario, cell, server.url, base)
 
         def watch(progress: LocustProgress | None) -> str | None:
-            if not server.process.alive():
+            if server.process and not server.process.alive():
                 return (
                     f"{cell.server} exited during the cell (code {server.process.popen.returncode})"
                 )
@@ -229,7 +259,9 @@ def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
             outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
                                  on_start=locust.append, watch=watch)  # fmt: skip
     resources = sampler.frame()
-    stats = analyze.cell_stats(outcome.samples, outcome.window_start, outcome.window_end)
+    stats = analyze.cell_stats(
+        outcome.samples, outcome.window_start, outcome.window_end, rate=cell.rate
+    )
     usage = analyze.resource_means(resources, outcome.window_start, outcome.window_end)
     valid, reason = analyze.judge(stats, usage)
     return {
@@ -237,6 +269,7 @@ def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
         "status": "ok" if valid else "invalid", "valid": valid, "reason": reason,
         "window_start": outcome.window_start, "window_end": outcome.window_end,
         "locust_requests": outcome.locust_requests, "recorded_samples": len(outcome.samples),
+        "locust_processes": len(outcome.workers) + (1 if plan.distributed else 0),
         "_samples": outcome.samples, "_resources": resources,
     }  # fmt: skip
 
@@ -246,15 +279,28 @@ def _base_result(ctx: _Context, scenario: Scenario, cell: Cell, config: ServerCo
         MODELS[cell.server].blocking, scenario.kind, config.workers,
         config.max_clients, config.pool_size, ctx.db_max_connections,
     )  # fmt: skip
+    users = _rate_users(cell.rate, scenario) if cell.rate else cell.users
     return CellResult(
-        cell_id=cell.cell_id, scenario=cell.scenario, server=cell.server, users=cell.users,
+        cell_id=cell.cell_id, scenario=cell.scenario, server=cell.server, users=users,
+        rate=cell.rate, target=ctx.settings.target,
         repeat=cell.repeat, status="running", valid=False, reason="", endpoint=scenario.endpoint,
         delay_ms=scenario.delay_ms, workers=config.workers,
         slots=None if slots is None or math.isinf(slots) else slots,
-        predicted_rps=analyze.predicted_rps(cell.users, slots, scenario.delay_ms),
+        predicted_rps=analyze.predicted_rps(users, slots, scenario.delay_ms, cell.rate),
         warmup_s=scenario.warmup_s, measure_s=scenario.measure_s, order=order,
         started_at=time.time(),
     )  # fmt: skip
+
+
+def _rate_users(rate: float, scenario: Scenario) -> int:
+    """Senders for an open-loop cell: four times the requests in flight at the nominal delay.
+
+    A server within capacity never makes a send late. Beyond capacity any finite pool runs
+    dry: sends go out late (counted), the sender-side latency stays bounded by the pool, and the
+    corrected latency, measured from the intended time, shows the queue that really builds.
+    """
+    in_flight = rate * max(scenario.delay_ms, 50) / 1000
+    return min(MAX_RATE_USERS, math.ceil(4 * in_flight) + 10)
 
 
 def _stop_timeout_s(scenario: Scenario, base: CellResult) -> float:
@@ -273,11 +319,10 @@ def _work_counter(ctx: _Context, scenario: Scenario):
 
 
 def _components(ctx: _Context, server: services.Server, locust: list[ManagedProcess]):
-    components = {
-        "server": server.process.tree,
-        "locust": lambda: [p for proc in locust for p in proc.tree()],
-    }
-    if ctx.upstream:
+    components = {"locust": lambda: [p for proc in locust for p in proc.tree()]}
+    if server.process:
+        components["server"] = server.process.tree
+    if ctx.upstream and ctx.upstream.process:
         components["upstream"] = ctx.upstream.process.tree
     if ctx.database and ctx.database.process:
         components["mariadb"] = ctx.database.process.tree
@@ -309,63 +354,17 @@ def _expected_s(scenario: Scenario) -> float:
 
 
 def _warn_about_ceiling(scenarios: dict[str, Scenario], settings: RunSettings, hooks: RunHooks):
+    """Say before the run when the coroutine model should outrun the load generator."""
+    ceiling = LOCUST_RPS_CEILING * max(1, settings.locust_workers + settings.expect_workers)
     for s in scenarios.values():
-        if s.delay_ms and "tornado-coroutine" in s.servers:
-            expected = max(s.users) / (s.delay_ms / 1000)
-            if expected > LOCUST_RPS_CEILING * 0.9:
-                hooks.warn(
-                    f"{s.name}: tornado-coroutine is expected to reach {expected:.0f} req/s at "
-                    f"{max(s.users)} users, near the ~{LOCUST_RPS_CEILING} req/s one Locust "
-                    "process drives here: those cells will likely be marked invalid"
-                )
+        if not s.delay_ms or "tornado-coroutine" not in s.servers:
+            continue
+        expected = max(settings.rates) if settings.rates else max(s.users) / (s.delay_ms / 1000)
+        if expected > ceiling * 0.9:
+            hooks.warn(
+                f"{s.name}: tornado-coroutine should reach {expected:.0f} req/s, near the "
+                f"~{ceiling} req/s the Locust processes can drive here: those cells will likely "
+                "be marked invalid (add --locust-workers)"
+            )
 
 
-def _describe_services(ctx: _Context) -> dict:
-    from servers.blocking_io import UPSTREAM_KEEPALIVE
-
-    described: dict = {"locust": {"processes": 1, "user_class": "FastHttpUser", "wait": 0}}
-    if ctx.database:
-        described["database"] = {
-            "owned": ctx.database.owned,
-            "url": MysqlUrl.parse(ctx.database.url).redacted(),
-            "version": ctx.database.variable("version"),
-            "max_connections": ctx.db_max_connections,
-        }
-    if ctx.upstream:
-        described["upstream"] = {"url": ctx.upstream.url, "servers_keep_alive": UPSTREAM_KEEPALIVE}
-    return described
-
-
-def _describe_servers(ctx: _Context) -> dict:
-    base = ctx.server_config.describe()
-    base.pop("port", None)
-    return {name: {"summary": info.summary, "blocking": info.blocking, **base}
-            for name, info in MODELS.items()}  # fmt: skip
-
-
-def machine_info() -> dict:
-    return {
-        "hostname": platform.node(),
-        "cpu_count": psutil.cpu_count(logical=True),
-        "cpu_physical": psutil.cpu_count(logical=False),
-        "cpu_model": _cpu_model(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
-
-
-def package_versions() -> dict:
-    versions = {}
-    for name in PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[name] = metadata.version(name)
-    return versions
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()

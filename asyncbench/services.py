@@ -71,7 +71,7 @@ class Upstream:
     """The slow HTTP service ``/fetch`` calls: ``GET /delay?ms=N`` answers after N ms."""
 
     url: str
-    process: ManagedProcess
+    process: ManagedProcess | None  # None when it runs elsewhere (--upstream)
 
     def hits(self) -> int:
         with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as response:
@@ -85,7 +85,7 @@ class Server:
     model: str
     url: str
     config: ServerConfig
-    process: ManagedProcess
+    process: ManagedProcess | None  # None when started elsewhere (--target)
 
 
 def find_binary(names: tuple[str, ...]) -> str | None:
@@ -217,9 +217,15 @@ def _running_as_root() -> bool:
 
 @contextlib.contextmanager
 def upstream(
-    *, host: str = "127.0.0.1", log_dir: Path | None = None, on_start=None
+    *, url: str | None = None, host: str = "127.0.0.1", log_dir: Path | None = None, on_start=None
 ) -> Iterator[Upstream]:
-    """Start the slow upstream (``servers.upstream``) on a free loopback port."""
+    """Start the slow upstream (``servers.upstream``) on a free loopback port, or use ``url``."""
+    if url:
+        url = url.rstrip("/")
+        if not http_ok(f"{url}/health", timeout_s=5)():
+            raise ServiceError(f"the upstream at {url} does not answer GET /health")
+        yield Upstream(url, None)
+        return
     port = free_port(host)
     url = f"http://{host}:{port}"
     argv = [sys.executable, "-m", "servers.upstream", "--host", host, "--port", str(port)]
@@ -259,3 +265,16 @@ def server(
             yield Server(model, url, config, proc)
     except ProcessError as exc:
         raise ServiceError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def remote_server(model: str, target: str, config: ServerConfig) -> Iterator[Server]:
+    """A server started elsewhere (``asyncbench serve MODEL`` on another host): check, don't own."""
+    url = target.rstrip("/")
+    if not http_ok(f"{url}/health", timeout_s=5)():
+        raise ServiceError(f"the target {url} does not answer GET /health")
+    with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+        serving = json.load(response).get("model")
+    if serving != model:
+        raise ServiceError(f"the target {url} serves {serving!r}, not {model!r}")
+    yield Server(model, url, config, None)

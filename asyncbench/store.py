@@ -66,6 +66,14 @@ class CellResult:
     threads_connected_max: float | None = None
     locust_requests: int | None = None  # Locust's own count, to prove no sample was lost
     recorded_samples: int | None = None
+    rate: float = 0.0  # open loop: offered requests per second (0: closed loop)
+    offered_rps: float | None = None
+    late_sends: int | None = None  # sent more than analyze.LATE_SEND_MS after intended time
+    dropped_sends: int | None = None  # due in the window but never sent
+    p50_uncorrected_ms: float | None = None  # open loop: from the actual send, for comparison
+    p99_uncorrected_ms: float | None = None
+    locust_processes: int = 1
+    target: str | None = None  # set when the server was started elsewhere
     order: int = 0
     started_at: float = 0.0
     finished_at: float = 0.0

@@ -1,0 +1,91 @@
+"""Run metadata: the machine, package versions, and how every component was configured."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+
+from servers import MODELS
+from servers.blocking_io import UPSTREAM_KEEPALIVE
+from servers.config import MysqlUrl, ServerConfig
+
+PACKAGES = ("tornado", "flask", "gunicorn", "locust", "pymysql", "aiomysql", "pandas", "pyarrow")
+
+
+def machine_info() -> dict:
+    return {
+        "hostname": platform.node(),
+        "cpu_count": psutil.cpu_count(logical=True),
+        "cpu_physical": psutil.cpu_count(logical=False),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def package_versions() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def describe_servers(config: ServerConfig, target: str | None) -> dict:
+    """Each model's configuration as the report shows it (credentials redacted)."""
+    shown = config.describe()
+    shown.pop("port", None)
+    where = {"host": urlsplit(target).hostname if target else "localhost",
+             "started_by": "elsewhere (--target)" if target else "asyncbench"}  # fmt: skip
+    return {
+        name: {"summary": info.summary, "blocking": info.blocking, **where, **shown,
+               "client_keep_alive": not info.blocking}
+        for name, info in MODELS.items()
+    }  # fmt: skip
+
+
+def describe_locust(local_workers: int, remote_workers: int, master_bind: str, mode: str) -> dict:
+    distributed = local_workers + remote_workers > 0
+    return {
+        "user_class": "BenchUser (FastHttpUser, no wait)",
+        "mode": mode,
+        "processes": 1 + local_workers if distributed else 1,
+        "master": "localhost" if distributed else None,
+        "local_workers": local_workers,
+        "remote_workers": remote_workers,
+        "master_bind": master_bind if remote_workers else None,
+    }
+
+
+def describe_services(database, upstream, locust: dict) -> dict:
+    described: dict = {"locust": locust}
+    if database:
+        url = MysqlUrl.parse(database.url)
+        described["database"] = {
+            "host": url.unix_socket or url.host,
+            "owned": database.owned,
+            "url": url.redacted(),
+            "version": database.variable("version"),
+            "max_connections": int(database.variable("max_connections") or 0) or None,
+        }
+    if upstream:
+        described["upstream"] = {
+            "url": upstream.url,
+            "owned": upstream.process is not None,
+            "servers_keep_alive": UPSTREAM_KEEPALIVE,
+        }
+    return described
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
