@@ -1,0 +1,129 @@
+"""The ``flask-blocking`` model: a Flask app on gunicorn ``sync`` workers, started in-process.
+
+Each of ``workers`` processes serves one request at a time with the blocking I/O of
+``servers.blocking_io``. Gunicorn's sync worker closes the connection after every response
+(``Connection: close``; its ``keepalive`` setting is ignored), so clients reconnect per request
+on this model, while the Tornado models keep connections alive: the orchestrator records it.
+
+SIGTERM to the master stops every worker within a fraction of a second: workers treat SIGTERM
+like gunicorn's quick-exit SIGQUIT (a benchmark server has nothing to drain), and get
+``PR_SET_PDEATHSIG`` so they never outlive the master.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from http.client import responses
+from typing import Any
+
+from flask import Flask, Response, request
+from gunicorn.app.base import BaseApplication
+from gunicorn.workers.base import Worker
+from werkzeug.exceptions import HTTPException
+
+from servers import endpoints
+from servers.blocking_io import BlockingIO, IOFailure, die_with_parent, exit_on_bad_config
+from servers.config import ServerConfig, parse_args
+
+MODEL = "flask-blocking"
+GRACEFUL_TIMEOUT_S = 3
+
+
+def json_response(body: bytes, status: int = 200) -> Response:
+    return Response(body, status=status, content_type=endpoints.CONTENT_TYPE)
+
+
+def create_app(config: ServerConfig) -> Flask:
+    """The Flask app; build it in the worker process (its ``BlockingIO`` owns a connection)."""
+    app = Flask(__name__)
+    backend = BlockingIO(config)
+
+    @app.get("/hello")
+    def hello() -> Response:
+        endpoints.parse_no_params(request.query_string)
+        return json_response(endpoints.hello_body())
+
+    @app.get("/health")
+    def health() -> Response:
+        endpoints.parse_no_params(request.query_string)
+        return json_response(endpoints.health_body(MODEL))
+
+    @app.get(f"/<any({', '.join(endpoints.DELAY_ENDPOINTS)}):endpoint>")
+    def delay(endpoint: str) -> Response:
+        ms = endpoints.parse_delay(request.query_string)
+        backend.run(endpoint, ms)
+        return json_response(endpoints.delay_body(endpoint, ms))
+
+    app.register_error_handler(endpoints.BadRequest, bad_request)
+    app.register_error_handler(IOFailure, io_failure)
+    app.register_error_handler(HTTPException, http_exception)
+    return app
+
+
+def bad_request(exc: endpoints.BadRequest) -> Response:
+    return json_response(endpoints.error_body(str(exc)), 400)
+
+
+def io_failure(exc: IOFailure) -> Response:
+    return json_response(endpoints.error_body(str(exc)), exc.status)
+
+
+def http_exception(exc: HTTPException) -> Response:
+    """404, 405 (keeping its ``Allow`` header), 500...: the standard phrase as a JSON error."""
+    response = exc.get_response()
+    code = exc.code or 500
+    response.set_data(endpoints.error_body(responses.get(code, "Error")))
+    response.content_type = endpoints.CONTENT_TYPE
+    return response
+
+
+def post_worker_init(worker: Worker) -> None:
+    """In each worker: die with the master, and exit at once on SIGTERM."""
+    die_with_parent(worker.ppid)
+    signal.signal(signal.SIGTERM, worker.handle_quit)
+
+
+def gunicorn_options(config: ServerConfig) -> dict[str, Any]:
+    return {
+        "bind": f"{config.host}:{config.port}",
+        "worker_class": "sync",
+        "workers": config.workers,
+        "backlog": config.backlog,
+        "timeout": math.ceil(config.timeout_s),
+        "graceful_timeout": GRACEFUL_TIMEOUT_S,
+        "keepalive": 2,  # ignored by sync workers, which close after each response
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "proc_name": MODEL,
+        "control_socket_disable": True,  # else every instance shares ~/.gunicorn/gunicorn.ctl
+        "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
+        "post_worker_init": post_worker_init,
+    }
+
+
+class GunicornApp(BaseApplication):
+    """Gunicorn configured from a dict, serving ``create_app(config)`` (loaded in each worker)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        super().__init__(prog=MODEL)
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_options(self.config).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return create_app(self.config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv, prog=MODEL)
+    exit_on_bad_config(config, MODEL)
+    GunicornApp(config).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""What the two Tornado models share: JSON handlers, error bodies, /hello, /health, 404, the app.
+
+Each model supplies only its ``/sleep``, ``/fetch``, ``/sql`` handler (blocking or ``async def``)
+and the object doing the I/O; everything else (status codes, body bytes, headers, no ETag, no
+access log) is defined once here, on top of ``servers.endpoints``.
+"""
+
+from __future__ import annotations
+
+from http.client import responses
+from typing import Any
+
+import tornado.web
+
+from servers import endpoints
+from servers.blocking_io import IOFailure
+
+
+class JsonError(tornado.web.HTTPError):
+    """An HTTP error whose message becomes the ``error_body`` (safe to show the client)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status)
+        self.message = message
+
+
+class JsonHandler(tornado.web.RequestHandler):
+    """Answers JSON bytes from ``servers.endpoints``; errors are one-line JSON, never HTML."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", endpoints.CONTENT_TYPE)
+
+    def compute_etag(self) -> None:
+        return None
+
+    def send(self, body: bytes, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(body)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = exc.message if isinstance(exc, JsonError) else responses.get(status_code, "Error")
+        self.set_header("Content-Type", endpoints.CONTENT_TYPE)
+        self.finish(endpoints.error_body(message))
+
+    def no_params(self) -> None:
+        try:
+            endpoints.parse_no_params(self.request.query)
+        except endpoints.BadRequest as exc:
+            raise JsonError(400, str(exc)) from None
+
+    def delay_ms(self) -> int:
+        try:
+            return endpoints.parse_delay(self.request.query)
+        except endpoints.BadRequest as exc:
+            raise JsonError(400, str(exc)) from None
+
+
+def http_error(exc: IOFailure) -> JsonError:
+    """The answer for a failed backing service (502 or 503 with a JSON error)."""
+    return JsonError(exc.status, str(exc))
+
+
+class HelloHandler(JsonHandler):
+    def get(self) -> None:
+        self.no_params()
+        self.send(endpoints.hello_body())
+
+
+class HealthHandler(JsonHandler):
+    def initialize(self, model: str) -> None:
+        self.model = model
+
+    def get(self) -> None:
+        self.no_params()
+        self.send(endpoints.health_body(self.model))
+
+
+class NotFoundHandler(JsonHandler):
+    def prepare(self) -> None:
+        raise JsonError(404, responses[404])
+
+
+def _no_access_log(handler: tornado.web.RequestHandler) -> None:
+    """Access logging is off on every model (gunicorn's accesslog is off too)."""
+
+
+def make_app(
+    model: str, delay_handler: type[JsonHandler], backend: object
+) -> tornado.web.Application:
+    """The application: shared routes plus the model's handler for the delay endpoints."""
+    routes: list[Any] = [
+        (r"/hello", HelloHandler),
+        (r"/health", HealthHandler, {"model": model}),
+        (rf"/({'|'.join(endpoints.DELAY_ENDPOINTS)})", delay_handler, {"backend": backend}),
+    ]
+    return tornado.web.Application(
+        routes,
+        default_handler_class=NotFoundHandler,
+        log_function=_no_access_log,
+        compress_response=False,
+    )

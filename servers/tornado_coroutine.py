@@ -1,0 +1,153 @@
+"""The ``tornado-coroutine`` model: one process, ``async def`` handlers, non-blocking I/O.
+
+``/sleep`` awaits ``asyncio.sleep``; ``/fetch`` uses ``AsyncHTTPClient`` (the simple client, a new
+connection per request, ``max_clients`` raised from Tornado's default of 10 so it is not a hidden
+cap); ``/sql`` uses an ``aiomysql`` pool of up to ``pool_size`` connections. The client and the
+pool are created inside the running loop. SIGTERM/SIGINT stop it promptly and close the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+
+import aiomysql
+import pymysql
+import tornado.httpserver
+import tornado.netutil
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from servers.blocking_io import (
+    SLEEP_SQL,
+    IOFailure,
+    database_unavailable,
+    delay_url,
+    exit_on_bad_config,
+    mysql_detail,
+    no_database,
+    no_upstream,
+    upstream_failed,
+)
+from servers.config import MysqlUrl, ServerConfig, parse_args
+from servers.endpoints import delay_body
+from servers.tornado_common import JsonHandler, http_error, make_app
+
+MODEL = "tornado-coroutine"
+
+
+class AsyncIO:
+    """The non-blocking I/O of the process: one HTTP client, one lazily created MySQL pool."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        AsyncHTTPClient.configure(None, max_clients=config.max_clients)
+        self.config = config
+        self.client = AsyncHTTPClient()
+        self._pool: aiomysql.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    async def run(self, endpoint: str, ms: int) -> None:
+        """Do the work of ``/sleep``, ``/fetch`` or ``/sql`` for ``ms`` milliseconds."""
+        await {"sleep": self.sleep, "fetch": self.fetch, "sql": self.sql}[endpoint](ms)
+
+    async def sleep(self, ms: int) -> None:
+        await asyncio.sleep(ms / 1000)
+
+    async def fetch(self, ms: int) -> None:
+        if not self.config.upstream:
+            raise no_upstream()
+        try:
+            response = await self.client.fetch(
+                delay_url(self.config.upstream, ms),
+                connect_timeout=self.config.timeout_s,
+                request_timeout=self.config.timeout_s,
+                raise_error=False,  # still raises on connection errors and timeouts
+            )
+        except (OSError, HTTPClientError) as exc:
+            raise upstream_failed(type(exc).__name__) from None
+        if response.code != 200:
+            raise upstream_failed(f"HTTP {response.code}")
+
+    async def sql(self, ms: int) -> None:
+        pool = await self._get_pool()
+        try:
+            async with pool.acquire() as conn:
+                await self._sleep_query(conn, ms)
+        except pymysql.MySQLError as exc:
+            raise database_unavailable(mysql_detail(exc)) from None
+
+    async def _sleep_query(self, conn: aiomysql.Connection, ms: int) -> None:
+        try:
+            async with asyncio.timeout(self.config.timeout_s), conn.cursor() as cur:
+                await cur.execute(SLEEP_SQL, (ms / 1000,))
+                await cur.fetchall()
+        except TimeoutError:
+            conn.close()  # a half-read result must not go back to the pool
+            raise database_unavailable("timeout") from None
+
+    async def _get_pool(self) -> aiomysql.Pool:
+        if self._pool is not None:
+            return self._pool
+        if not self.config.mysql_url:
+            raise no_database()
+        async with self._pool_lock:  # the first /sql requests may arrive together
+            if self._pool is None:
+                self._pool = await self._create_pool(self.config.mysql_url)
+        return self._pool
+
+    async def _create_pool(self, url: str) -> aiomysql.Pool:
+        try:
+            return await aiomysql.create_pool(
+                minsize=1,
+                maxsize=self.config.pool_size,
+                connect_timeout=self.config.timeout_s,
+                **MysqlUrl.parse(url).connect_kwargs(db_key="db"),
+            )
+        except pymysql.MySQLError as exc:
+            raise database_unavailable(mysql_detail(exc)) from None
+
+    async def close(self) -> None:
+        self.client.close()
+        if self._pool is not None:
+            self._pool.terminate()
+            await self._pool.wait_closed()
+
+
+class CoroutineDelayHandler(JsonHandler):
+    """``/sleep``, ``/fetch``, ``/sql`` as coroutines: the loop serves others meanwhile."""
+
+    def initialize(self, backend: AsyncIO) -> None:
+        self.backend = backend
+
+    async def get(self, endpoint: str) -> None:
+        ms = self.delay_ms()
+        try:
+            await self.backend.run(endpoint, ms)
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        self.send(delay_body(endpoint, ms))
+
+
+async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
+    """Serve on ``sockets`` until SIGTERM or SIGINT, then stop and close the I/O resources."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    backend = AsyncIO(config)
+    server = tornado.httpserver.HTTPServer(make_app(MODEL, CoroutineDelayHandler, backend))
+    server.add_sockets(sockets)
+    await stop.wait()
+    server.stop()
+    await backend.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv, prog=MODEL)
+    exit_on_bad_config(config, MODEL)
+    sockets = tornado.netutil.bind_sockets(config.port, config.host, backlog=config.backlog)
+    asyncio.run(serve(config, sockets))
+
+
+if __name__ == "__main__":
+    main()

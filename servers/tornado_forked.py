@@ -1,0 +1,71 @@
+"""The ``tornado-forked`` model: Tornado with blocking handlers in ``workers`` forked processes.
+
+The parent binds the listening sockets, then ``fork_processes`` forks the children and stays in
+there waiting on them. Each child builds its app and ``HTTPServer`` and runs its own event loop,
+but its handlers block (``servers.blocking_io``), so a child serves one request at a time, like a
+gunicorn sync worker. The children share the listening socket; whichever child is idle when a
+connection arrives accepts it (and every other connection queued at that moment, which can make
+the load uneven between children: a property of this model, not of the harness).
+
+Process life cycle: children get ``PR_SET_PDEATHSIG`` (SIGTERM) so they die with the parent;
+SIGTERM to the parent kills it at once (default action) and thereby every child. A child that
+dies on its own (signal or non-zero exit) is restarted by ``fork_processes``, up to Tornado's
+default ``max_restarts`` (100): that is Tornado's documented behaviour and we keep it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.process
+
+from servers.blocking_io import BlockingIO, IOFailure, die_with_parent, exit_on_bad_config
+from servers.config import ServerConfig, parse_args
+from servers.endpoints import delay_body
+from servers.tornado_common import JsonHandler, http_error, make_app
+
+MODEL = "tornado-forked"
+
+
+class BlockingDelayHandler(JsonHandler):
+    """``/sleep``, ``/fetch``, ``/sql`` with blocking I/O: the child's loop waits meanwhile."""
+
+    def initialize(self, backend: BlockingIO) -> None:
+        self.backend = backend
+
+    def get(self, endpoint: str) -> None:
+        ms = self.delay_ms()
+        try:
+            self.backend.run(endpoint, ms)
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        self.send(delay_body(endpoint, ms))
+
+
+async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
+    """One child: its own app, I/O state and HTTPServer on the shared sockets, until killed."""
+    app = make_app(MODEL, BlockingDelayHandler, BlockingIO(config))
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv, prog=MODEL)
+    exit_on_bad_config(config, MODEL)
+    sockets = tornado.netutil.bind_sockets(config.port, config.host, backlog=config.backlog)
+    # Ctrl-C ends every process at once, without one traceback per process.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    parent = os.getpid()
+    tornado.process.fork_processes(config.workers)  # only children return from here
+    die_with_parent(parent)
+    asyncio.run(serve(config, sockets))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""The server models and the upstream against their contract: real processes on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+
+from asyncbench.processes import free_port
+from asyncbench.services import Database, Server, Upstream, server
+from servers import MODELS
+from servers.config import ServerConfig
+from servers.endpoints import CONTENT_TYPE, expected_body
+
+WORKERS = 2
+CONCURRENCY = 20
+SLOW_MS = 300
+SCENARIOS = [("hello", None), ("sleep", 50), ("fetch", 50), ("sql", 50)]
+BAD_QUERIES = [
+    "",
+    "ms=",
+    "ms=abc",
+    "ms=1.5",
+    "ms=-1",
+    "ms=+1",
+    "ms=60001",
+    "ms=1&ms=2",
+    "ms=1&host=evil.example",
+    "ms=1&url=http://x",
+    "%ff",
+    "ms=%ff",
+]
+
+
+@contextlib.contextmanager
+def connection(url: str, timeout_s: float = 15) -> Iterator[http.client.HTTPConnection]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def get(url: str, path: str, method: str = "GET") -> tuple[int, bytes, str | None]:
+    """One request on its own connection: status, body bytes, Content-Type."""
+    with connection(url) as conn:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, response.read(), response.getheader("Content-Type")
+
+
+def timed_get(url: str, path: str) -> tuple[float, int, bytes]:
+    start = time.perf_counter()
+    status, body, _ = get(url, path)
+    return time.perf_counter() - start, status, body
+
+
+def concurrent_gets(url: str, path: str, n: int) -> tuple[float, list[tuple[int, bytes]]]:
+    """``n`` simultaneous requests, each on its own connection; wall time from the release."""
+    barrier = threading.Barrier(n + 1)
+
+    def one() -> tuple[int, bytes]:
+        barrier.wait()
+        status, body, _ = get(url, path)
+        return status, body
+
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(one) for _ in range(n)]
+        barrier.wait()
+        start = time.perf_counter()
+        results = [f.result() for f in futures]
+        return time.perf_counter() - start, results
+
+
+def config(upstream: str | None, mysql_url: str | None) -> ServerConfig:
+    return ServerConfig(port=free_port(), workers=WORKERS, upstream=upstream, mysql_url=mysql_url)
+
+
+def assert_json_error(status: int, body: bytes, expected_status: int) -> None:
+    assert status == expected_status, body
+    assert body.endswith(b"\n") and body.count(b"\n") == 1
+    assert "error" in json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def servers(mariadb: Database, upstream_service: Upstream) -> Iterator[dict[str, Server]]:
+    """Every model, started once for the module with the same configuration."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            name: stack.enter_context(server(name, config(upstream_service.url, mariadb.url)))
+            for name in MODELS
+        }
+
+
+@pytest.fixture(params=list(MODELS))
+def running(request: pytest.FixtureRequest, servers: dict[str, Server]) -> Server:
+    return servers[request.param]
+
+
+@pytest.mark.parametrize(("endpoint", "ms"), SCENARIOS)
+def test_scenario_endpoint_does_the_work(
+    running: Server, endpoint: str, ms: int | None, mariadb: Database, upstream_service: Upstream
+) -> None:
+    path = f"/{endpoint}" if ms is None else f"/{endpoint}?ms={ms}"
+    hits, selects = upstream_service.hits(), mariadb.status("Com_select")
+    start = time.perf_counter()
+    status, body, content_type = get(running.url, path)
+    elapsed = time.perf_counter() - start
+    assert (status, body, content_type) == (200, expected_body(endpoint, ms), CONTENT_TYPE)
+    assert elapsed >= (ms or 0) / 1000
+    if endpoint == "fetch":
+        assert upstream_service.hits() > hits
+    if endpoint == "sql":
+        assert mariadb.status("Com_select") > selects
+
+
+@pytest.mark.parametrize(("endpoint", "ms"), SCENARIOS)
+def test_same_bytes_on_every_model(servers: dict[str, Server], endpoint: str, ms: int | None):
+    path = f"/{endpoint}" if ms is None else f"/{endpoint}?ms={ms}"
+    answers = {name: get(s.url, path) for name, s in servers.items()}
+    assert len(set(answers.values())) == 1, answers
+
+
+def test_health(running: Server) -> None:
+    status, body, content_type = get(running.url, "/health")
+    assert (status, content_type) == (200, CONTENT_TYPE)
+    assert json.loads(body) == {"status": "ok", "model": running.model}
+
+
+# Wall time of 20 simultaneous 300 ms requests, in units of the delay: ~1 when coroutine.
+# gunicorn sync workers accept one connection at a time, so 2 workers share them evenly (~10).
+# A tornado-forked child accepts every connection queued when it is idle, then serves them one
+# by one while the other child may sit idle: anywhere from an even split (~10) to all 20 in one
+# child (~20). That is how this model behaves, so the test allows it.
+CONCURRENT_DELAYS = {
+    "flask-blocking": (0.7 * CONCURRENCY / WORKERS, 1.5 * CONCURRENCY / WORKERS),
+    "tornado-forked": (0.7 * CONCURRENCY / WORKERS, 1.25 * CONCURRENCY),
+    "tornado-coroutine": (1.0, 2.0),
+}
+
+
+@pytest.mark.parametrize("endpoint", ["sleep", "fetch", "sql"])
+def test_concurrency_follows_the_model(running: Server, endpoint: str) -> None:
+    elapsed, results = concurrent_gets(running.url, f"/{endpoint}?ms={SLOW_MS}", CONCURRENCY)
+    assert results == [(200, expected_body(endpoint, SLOW_MS))] * CONCURRENCY
+    low, high = CONCURRENT_DELAYS[running.model]
+    assert low * SLOW_MS / 1000 <= elapsed < high * SLOW_MS / 1000, f"{elapsed:.2f} s"
+
+
+def test_sql_survives_the_database_dropping_its_connections(running: Server, mariadb: Database):
+    assert get(running.url, "/sql?ms=0")[0] == 200
+    with contextlib.closing(mariadb.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()")
+        thread_ids = [row[0] for row in cur.fetchall()]
+        for thread_id in thread_ids:
+            cur.execute("KILL CONNECTION %s", (thread_id,))
+    assert thread_ids, "the server holds no database connection"
+    time.sleep(0.1)
+    for _ in range(2 * WORKERS):
+        assert get(running.url, "/sql?ms=0")[:2] == (200, expected_body("sql", 0))
+
+
+@pytest.mark.parametrize("query", BAD_QUERIES)
+def test_bad_input_is_400_json(running: Server, query: str) -> None:
+    for endpoint in ("sleep", "fetch", "sql"):
+        status, body, content_type = get(running.url, f"/{endpoint}?{query}")
+        assert_json_error(status, body, 400)
+        assert content_type == CONTENT_TYPE
+
+
+def test_params_on_hello_and_health_are_400(running: Server) -> None:
+    for path in ("/hello?ms=1", "/hello?name=x", "/health?x=1"):
+        assert_json_error(*get(running.url, path)[:2], 400)
+
+
+def test_unknown_path_is_404_and_wrong_method_405(running: Server) -> None:
+    for path in ("/nope", "/hello/", "/sleeps?ms=1", "/"):
+        assert_json_error(*get(running.url, path)[:2], 404)
+    assert_json_error(*get(running.url, "/hello", method="POST")[:2], 405)
+
+
+def test_binds_loopback_only(running: Server) -> None:
+    listening = [
+        c.laddr
+        for proc in running.process.tree()
+        for c in proc.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert listening and {addr.ip for addr in listening} == {"127.0.0.1"}
+    assert {addr.port for addr in listening} == {running.config.port}
+
+
+def expected_tree(model: str) -> int:
+    """Processes a model runs: one, or a parent plus one per worker."""
+    return 1 + WORKERS if MODELS[model].blocking else 1
+
+
+def full_tree(running: Server, timeout_s: float = 5) -> list[psutil.Process]:
+    """The process tree once every worker is up (``/health`` answers as soon as one is)."""
+    deadline = time.monotonic() + timeout_s
+    while len(tree := running.process.tree()) < expected_tree(running.model):
+        assert time.monotonic() < deadline, f"only {len(tree)} processes"
+        time.sleep(0.05)
+    return tree
+
+
+def still_running(pids: list[int], timeout_s: float = 0) -> list[int]:
+    """Which of ``pids`` still run (zombies waiting for init to reap them have stopped)."""
+    deadline = time.monotonic() + timeout_s
+    while (alive := [pid for pid in pids if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_failed_backends_are_502_503_and_sigterm_stops_the_tree(model: str) -> None:
+    dead_upstream = f"http://127.0.0.1:{free_port()}"
+    dead_db = f"mysql://nobody:secret@127.0.0.1:{free_port()}/none"
+    with server(model, config(dead_upstream, dead_db)) as running:
+        assert_json_error(*get(running.url, "/fetch?ms=1")[:2], 502)
+        status, body, _ = get(running.url, "/sql?ms=1")
+        assert_json_error(status, body, 503)
+        assert b"secret" not in body
+        pids = [p.pid for p in full_tree(running)]
+        os.kill(running.process.pid, signal.SIGTERM)  # the parent only, not the group
+        assert not still_running(pids, timeout_s=2), "workers outlived their parent"
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_stopping_leaves_no_process_behind(model: str) -> None:
+    with server(model, config(None, None)) as running:
+        assert_json_error(*get(running.url, "/fetch?ms=1")[:2], 503)
+        assert_json_error(*get(running.url, "/sql?ms=1")[:2], 503)
+        pids = [p.pid for p in full_tree(running)]
+        start = time.perf_counter()
+    assert time.perf_counter() - start < 2
+    assert not still_running(pids)
+
+
+# The upstream (servers.upstream)
+
+
+def test_upstream_delays_and_counts(upstream_service: Upstream) -> None:
+    hits = upstream_service.hits()
+    elapsed, status, body = timed_get(upstream_service.url, "/delay?ms=100")
+    assert (status, json.loads(body)) == (200, {"delay_ms": 100})
+    assert elapsed >= 0.1
+    assert upstream_service.hits() == hits + 1
+
+
+def test_upstream_rejects_bad_input(upstream_service: Upstream) -> None:
+    hits = upstream_service.hits()
+    for query in BAD_QUERIES:
+        assert_json_error(*get(upstream_service.url, f"/delay?{query}")[:2], 400)
+    assert_json_error(*get(upstream_service.url, "/nope")[:2], 404)
+    assert_json_error(*get(upstream_service.url, "/delay?ms=1", method="POST")[:2], 405)
+    assert upstream_service.hits() == hits
+
+
+def test_upstream_keeps_alive_and_answers_pipelined_requests_in_order(upstream_service: Upstream):
+    with connection(upstream_service.url) as conn:
+        for ms in (20, 0):
+            conn.request("GET", f"/delay?ms={ms}")
+            assert json.loads(conn.getresponse().read()) == {"delay_ms": ms}
+    pipelined = (
+        b"GET /delay?ms=30 HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n"
+    )
+    answer = raw_exchange(upstream_service.url, pipelined)
+    assert answer.index(b'{"delay_ms":30}') < answer.index(b'"status":"ok"')
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /health HTTP/9.9\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        b"GET /h\xffealth HTTP/1.1\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n",
+    ],
+)
+def test_upstream_answers_malformed_requests_400_and_closes(upstream_service: Upstream, raw):
+    answer = raw_exchange(upstream_service.url, raw)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"Connection: close" in answer
+    assert get(upstream_service.url, "/health")[0] == 200
+
+
+def raw_exchange(url: str, data: bytes) -> bytes:
+    """Send raw bytes and read until the server closes the connection."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(data)
+        chunks = []
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    return b"".join(chunks)
