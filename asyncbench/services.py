@@ -26,6 +26,7 @@ from asyncbench.processes import (
     http_ok,
     managed_process,
     port_in_use,
+    wait_until,
 )
 from servers import MODELS
 from servers.config import MysqlUrl, ServerConfig
@@ -262,6 +263,9 @@ def server(
             ready_timeout_s=ready_timeout_s,
             on_start=on_start,
         ) as proc:
+            # /health answers once one worker is up; a cell must not start before all of them.
+            processes = 1 + config.workers if MODELS[model].blocking else 1
+            wait_until(proc, lambda: len(proc.tree()) >= processes, ready_timeout_s)
             yield Server(model, url, config, proc)
     except ProcessError as exc:
         raise ServiceError(str(exc)) from None

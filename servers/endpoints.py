@@ -26,7 +26,8 @@ def parse_no_params(query: str | bytes) -> None:
     """Validate the query of an endpoint that takes no parameters (``/hello``, ``/health``)."""
     fields = _parse(query)
     if fields:
-        raise BadRequest(f"unknown parameter {sorted(fields)[0]!r}: this endpoint takes none")
+        name = _shorten(sorted(fields)[0])
+        raise BadRequest(f"unknown parameter {name!r}: this endpoint takes none")
 
 
 def parse_delay(query: str | bytes) -> int:
@@ -39,7 +40,7 @@ def parse_delay(query: str | bytes) -> int:
     fields = _parse(query)
     extra = sorted(set(fields) - {"ms"})
     if extra:
-        raise BadRequest(f"unknown parameter {extra[0]!r}: only 'ms' is accepted")
+        raise BadRequest(f"unknown parameter {_shorten(extra[0])!r}: only 'ms' is accepted")
     values = fields.get("ms")
     if not values:
         raise BadRequest("missing parameter 'ms' (integer milliseconds, 0..60000)")

@@ -1,0 +1,115 @@
+"""Real runs of the matrix: Locust against real servers, result files, validity, predictions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from asyncbench.run import RunSettings, run_matrix
+from asyncbench.store import CellResult, RunDir
+
+pytestmark = pytest.mark.slow
+
+MODELS = ("flask-blocking", "tornado-forked", "tornado-coroutine")
+
+
+@pytest.fixture(scope="module")
+def sleep_run(tmp_path_factory) -> RunDir:
+    """sleep at 100 ms, 2 and 24 users, 3 s windows, 2 workers for the blocking models."""
+    reports = tmp_path_factory.mktemp("reports")
+    settings = RunSettings(
+        scenarios=("sleep",), users=(2, 24), duration_s=3, warmup_s=1, repeat=1, workers=2,
+        reports_dir=str(reports), seed=11, new=True,
+    )  # fmt: skip
+    return run_matrix(settings)
+
+
+def test_run_writes_every_file(sleep_run: RunDir):
+    meta = json.loads(sleep_run.meta_json.read_text())
+    assert meta["status"] == "complete" and meta["seed"] == 11
+    assert meta["schema_version"] == 1
+    assert set(meta["servers"]) == set(MODELS)
+    results = sleep_run.results()
+    assert list(results.columns) == CellResult.columns()
+    assert len(results) == 6 and set(results["status"]) <= {"ok", "invalid"}
+    assert (results["workers"] == 2).all()
+    samples = sleep_run.samples()
+    assert set(samples["cell_id"]) == set(results["cell_id"])
+    assert {"start_time", "latency_ms", "status", "bytes", "error"} <= set(samples.columns)
+    resources = sleep_run.resources()
+    assert {"cpu_server", "cpu_locust", "cpu_machine"} <= set(resources.columns)
+    assert (sleep_run.path.parent / "latest").resolve() == sleep_run.path.resolve()
+    # No sample lost between Locust's own count and the raw file.
+    assert (results["locust_requests"] == results["recorded_samples"]).all()
+
+
+def test_coroutine_beats_blocking_by_the_predicted_ratio(sleep_run: RunDir):
+    results = sleep_run.results().set_index(["server", "users"])
+    coroutine = results.loc[("tornado-coroutine", 24), "rps"]
+    for blocking in ("flask-blocking", "tornado-forked"):
+        measured_ratio = coroutine / results.loc[(blocking, 24), "rps"]
+        predicted_ratio = 24 / 2  # min(users, slots): 24 for coroutine, 2 workers when blocking
+        assert 0.7 * predicted_ratio < measured_ratio < 1.3 * predicted_ratio
+
+
+def test_measured_within_15_percent_of_prediction(sleep_run: RunDir):
+    results = sleep_run.results()
+    assert results["valid"].all(), results[["cell_id", "reason"]]
+    gap = results["rps"] / results["predicted_rps"] - 1
+    # tornado-forked is the known exception at low load: an idle child accepts every pending
+    # connection at once, so with 2 kept-alive connections both can land in one child and it
+    # serves them one at a time. It may fall short of the prediction there, never exceed it.
+    forked_low = (results["server"] == "tornado-forked") & (results["users"] == 2)
+    assert (gap[~forked_low].abs() < 0.15).all(), results[["cell_id", "rps", "predicted_rps"]]
+    assert (gap[forked_low] < 0.15).all()
+
+
+def test_percentiles_come_from_raw_samples_in_the_window(sleep_run: RunDir):
+    results = sleep_run.results()
+    samples = sleep_run.samples()
+    for row in results.itertuples():
+        cell = samples[samples["cell_id"] == row.cell_id]
+        inside = cell[
+            (cell["start_time"] >= row.window_start) & (cell["start_time"] < row.window_end)
+        ]
+        before = cell[cell["start_time"] < row.window_start]
+        assert len(before) > 0, "the warm-up produced samples that must be excluded"
+        latencies = sorted(inside["latency_ms"])
+        assert row.requests == len(latencies)
+        assert row.p50_ms == pytest.approx(np.percentile(latencies, 50))
+        assert row.p99_ms == pytest.approx(np.percentile(latencies, 99))
+        assert row.max_ms == pytest.approx(latencies[-1])
+        assert row.rps == pytest.approx(len(latencies) / (row.window_end - row.window_start))
+        # Exact, not Locust's rounding: latencies are not all multiples of 10 ms.
+        assert any(v % 10 for v in latencies)
+
+
+def test_saturated_load_generator_is_marked_invalid(tmp_path):
+    settings = RunSettings(
+        scenarios=("hello",), servers=("tornado-coroutine",), users=(100,), duration_s=3,
+        warmup_s=1, repeat=1, reports_dir=str(tmp_path), seed=1, new=True,
+    )  # fmt: skip
+    run = run_matrix(settings)
+    row = run.results().iloc[0]
+    assert not row["valid"] and row["status"] == "invalid"
+    assert "load generator saturated" in row["reason"]
+    assert row["cpu_locust"] > 90
+
+
+def test_rerun_replaces_only_its_cells(tmp_path):
+    base = RunSettings(
+        scenarios=("sleep",), users=(1,), duration_s=1, warmup_s=0.5, repeat=1,
+        reports_dir=str(tmp_path), seed=3,
+    )  # fmt: skip
+    first = run_matrix(base)
+    before = first.results().set_index("cell_id")
+    second = run_matrix(RunSettings(**{**base.__dict__, "servers": ("tornado-coroutine",)}))
+    assert second.path == first.path
+    after = second.results().set_index("cell_id")
+    assert set(after.index) == set(before.index)
+    changed = after["started_at"] != before["started_at"]
+    assert set(after.index[changed]) == {"sleep.tornado-coroutine.u1.r1"}
+    assert isinstance(second.samples(), pd.DataFrame)
