@@ -14,6 +14,7 @@ import pandas as pd
 
 LOAD_GENERATOR_CPU_LIMIT = 90.0  # % of one core: above it Locust, not the server, sets the pace
 AUXILIARY_CPU_LIMIT = 90.0  # % of one core for the single-threaded upstream
+MACHINE_CPU_LIMIT = 95.0  # % of all cores: above it every process, Locust included, is starved
 MAX_FAILURE_RATE = 0.01
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p999_ms": 99.9}
 
@@ -111,6 +112,12 @@ def judge(stats: dict, cpu: dict) -> tuple[bool, str]:
         reasons.append(
             f"load generator saturated: Locust used {locust:.0f}% of a core "
             f"(limit {LOAD_GENERATOR_CPU_LIMIT:.0f}%)"
+        )
+    machine = cpu.get("cpu_machine")
+    if machine is not None and machine > MACHINE_CPU_LIMIT:
+        reasons.append(
+            f"machine CPU saturated: {machine:.0f}% of all cores busy, so the load generator "
+            "competes with the server for CPU"
         )
     upstream = cpu.get("cpu_upstream")
     if upstream is not None and upstream > AUXILIARY_CPU_LIMIT:
