@@ -8,6 +8,7 @@ import signal
 import sys
 
 from asyncbench.plan import ScenarioError, available_scenarios, load_scenario
+from asyncbench.processes import ProcessError
 from asyncbench.services import ServiceError
 from asyncbench.store import StoreError
 from servers import MODELS
@@ -19,8 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return args.handler(args) or 0
-    except (ScenarioError, ServiceError, StoreError, ValueError) as exc:
-        print(f"asyncbench: error: {exc}", file=sys.stderr)
+    except (ScenarioError, ServiceError, StoreError, ProcessError, ValueError) as exc:
+        first, *rest = str(exc).splitlines() or [""]
+        print(f"asyncbench: error: {first}", file=sys.stderr)
+        if rest:  # e.g. a process's last log lines: useful, but after the one-line error
+            print("\n".join(f"  {line}" for line in rest), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("asyncbench: interrupted; finished cells are kept", file=sys.stderr)
