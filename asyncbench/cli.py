@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         return args.handler(args) or 0
     except (ScenarioError, ServiceError, StoreError, ProcessError, ValueError) as exc:
@@ -32,7 +33,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _raise_interrupt(signum, frame) -> None:
+    """First Ctrl-C or SIGTERM: unwind, stopping every child. Later ones must not cut that short."""
+    signal.signal(signal.SIGINT, _still_cleaning_up)
+    signal.signal(signal.SIGTERM, _still_cleaning_up)
     raise KeyboardInterrupt
+
+
+def _still_cleaning_up(signum, frame) -> None:
+    print("asyncbench: stopping child processes, please wait", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--target", metavar="URL",
                      help="measure a server started elsewhere by `asyncbench serve` (one --server)")
     run.add_argument("--upstream", metavar="URL", help="use an upstream started elsewhere")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run: run the cells it has no result for")
     run.set_defaults(handler=_cmd_run)
 
     worker = sub.add_parser("loadgen-worker",
@@ -158,6 +168,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         new=args.new, rates=args.rate, arrival=args.arrival, locust_workers=args.locust_workers,
         expect_workers=args.expect_workers, master_bind=args.locust_master_bind,
         master_port=args.locust_master_port, target=args.target, upstream_url=args.upstream,
+        resume=args.resume,
     )  # fmt: skip
     with RichDisplay() as display:
         run = run_matrix(settings, display, argv=["asyncbench", *sys.argv[1:]])

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +35,85 @@ except OSError:  # pragma: no cover - non-glibc platforms
 
 class ProcessError(RuntimeError):
     """A child process failed to start, to become ready, or died; the message says which."""
+
+
+class ProcessLedger:
+    """A file listing every live process the orchestrator started (``processes.json``).
+
+    If the orchestrator is SIGKILLed, its children die with it (``PR_SET_PDEATHSIG``), but not
+    always their descendants; the next run reads the ledgers of dead orchestrators and reaps what
+    is left (``reap_orphans``). Entries carry the process start time, so a recycled PID is never
+    killed by mistake.
+    """
+
+    active: ProcessLedger | None = None  # the ledger managed_process reports to, if any
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.entries: dict[int, dict] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ProcessLedger:
+        ProcessLedger.active = self
+        self._write()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        ProcessLedger.active = None
+        self.path.unlink(missing_ok=True)
+
+    def add(self, name: str, pid: int) -> None:
+        with self._lock, contextlib.suppress(psutil.Error):
+            self.entries[pid] = {"name": name, "pid": pid, "pgid": pid,
+                                 "create_time": psutil.Process(pid).create_time()}  # fmt: skip
+            self._write()
+
+    def remove(self, pid: int) -> None:
+        with self._lock:
+            self.entries.pop(pid, None)
+            self._write()
+
+    def _write(self) -> None:
+        payload = {"orchestrator": {"pid": os.getpid(), "create_time": _create_time(os.getpid())},
+                   "processes": list(self.entries.values())}  # fmt: skip
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1))
+        os.replace(tmp, self.path)
+
+
+def reap_orphans(ledger_paths: list[Path]) -> list[str]:
+    """Kill what dead orchestrators left behind; return a line per process reaped."""
+    reaped = []
+    for path in ledger_paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        owner = data.get("orchestrator", {})
+        if _same_process(owner.get("pid"), owner.get("create_time")):
+            continue  # its orchestrator is alive: not ours to touch
+        for entry in data.get("processes", []):
+            if _same_process(entry["pid"], entry["create_time"]):
+                _signal_group(entry["pgid"], signal.SIGKILL)
+                with contextlib.suppress(psutil.Error):
+                    psutil.Process(entry["pid"]).kill()
+                reaped.append(f"{entry['name']} (pid {entry['pid']})")
+        path.unlink(missing_ok=True)
+    return reaped
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _same_process(pid: int | None, create_time: float | None) -> bool:
+    if not pid or create_time is None:
+        return False
+    started = _create_time(pid)
+    return started is not None and abs(started - create_time) < 0.01
 
 
 @dataclass
@@ -121,7 +202,10 @@ def managed_process(
         if log_path:
             log.close()
     proc = ManagedProcess(name, popen, log_path)
+    ledger = ProcessLedger.active
     try:
+        if ledger:
+            ledger.add(name, popen.pid)
         if on_start:
             on_start(proc)
         if ready:
@@ -129,6 +213,8 @@ def managed_process(
         yield proc
     finally:
         proc.stop(grace_s)
+        if ledger:
+            ledger.remove(popen.pid)
 
 
 def wait_until(proc: ManagedProcess, ready: Callable[[], bool], timeout_s: float) -> None:

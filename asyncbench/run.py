@@ -28,8 +28,8 @@ from asyncbench.measure import (
     verify_equivalence,
 )
 from asyncbench.plan import Cell, Scenario, plan_cells, resolve_scenarios
-from asyncbench.processes import ManagedProcess, free_port
-from asyncbench.store import CellResult, RunDir, RunMeta, latest_run
+from asyncbench.processes import ManagedProcess, ProcessLedger, free_port, reap_orphans
+from asyncbench.store import CellResult, RunDir, RunMeta, StoreError, latest_run
 from servers import MODELS
 from servers.config import MysqlUrl, ServerConfig
 
@@ -62,6 +62,7 @@ class RunSettings:
     master_port: int = 5557
     target: str | None = None  # measure a server started elsewhere with ``asyncbench serve``
     upstream_url: str | None = None  # an upstream started elsewhere
+    resume: str | None = None  # a run directory whose missing cells to run
 
     def stored(self) -> dict:
         data = asdict(self)
@@ -108,33 +109,29 @@ def effective_scenarios(settings: RunSettings) -> dict[str, Scenario]:
     return chosen
 
 
+@dataclass(frozen=True)
+class _Plan:
+    settings: RunSettings
+    scenarios: dict[str, Scenario]
+    cells: list[Cell]
+    seed: int
+
+
 def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) -> RunDir:
-    """Run (or rerun into the latest run) the cells ``settings`` selects; return the run."""
+    """Run the cells ``settings`` selects (a new run, a rerun into the latest, or a resume)."""
     hooks = hooks or RunHooks()
-    scenarios = effective_scenarios(settings)
-    seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
-    cells = plan_cells(
-        list(scenarios.values()), list(settings.servers), settings.repeat, seed, settings.rates
-    )
-    run, meta = _open_run(settings, scenarios, cells, seed, argv)
-    _warn_about_ceiling(scenarios, settings, hooks)
-    hooks.run_started(run, cells, sum(_expected_s(scenarios[c.scenario]) for c in cells))
+    _reap_dead_runs(Path(settings.reports_dir), hooks)
+    if settings.resume:
+        plan, run, meta = _resume(settings, argv)
+    else:
+        plan = _plan(settings)
+        run, meta = _open_run(plan, argv)
+    _warn_about_ceiling(plan.scenarios, plan.settings, hooks)
+    estimate = sum(_expected_s(plan.scenarios[c.scenario]) for c in plan.cells)
+    hooks.run_started(run, plan.cells, estimate)
     try:
-        with _backing_services(scenarios, settings, run) as ctx_args:
-            ctx = _Context(run, settings, hooks, **ctx_args)
-            ctx.server_config = replace(ctx.server_config, workers=settings.workers)
-            locust = metadata.describe_locust(
-                settings.locust_workers, settings.expect_workers, settings.master_bind,
-                f"open loop, {settings.arrival} arrivals" if settings.rates else "closed loop",
-            )  # fmt: skip
-            meta.services = metadata.describe_services(ctx.database, ctx.upstream, locust)
-            meta.servers = metadata.describe_servers(ctx.server_config, settings.target)
-            run.write_meta(meta)
-            for order, cell in enumerate(cells):
-                scenario = scenarios[cell.scenario]
-                hooks.cell_started(cell, order, _expected_s(scenario))
-                result = measure_cell(ctx, scenario, cell, order)
-                hooks.cell_finished(cell, result)
+        with ProcessLedger(run.path / "processes.json"):
+            _run_cells(plan, run, meta, hooks)
         meta.status = "complete"
     except KeyboardInterrupt:
         meta.status = "interrupted"
@@ -149,28 +146,121 @@ def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) 
     return run
 
 
-def _open_run(settings, scenarios, cells, seed, argv) -> tuple[RunDir, RunMeta]:
+def _run_cells(plan: _Plan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> None:
+    settings = plan.settings
+    with _backing_services(plan.scenarios, settings, run) as ctx_args:
+        ctx = _Context(run, settings, hooks, **ctx_args)
+        ctx.server_config = replace(ctx.server_config, workers=settings.workers)
+        locust = metadata.describe_locust(
+            settings.locust_workers, settings.expect_workers, settings.master_bind,
+            f"open loop, {settings.arrival} arrivals" if settings.rates else "closed loop",
+        )  # fmt: skip
+        meta.services = metadata.describe_services(ctx.database, ctx.upstream, locust)
+        meta.servers = metadata.describe_servers(ctx.server_config, settings.target)
+        run.write_meta(meta)
+        for order, cell in enumerate(plan.cells):
+            scenario = plan.scenarios[cell.scenario]
+            hooks.cell_started(cell, order, _expected_s(scenario))
+            result = measure_cell(ctx, scenario, cell, order)
+            hooks.cell_finished(cell, result)
+
+
+def _plan(settings: RunSettings) -> _Plan:
+    scenarios = effective_scenarios(settings)
+    seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
+    cells = plan_cells(
+        list(scenarios.values()), list(settings.servers), settings.repeat, seed, settings.rates
+    )
+    return _Plan(settings, scenarios, cells, seed)
+
+
+def _resume(requested: RunSettings, argv) -> tuple[_Plan, RunDir, RunMeta]:
+    """Re-plan the last invocation of a stored run and keep only the cells it has no result for."""
+    run = RunDir.open(Path(requested.resume))
+    meta = run.read_meta()
+    last = meta.invocations[-1]
+    settings = settings_from_stored(last["settings"], mysql_url=requested.mysql_url)
+    settings = replace(settings, reports_dir=str(run.path.parent), resume=requested.resume)
+    scenarios = {name: scenario_from_stored(data) for name, data in meta.scenarios.items()}
+    done = set(run.results()["cell_id"])
+    cells = plan_cells(
+        [scenarios[name] for name in _scenario_names(last["cells"], scenarios)],
+        list(settings.servers), settings.repeat, last["seed"], settings.rates,
+    )  # fmt: skip
+    plan = _Plan(settings, scenarios, [c for c in cells if c.cell_id not in done], last["seed"])
+    meta.status = "running"
+    meta.invocations.append(_invocation(plan, argv, resumed=True))
+    run.write_meta(meta)
+    return plan, run, meta
+
+
+def settings_from_stored(stored: dict, mysql_url: str | None = None) -> RunSettings:
+    """Rebuild ``RunSettings`` from ``run.json``; a redacted password must be given again."""
+    data = {k: v for k, v in stored.items() if k in RunSettings.__dataclass_fields__}
+    for key in ("scenarios", "servers", "users", "rates"):
+        if data.get(key) is not None:
+            data[key] = tuple(data[key])
+    if mysql_url:
+        data["mysql_url"] = mysql_url
+    elif data.get("mysql_url") and "***" in data["mysql_url"]:
+        raise ValueError("this run used --mysql-url with a password: pass --mysql-url again")
+    return RunSettings(**data)
+
+
+def scenario_from_stored(data: dict) -> Scenario:
+    data = dict(data)
+    for key in ("users", "servers"):
+        data[key] = tuple(data[key])
+    return Scenario(**data)
+
+
+def _scenario_names(cell_ids: list[str], scenarios: dict[str, Scenario]) -> list[str]:
+    return [name for name in scenarios if any(c.startswith(f"{name}.") for c in cell_ids)]
+
+
+def _invocation(plan: _Plan, argv, resumed: bool = False) -> dict:
+    return {"started": time.time(), "seed": plan.seed, "settings": plan.settings.stored(),
+            "cells": [c.cell_id for c in plan.cells], "command": list(argv or sys.argv),
+            "resumed": resumed}  # fmt: skip
+
+
+def _reap_dead_runs(reports_dir: Path, hooks: RunHooks) -> None:
+    """Kill what a SIGKILLed orchestrator left behind, and mark its run interrupted."""
+    for ledger in sorted(reports_dir.glob("*/processes.json")):
+        reaped = reap_orphans([ledger])
+        if ledger.exists():
+            continue  # its orchestrator is still running
+        with contextlib.suppress(StoreError, OSError, ValueError):
+            dead = RunDir.open(ledger.parent)
+            meta = dead.read_meta()
+            if meta.status == "running":
+                meta.status = "interrupted"
+                dead.write_meta(meta)
+        if reaped:
+            hooks.warn(f"reaped {len(reaped)} processes left by the dead run "
+                       f"{ledger.parent.name}: {', '.join(reaped)}")  # fmt: skip
+
+
+def _open_run(plan: _Plan, argv) -> tuple[RunDir, RunMeta]:
+    settings = plan.settings
     reports_dir = Path(settings.reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     partial = bool(settings.scenarios or settings.servers)
     previous = latest_run(reports_dir) if partial and not settings.new else None
     if previous:
         run, meta = previous, previous.read_meta()
-        meta.planned_cells = sorted(set(meta.planned_cells) | {c.cell_id for c in cells})
+        meta.planned_cells = sorted(set(meta.planned_cells) | {c.cell_id for c in plan.cells})
     else:
         run = RunDir.create(reports_dir)
-        meta = RunMeta(run_id=run.run_id, created=time.time(), seed=seed)
-        meta.planned_cells = sorted(c.cell_id for c in cells)
+        meta = RunMeta(run_id=run.run_id, created=time.time(), seed=plan.seed)
+        meta.planned_cells = sorted(c.cell_id for c in plan.cells)
         meta.settings = settings.stored()
         meta.machine = metadata.machine_info()
         meta.packages = metadata.package_versions()
     meta.status = "running"
-    meta.scenarios.update({name: asdict(s) for name, s in scenarios.items()})
+    meta.scenarios.update({name: asdict(s) for name, s in plan.scenarios.items()})
     meta.command = list(argv or sys.argv)
-    meta.invocations.append(
-        {"started": time.time(), "seed": seed, "settings": settings.stored(),
-         "cells": [c.cell_id for c in cells], "command": meta.command}
-    )  # fmt: skip
+    meta.invocations.append(_invocation(plan, argv))
     run.write_meta(meta)
     run.point_latest(reports_dir)
     return run, meta
@@ -245,16 +335,7 @@ def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
         locust: list[ManagedProcess] = []
         sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx))
         plan = _load_plan(ctx, scenario, cell, server.url, base)
-
-        def watch(progress: LocustProgress | None) -> str | None:
-            if server.process and not server.process.alive():
-                return (
-                    f"{cell.server} exited during the cell (code {server.process.popen.returncode})"
-                )
-            if progress:
-                ctx.hooks.cell_progress(cell, progress)
-            return None
-
+        watch = _ServerWatch(ctx, cell, server, stall_s=max(10.0, plan.stop_timeout_s))
         with sampler, tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:
             outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
                                  on_start=locust.append, watch=watch)  # fmt: skip
@@ -272,6 +353,33 @@ def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
         "locust_processes": len(outcome.workers) + (1 if plan.distributed else 0),
         "_samples": outcome.samples, "_resources": resources,
     }  # fmt: skip
+
+
+class _ServerWatch:
+    """Polled during a cell: ends it when the server dies, loses a worker, or stops answering."""
+
+    def __init__(self, ctx: _Context, cell: Cell, server: services.Server, stall_s: float):
+        self.ctx, self.cell, self.server, self.stall_s = ctx, cell, server, stall_s
+        self.workers = {p.pid for p in server.process.tree()} if server.process else set()
+        self.requests, self.changed = -1, time.monotonic()
+
+    def __call__(self, progress: LocustProgress | None) -> str | None:
+        process = self.server.process
+        if process and not process.alive():
+            return f"{self.cell.server} exited during the cell (code {process.popen.returncode})"
+        if process:
+            lost = self.workers - {p.pid for p in process.tree()}
+            if lost:
+                return f"{self.cell.server} lost worker process(es) {sorted(lost)} during the cell"
+        if progress is None:
+            return None
+        self.ctx.hooks.cell_progress(self.cell, progress)
+        if progress.requests != self.requests:
+            self.requests, self.changed = progress.requests, time.monotonic()
+        elif time.monotonic() - self.changed > self.stall_s:
+            silent = f"no request completed for {self.stall_s:.0f} s"
+            return f"{self.cell.server} stopped answering: {silent}"
+        return None
 
 
 def _base_result(ctx: _Context, scenario: Scenario, cell: Cell, config: ServerConfig, order: int):
