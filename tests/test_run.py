@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,14 @@ def test_run_writes_every_file(sleep_run: RunDir):
     assert (sleep_run.path.parent / "latest").resolve() == sleep_run.path.resolve()
     # No sample lost between Locust's own count and the raw file.
     assert (results["locust_requests"] == results["recorded_samples"]).all()
+
+
+def test_orchestrator_never_imports_locust(sleep_run: RunDir):
+    """Locust monkey-patches the standard library on import (DESIGN rule 1)."""
+    from gevent import monkey
+
+    assert "locust" not in sys.modules
+    assert not monkey.is_module_patched("socket")
 
 
 def test_coroutine_beats_blocking_by_the_predicted_ratio(sleep_run: RunDir):
