@@ -216,16 +216,18 @@ def _read_progress(path: Path) -> LocustProgress | None:
 
 
 class ResourceSampler:
-    """Once a second, CPU and memory of each component's process tree, and DB connections.
+    """Once a second, CPU and memory of each component, and MariaDB's connections.
 
     ``components`` maps a name (server, locust, upstream, mariadb) to a function returning that
-    component's processes; ``db_threads`` returns MariaDB's ``Threads_connected`` or None.
-    CPU is in percent of one core, summed over the tree.
+    component's process groups (one list of processes per group, e.g. a process tree, or one
+    per Locust process). CPU is in percent of one core: ``cpu_<name>`` sums every group, and
+    ``cpu_<name>_max`` is the busiest group, since a single process saturates at one core.
+    ``db_threads`` returns MariaDB's ``Threads_connected`` or None.
     """
 
     def __init__(
         self,
-        components: dict[str, Callable[[], list[psutil.Process]]],
+        components: dict[str, Callable[[], list[list[psutil.Process]]]],
         db_threads: Callable[[], int | None] | None = None,
         interval_s: float = SAMPLE_INTERVAL_S,
     ) -> None:
@@ -256,18 +258,23 @@ class ResourceSampler:
 
     def _sample(self, prime: bool = False) -> dict:
         row: dict = {"t": time.time(), "cpu_machine": psutil.cpu_percent(None)}
-        for name, tree in self.components.items():
-            cpu = rss = 0.0
-            for proc in tree():
-                cached = self._procs.setdefault(proc.pid, proc)
-                with contextlib.suppress(psutil.Error):
-                    cpu += cached.cpu_percent(None)
-                    rss += cached.memory_info().rss
-            row[f"cpu_{name}"] = cpu
-            row[f"rss_{name}_mb"] = rss / 2**20
+        for name, groups in self.components.items():
+            usage = [self._usage(group) for group in groups()]
+            row[f"cpu_{name}"] = sum(cpu for cpu, _ in usage)
+            row[f"cpu_{name}_max"] = max((cpu for cpu, _ in usage), default=0.0)
+            row[f"rss_{name}_mb"] = sum(rss for _, rss in usage) / 2**20
         if self.db_threads and not prime:
             row["threads_connected"] = self.db_threads()
         return row
+
+    def _usage(self, group: list[psutil.Process]) -> tuple[float, float]:
+        cpu = rss = 0.0
+        for proc in group:
+            cached = self._procs.setdefault(proc.pid, proc)
+            with contextlib.suppress(psutil.Error):
+                cpu += cached.cpu_percent(None)
+                rss += cached.memory_info().rss
+        return cpu, rss
 
 
 def verify_equivalence(

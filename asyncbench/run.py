@@ -427,13 +427,13 @@ def _work_counter(ctx: _Context, scenario: Scenario):
 
 
 def _components(ctx: _Context, server: services.Server, locust: list[ManagedProcess]):
-    components = {"locust": lambda: [p for proc in locust for p in proc.tree()]}
-    if server.process:
-        components["server"] = server.process.tree
-    if ctx.upstream and ctx.upstream.process:
-        components["upstream"] = ctx.upstream.process.tree
-    if ctx.database and ctx.database.process:
-        components["mariadb"] = ctx.database.process.tree
+    """Process groups to sample: each Locust process on its own, the others as whole trees."""
+    components = {"locust": lambda: [proc.tree() for proc in locust]}
+    owned = {"server": server.process, "mariadb": ctx.database and ctx.database.process,
+             "upstream": ctx.upstream and ctx.upstream.process}  # fmt: skip
+    for name, process in owned.items():
+        if process:
+            components[name] = lambda process=process: [process.tree()]
     return components
 
 

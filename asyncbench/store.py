@@ -58,7 +58,8 @@ class CellResult:
     p999_ms: float | None = None
     max_ms: float | None = None
     cpu_server: float | None = None  # mean % of one core over the window
-    cpu_locust: float | None = None
+    cpu_locust: float | None = None  # summed over every Locust process
+    cpu_locust_max: float | None = None  # the busiest Locust process
     cpu_upstream: float | None = None
     cpu_mariadb: float | None = None
     cpu_machine: float | None = None  # mean % of the whole machine
