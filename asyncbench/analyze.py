@@ -94,7 +94,11 @@ def resource_means(resources: pd.DataFrame, start: float, end: float) -> dict:
     window = resources[(resources["t"] > start) & (resources["t"] <= end + 0.5)]
     if window.empty:
         window = resources
-    out = {c: float(window[c].mean()) for c in window.columns if c.startswith("cpu_")}
+    # cpu_locust_max: a Locust process saturates at one core, so judge the busiest one, not the
+    # sum over workers.
+    columns = ("cpu_server", "cpu_locust", "cpu_locust_max", "cpu_upstream", "cpu_mariadb",
+               "cpu_machine")  # fmt: skip
+    out = {c: float(window[c].mean()) for c in columns if c in window}
     if "rss_server_mb" in window:
         out["rss_server_mb"] = float(window["rss_server_mb"].mean())
     if "threads_connected" in window and window["threads_connected"].notna().any():
@@ -107,7 +111,7 @@ def judge(stats: dict, cpu: dict) -> tuple[bool, str]:
     reasons = []
     if stats.get("requests", 0) == 0:
         reasons.append("no request completed in the measured window")
-    locust = cpu.get("cpu_locust")
+    locust = cpu.get("cpu_locust_max", cpu.get("cpu_locust"))
     if locust is not None and locust > LOAD_GENERATOR_CPU_LIMIT:
         reasons.append(
             f"load generator saturated: Locust used {locust:.0f}% of a core "
@@ -168,14 +172,16 @@ def predicted_rps(
 
 # --- Across cells: the comparison the report shows ----------------------------------------------
 #
-# A "level" is one scenario × server × users; its repeats are the cells. Only *included* cells
+# A "level" is one scenario × server × load, where the load is the number of users (closed loop)
+# or the offered rate (open loop, ``rate`` > 0); its repeats are the cells. Only *included* cells
 # (valid and status "ok") enter a level's statistics; the others are kept, with their reason, so
-# the report can show them greyed out.
+# the report can show them greyed out. A scenario's closed-loop and open-loop levels are
+# compared separately (``loop`` is "closed" or "open").
 
-LEVEL = ["scenario", "server", "users"]
+LEVEL = ["scenario", "server", "rate", "users"]
 SPREAD_METRICS = ("rps", "p50_ms", "p90_ms", "p99_ms")
 UNSTABLE_COV = 0.10  # a spread across repeats above this is flagged, not hidden (as pyperf does)
-PLATEAU_GROWTH = 0.25  # rps "stops growing": it gains < 25% of what more users ideally add
+PLATEAU_GROWTH = 0.25  # rps "stops growing": it gains < 25% of what more load ideally adds
 
 
 def included(results: pd.DataFrame) -> pd.Series:
@@ -186,42 +192,48 @@ def included(results: pd.DataFrame) -> pd.Series:
 
 def cell_table(results: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
     """``results.csv`` with every measured cell's throughput and percentiles recomputed from its
-    raw in-window samples (``cell_stats``), plus an ``included`` column.
+    raw in-window samples (``cell_stats``), plus ``included``, ``loop`` and ``load`` columns.
 
     A cell without samples (a failed one) keeps its stored numbers, which are empty.
     """
     cells = results.copy().reset_index(drop=True)
     cells["reason"] = cells["reason"].fillna("").astype(str)
+    cells["rate"] = cells["rate"].fillna(0.0) if "rate" in cells else 0.0
     if not samples.empty and len(cells):
         by_cell = dict(tuple(samples.groupby("cell_id", sort=False)))
         for i, row in cells.iterrows():
             own = by_cell.get(row["cell_id"])
             if own is None or pd.isna(row["window_start"]) or pd.isna(row["window_end"]):
                 continue
-            for column, value in cell_stats(own, row["window_start"], row["window_end"]).items():
+            stats = cell_stats(own, row["window_start"], row["window_end"], rate=row["rate"])
+            for column, value in stats.items():
                 cells.loc[i, column] = value
     cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
+    cells["loop"] = np.where(cells["rate"] > 0, "open", "closed")
+    cells["load"] = np.where(cells["rate"] > 0, cells["rate"], cells["users"]).astype(float)
     return cells
 
 
 def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per scenario × server × users: median, min, max and CoV across included repeats of
+    """One row per scenario × server × load: median, min, max and CoV across included repeats of
     rps and p50/p90/p99, the gap to the predicted rps, and the ratio to the best model at that
-    level. Levels whose cells were all excluded keep a row (with empty statistics)."""
+    load. Levels whose cells were all excluded keep a row (with empty statistics)."""
     columns = _aggregate_columns()
     if cells.empty:
         return pd.DataFrame(columns=columns)
     rows = []
-    for (scenario, server, users), group in cells.groupby(LEVEL, sort=True):
+    for (scenario, server, rate, users), group in cells.groupby(LEVEL, sort=True):
         kept = group[group["included"]]
         row: dict = {
-            "scenario": scenario, "server": server, "users": int(users),
+            "scenario": scenario, "server": server, "rate": float(rate), "users": int(users),
+            "loop": group["loop"].iloc[0], "load": float(group["load"].iloc[0]),
             "cells": len(group), "repeats": len(kept),
             "invalid": int((group["status"] == "invalid").sum()),
             "failed": int((group["status"] == "failed").sum()),
             "delay_ms": _first(group["delay_ms"]), "workers": _first(group["workers"]),
             "slots": _first(group["slots"]), "predicted_rps": _first(group["predicted_rps"]),
             "cpu_server": _median(kept, "cpu_server"), "cpu_locust": _median(kept, "cpu_locust"),
+            "cpu_machine": _median(kept, "cpu_machine"),
             "reasons": "; ".join(sorted({r for r in group.loc[~group["included"], "reason"] if r})),
         }  # fmt: skip
         for metric in SPREAD_METRICS:
@@ -229,7 +241,7 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     agg = pd.DataFrame(rows, columns=columns)
     agg["rps_gap"] = agg["rps_median"] / agg["predicted_rps"] - 1
-    level = agg.groupby(["scenario", "users"])
+    level = agg.groupby(["scenario", "rate", "users"])
     agg["best_rps"] = level["rps_median"].transform("max")
     agg["rps_ratio"] = agg["rps_median"] / agg["best_rps"]
     agg["p99_ratio"] = agg["p99_ms_median"] / level["p99_ms_median"].transform("min")
@@ -239,8 +251,9 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _aggregate_columns() -> list[str]:
-    head = [*LEVEL, "cells", "repeats", "invalid", "failed", "delay_ms", "workers", "slots",
-            "predicted_rps", "cpu_server", "cpu_locust", "reasons"]  # fmt: skip
+    head = [*LEVEL, "loop", "load", "cells", "repeats", "invalid", "failed", "delay_ms",
+            "workers", "slots", "predicted_rps", "cpu_server", "cpu_locust", "cpu_machine",
+            "reasons"]  # fmt: skip
     spread = [f"{m}_{s}" for m in SPREAD_METRICS for s in ("median", "min", "max", "cov")]
     tail = ["rps_gap", "best_rps", "rps_ratio", "p99_ratio", "best", "unstable"]
     return head + spread + tail
@@ -271,37 +284,44 @@ def _median(frame: pd.DataFrame, column: str) -> float:
     return float(frame[column].median())
 
 
-def comparison_level(agg: pd.DataFrame, scenario: str) -> int | None:
-    """The highest load level of a scenario at which the most models have included cells (all of
-    them when possible): the level the verdict and the latency distribution compare."""
-    rows = agg[(agg["scenario"] == scenario) & agg["rps_median"].notna()]
+def section(frame: pd.DataFrame, scenario: str, loop: str = "closed") -> pd.DataFrame:
+    """The rows (of ``cell_table`` or ``aggregate``) of one scenario's closed or open loop."""
+    return frame[(frame["scenario"] == scenario) & (frame["loop"] == loop)]
+
+
+def comparison_level(agg: pd.DataFrame, scenario: str, loop: str = "closed") -> float | None:
+    """The highest load of a scenario at which the most models have included cells (all of them
+    when possible): the load the verdict and the latency distribution compare."""
+    rows = section(agg, scenario, loop)
+    rows = rows[rows["rps_median"].notna()]
     if rows.empty:
         return None
-    models = rows.groupby("users")["server"].nunique()
-    return int(models[models == models.max()].index.max())
+    models = rows.groupby("load")["server"].nunique()
+    return float(models[models == models.max()].index.max())
 
 
-def plateaus(agg: pd.DataFrame, scenario: str) -> dict[str, dict]:
-    """Per model, where its median rps stops growing with users.
+def plateaus(agg: pd.DataFrame, scenario: str, loop: str = "closed") -> dict[str, dict]:
+    """Per model, where its median rps stops growing with the load.
 
-    Between two consecutive included levels u0 < u1, rps "stops growing" when it gains less than
-    ``PLATEAU_GROWTH`` of the proportional gain ``rps(u0) * (u1/u0 - 1)``. The result gives the
-    two levels, the ceiling (the highest median rps from there on), and — for a delayed scenario —
+    Between two consecutive included loads l0 < l1, rps "stops growing" when it gains less than
+    ``PLATEAU_GROWTH`` of the proportional gain ``rps(l0) * (l1/l0 - 1)``. The result gives the
+    two loads, the ceiling (the highest median rps from there on), and — for a delayed scenario —
     how many requests that ceiling keeps in service at once (Little's law: rps × delay), to compare
-    with the model's slots. Models still growing at their last level are absent.
+    with the model's slots. Models still growing at their last load are absent.
     """
     out = {}
-    rows = agg[(agg["scenario"] == scenario) & agg["rps_median"].notna()]
+    rows = section(agg, scenario, loop)
+    rows = rows[rows["rps_median"].notna()]
     for server, group in rows.groupby("server", sort=False):
-        group = group.sort_values("users")
-        users, rps = group["users"].to_list(), group["rps_median"].to_list()
-        for i in range(len(users) - 1):
-            ideal_gain = rps[i] * (users[i + 1] / users[i] - 1)
+        group = group.sort_values("load")
+        loads, rps = group["load"].to_list(), group["rps_median"].to_list()
+        for i in range(len(loads) - 1):
+            ideal_gain = rps[i] * (loads[i + 1] / loads[i] - 1)
             if rps[i + 1] - rps[i] < PLATEAU_GROWTH * ideal_gain:
                 ceiling = max(rps[i:])
                 delay = group["delay_ms"].iloc[0]
                 out[server] = {
-                    "after_users": int(users[i]), "before_users": int(users[i + 1]),
+                    "after": float(loads[i]), "before": float(loads[i + 1]),
                     "ceiling_rps": float(ceiling),
                     "in_service": float(ceiling * delay / 1000) if delay else None,
                     "slots": _first(group["slots"]),
@@ -311,18 +331,25 @@ def plateaus(agg: pd.DataFrame, scenario: str) -> dict[str, dict]:
 
 
 def level_latencies(
-    cells: pd.DataFrame, samples: pd.DataFrame, scenario: str, server: str, users: int
+    cells: pd.DataFrame,
+    samples: pd.DataFrame,
+    scenario: str,
+    server: str,
+    load: float,
+    loop: str = "closed",
 ) -> np.ndarray:
-    """The raw in-window latencies of one level's included cells, pooled across repeats."""
-    chosen = cells[
-        (cells["scenario"] == scenario) & (cells["server"] == server)
-        & (cells["users"] == users) & cells["included"]
-    ]  # fmt: skip
+    """The in-window latencies of one level's included cells, pooled across repeats and sorted
+    (open loop: corrected, from the intended send time)."""
+    chosen = section(cells, scenario, loop)
+    chosen = chosen[(chosen["server"] == server) & (chosen["load"] == load) & chosen["included"]]
     parts = []
     for row in chosen.itertuples():
         own = samples[samples["cell_id"] == row.cell_id] if not samples.empty else samples
-        if not own.empty:
-            parts.append(in_window(own, row.window_start, row.window_end)["latency_ms"].to_numpy())
+        if own.empty:
+            continue
+        window = in_window(own, row.window_start, row.window_end)
+        latency = corrected_latency_ms(window) if row.rate > 0 else window["latency_ms"]
+        parts.append(latency.to_numpy())
     return np.sort(np.concatenate(parts)) if parts else np.array([])
 
 
