@@ -41,11 +41,14 @@ def describe_servers(config: ServerConfig, target: str | None) -> dict:
     """Each model's configuration as the report shows it (credentials redacted)."""
     shown = config.describe()
     shown.pop("port", None)
+    shown["bind"] = shown.pop("host")
     where = {"host": urlsplit(target).hostname if target else "localhost",
              "started_by": "elsewhere (--target)" if target else "asyncbench"}  # fmt: skip
+    if target:
+        shown = {"workers": config.workers}  # only what the prediction assumed; the rest is remote
     return {
-        name: {"summary": info.summary, "blocking": info.blocking, **where, **shown,
-               "client_keep_alive": not info.blocking}
+        name: {"summary": info.summary, "blocking": info.blocking, **shown, **where,
+               "keep_alive": name != "flask-blocking"}
         for name, info in MODELS.items()
     }  # fmt: skip
 
