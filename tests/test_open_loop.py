@@ -1,0 +1,57 @@
+"""Open-loop load: corrected latency exposes the queue that a closed loop hides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asyncbench.analyze import corrected_latency_ms, in_window
+from asyncbench.run import RunSettings, run_matrix
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def open_loop_run(tmp_path_factory):
+    """sleep 100 ms on flask-blocking with 2 workers (capacity 20 req/s), offered 10 and 40."""
+    settings = RunSettings(
+        scenarios=("sleep",), servers=("flask-blocking",), rates=(10.0, 40.0), duration_s=6,
+        warmup_s=1, repeat=1, workers=2, reports_dir=str(tmp_path_factory.mktemp("r")),
+        seed=5, new=True,
+    )  # fmt: skip
+    run = run_matrix(settings)
+    return run.results().set_index("rate"), run.samples()
+
+
+def thirds(samples, row, latency) -> tuple[float, float]:
+    """Median latency of requests due in the first and in the last third of the window."""
+    window = in_window(samples[samples["cell_id"] == row.cell_id], row.window_start, row.window_end)
+    third = (row.window_end - row.window_start) / 3
+    early = window["intended_time"] < row.window_start + third
+    late = window["intended_time"] >= row.window_end - third
+    values = latency(window)
+    return float(np.median(values[early])), float(np.median(values[late]))
+
+
+def test_below_capacity_both_latencies_stay_near_the_delay(open_loop_run):
+    results, _ = open_loop_run
+    row = results.loc[10.0]
+    assert row["valid"], row["reason"]
+    assert row["rps"] == pytest.approx(10, rel=0.1)
+    for column in ("p50_ms", "p50_uncorrected_ms"):
+        assert 100 <= row[column] < 150
+    assert row["late_sends"] == 0 and row["dropped_sends"] == 0
+
+
+def test_above_capacity_corrected_latency_grows_while_uncorrected_stays_bounded(open_loop_run):
+    results, samples = open_loop_run
+    row = results.loc[40.0]
+    assert row["offered_rps"] == 40
+    assert row["rps"] == pytest.approx(20, rel=0.15)  # the 2 workers' capacity, not the offer
+    assert row["late_sends"] > 0  # the senders ran dry: what a closed loop would hide
+    first, last = thirds(samples, row, corrected_latency_ms)
+    assert last > first + 1000, (first, last)  # the real queue keeps growing
+    raw_first, raw_last = thirds(samples, row, lambda w: w["latency_ms"])
+    bound = row["users"] / 2 * 100  # every sender waiting behind 2 workers
+    assert raw_last < 1.3 * bound and raw_last < 1.5 * raw_first + 200, (raw_first, raw_last)
+    assert row["p99_ms"] > 2 * row["p99_uncorrected_ms"]
