@@ -54,8 +54,10 @@ class LoadPlan:
 
     @property
     def run_time_s(self) -> float:
-        # Two extra seconds cover spawning; the window starts after spawning completes.
-        return math.ceil(2 + self.warmup_s + self.measure_s)
+        # The window starts once spawning completes (all users at once: milliseconds for a
+        # hundred, longer for an open loop's thousand senders); the slack covers that.
+        slack = 0.5 + self.users / 1000 + (2.0 if self.distributed else 0.0)
+        return round(slack + self.warmup_s + self.measure_s, 2)
 
     @property
     def distributed(self) -> bool:
