@@ -1,0 +1,227 @@
+"""Analysis on a real (trimmed) run: every statistic checked against an independent computation.
+
+The fixture in ``tests/fixtures/small-run`` is a real ``asyncbench run`` (see its run.json for
+the command). The reference numbers here are computed straight from the parquet files with
+plain Python (sorted lists, ``statistics``), not with the code under test.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from asyncbench import analyze
+from asyncbench.store import RunDir
+
+FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
+PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), by hand."""
+    rank = q / 100 * (len(sorted_values) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def reference_cell(results_row: dict) -> dict | None:
+    """A cell's rps and percentiles from its own parquet file, windowed with plain Python."""
+    path = FIXTURE / "samples.parquet" / f"{results_row['cell_id']}.parquet"
+    if not path.exists():
+        return None
+    start, end = results_row["window_start"], results_row["window_end"]
+    records = pd.read_parquet(path).to_dict("records")
+    latencies = sorted(r["latency_ms"] for r in records if start <= r["start_time"] < end)
+    out = {"requests": len(latencies), "rps": len(latencies) / (end - start)}
+    out.update({k: percentile(latencies, q) for k, q in PERCENTILES.items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def run() -> RunDir:
+    return RunDir(FIXTURE)  # the constructor reads only; RunDir.open would add a logs folder
+
+
+@pytest.fixture(scope="module")
+def results(run) -> pd.DataFrame:
+    return run.results()
+
+
+@pytest.fixture(scope="module")
+def cells(run, results) -> pd.DataFrame:
+    return analyze.cell_table(results, run.samples())
+
+
+@pytest.fixture(scope="module")
+def agg(cells) -> pd.DataFrame:
+    return analyze.aggregate(cells)
+
+
+def level_key(row) -> tuple:
+    return (row["scenario"], row["server"], int(row["users"]))
+
+
+def test_fixture_is_a_real_run_with_excluded_cells(results):
+    assert {"sleep", "hello"} <= set(results["scenario"])
+    assert results["window_start"].notna().any()
+    assert (~analyze.included(results)).any(), "the fixture should keep an invalid cell"
+    assert analyze.included(results).sum() >= 10
+
+
+def test_cell_stats_agrees_with_a_direct_computation(run, results):
+    samples = run.samples()
+    checked = 0
+    for row in results.to_dict("records"):
+        expected = reference_cell(row)
+        if expected is None:
+            continue
+        own = samples[samples["cell_id"] == row["cell_id"]]
+        got = analyze.cell_stats(own, row["window_start"], row["window_end"])
+        assert got["requests"] == expected["requests"]
+        assert got["rps"] == pytest.approx(expected["rps"])
+        for column in PERCENTILES:
+            assert got[column] == pytest.approx(expected[column], rel=1e-9)
+            # and the number stored at run time is the same computation
+            assert row[column] == pytest.approx(expected[column], rel=1e-9)
+        checked += 1
+    assert checked == len(results)
+
+
+def test_warm_up_samples_do_not_count(run, results):
+    row = results[analyze.included(results)].iloc[0]
+    own = run.samples([row["cell_id"]])
+    start, end = row["window_start"], row["window_end"]
+    warmup = own[own["start_time"] < start]
+    assert len(warmup) > 0, "the fixture's cells have a warm-up"
+    base = analyze.cell_stats(own, start, end)
+    assert base["requests"] == ((own["start_time"] >= start) & (own["start_time"] < end)).sum()
+    assert base["requests"] < len(own)
+
+    def with_sample(start_time: float) -> dict:
+        extra = own.iloc[[0]].assign(start_time=start_time, latency_ms=1e7)
+        return analyze.cell_stats(pd.concat([own, extra]), start, end)
+
+    assert with_sample(start - 1e-6) == base  # just before the window: ignored
+    assert with_sample(end) == base  # the window is half-open
+    assert with_sample(start)["requests"] == base["requests"] + 1  # its first instant counts
+    assert with_sample(start)["max_ms"] == 1e7
+
+
+def test_aggregate_matches_independent_computation(results, agg):
+    reference: dict[tuple, list[dict]] = {}
+    for row in results[analyze.included(results)].to_dict("records"):
+        reference.setdefault(level_key(row), []).append(reference_cell(row))
+    assert reference
+    by_level = {level_key(r): r for r in agg.to_dict("records")}
+    for key, repeats in reference.items():
+        got = by_level[key]
+        assert got["repeats"] == len(repeats)
+        for metric in ("rps", *PERCENTILES):
+            values = [r[metric] for r in repeats]
+            assert got[f"{metric}_median"] == pytest.approx(statistics.median(values))
+            assert got[f"{metric}_min"] == pytest.approx(min(values))
+            assert got[f"{metric}_max"] == pytest.approx(max(values))
+            if len(values) > 1:
+                cov = statistics.stdev(values) / statistics.mean(values)
+                assert got[f"{metric}_cov"] == pytest.approx(cov, abs=1e-12)
+            else:
+                assert math.isnan(got[f"{metric}_cov"])
+
+
+def test_ratio_to_best_and_gap_to_prediction(agg):
+    measured = agg[agg["rps_median"].notna()]
+    for (_scenario, _users), level in measured.groupby(["scenario", "users"]):
+        best = max(level["rps_median"])
+        lowest_p99 = min(level["p99_ms_median"])
+        for row in level.to_dict("records"):
+            assert row["rps_ratio"] == pytest.approx(row["rps_median"] / best)
+            assert row["p99_ratio"] == pytest.approx(row["p99_ms_median"] / lowest_p99)
+            assert row["best"] == (row["rps_median"] == best)
+            if row["predicted_rps"] is not None and not pd.isna(row["predicted_rps"]):
+                gap = row["rps_median"] / row["predicted_rps"] - 1
+                assert row["rps_gap"] == pytest.approx(gap)
+    assert measured["best"].sum() == measured.groupby(["scenario", "users"]).ngroups
+
+
+def test_excluded_cells_stay_out_of_the_aggregates(results, cells, agg):
+    excluded = results[~analyze.included(results)]
+    for row in excluded.to_dict("records"):
+        level = agg[
+            (agg["scenario"] == row["scenario"]) & (agg["server"] == row["server"])
+            & (agg["users"] == row["users"])
+        ].iloc[0]  # fmt: skip
+        kept = results[
+            analyze.included(results) & (results["scenario"] == row["scenario"])
+            & (results["server"] == row["server"]) & (results["users"] == row["users"])
+        ]  # fmt: skip
+        assert level["cells"] > level["repeats"] == len(kept)
+        assert row["reason"] in level["reasons"]
+        if len(kept):
+            assert level["rps_median"] == pytest.approx(kept["rps"].median())
+        else:
+            assert math.isnan(level["rps_median"])
+
+
+def test_marking_a_cell_invalid_or_failed_removes_it(run, results):
+    target = results[analyze.included(results) & (results["scenario"] == "sleep")].iloc[0]
+    key = (target["scenario"], target["server"], target["users"])
+    for status in ("invalid", "failed"):
+        changed = results.copy()
+        where = changed["cell_id"] == target["cell_id"]
+        changed["valid"] = changed["valid"].where(~where, False)
+        changed["status"] = changed["status"].where(~where, status)
+        changed["reason"] = changed["reason"].astype(object).where(~where, "made up for the test")
+        agg = analyze.aggregate(analyze.cell_table(changed, run.samples()))
+        level = agg.set_index(["scenario", "server", "users"]).loc[key]
+        others = results[
+            analyze.included(results) & (results["cell_id"] != target["cell_id"])
+            & (results["scenario"] == key[0]) & (results["server"] == key[1])
+            & (results["users"] == key[2])
+        ]  # fmt: skip
+        assert level["repeats"] == len(others)
+        assert level[status] == 1
+        assert "made up for the test" in level["reasons"]
+        assert level["rps_max"] == pytest.approx(others["rps"].max())
+
+
+def test_blocking_models_plateau_at_their_workers(run, agg):
+    servers = run.read_meta().servers
+    found = analyze.plateaus(agg, "sleep")
+    for model, conf in servers.items():
+        if conf["blocking"]:
+            assert model in found, f"{model} should stop growing on sleep"
+            p = found[model]
+            assert p["slots"] == conf["workers"]
+            assert p["after"] >= conf["workers"] or p["before"] > conf["workers"]
+            assert p["in_service"] == pytest.approx(conf["workers"], rel=0.25)
+        else:
+            assert model not in found, f"{model} has no slot limit on sleep"
+
+
+def test_comparison_level_and_cdf(cells, agg, run):
+    samples = run.samples()
+    for scenario in agg["scenario"].unique():
+        level = analyze.comparison_level(agg, scenario)
+        valid = cells[(cells["scenario"] == scenario) & cells["included"]]
+        models_per_level = valid.groupby("users")["server"].nunique()
+        assert level == max(models_per_level[models_per_level == models_per_level.max()].index)
+        for server in valid[valid["users"] == level]["server"].unique():
+            latencies = analyze.level_latencies(cells, samples, scenario, server, level)
+            chosen = valid[(valid["users"] == level) & (valid["server"] == server)]
+            assert len(latencies) == chosen["requests"].sum()
+            x, y = analyze.cdf_points(latencies)
+            assert x == sorted(x) and y == sorted(y)
+            assert (x[0], x[-1]) == (latencies.min(), latencies.max())
+            assert (y[0], y[-1]) == (0.0, 1.0)
+
+
+def test_compare_runs_against_itself_is_no_change(agg):
+    compared = analyze.compare_runs(agg, agg)
+    measured = compared[compared["rps_median"].notna()]
+    assert (measured["rps_change"] == 0).all()
+    assert (measured["p99_change"] == 0).all()

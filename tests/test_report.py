@@ -1,0 +1,206 @@
+"""The report, built from a real (trimmed) run and opened in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import markupsafe
+import pytest
+
+from asyncbench import analyze
+from asyncbench.report import build_report, render, report_data
+from asyncbench.store import RunDir, RunMeta
+
+FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MAX_REPORT_BYTES = 6_000_000  # plotly.js alone is about 4.8 MB; everything else is small
+
+
+def copy_run(tmp: Path, name: str = "small-run") -> RunDir:
+    target = tmp / name
+    shutil.copytree(FIXTURE, target)
+    return RunDir.open(target)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[RunDir, Path, float]:
+    run = copy_run(tmp_path_factory.mktemp("report"))
+    started = time.perf_counter()
+    page = build_report(run)
+    return run, page, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def page_html(built) -> str:
+    return built[1].read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def data(built) -> dict:
+    return report_data(built[0])
+
+
+class _Resources(HTMLParser):
+    """Every URL-bearing attribute and every <script>/<link> tag of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[tuple[str, str, str]] = []
+        self.tags: dict[str, int] = {}
+
+    def handle_starttag(self, tag, attrs):
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "action", "poster", "data") and value:
+                self.urls.append((tag, name, value))
+
+
+def test_report_is_written_quickly_and_small(built):
+    run, page, seconds = built
+    assert page == run.path / "index.html"
+    assert page.stat().st_size < MAX_REPORT_BYTES
+    assert seconds < 10
+
+
+def test_no_external_resources(page_html):
+    parser = _Resources()
+    parser.feed(page_html)
+    for tag, attribute, url in parser.urls:
+        assert not url.lower().startswith(("http:", "https:", "//", "ftp:")), (
+            f"<{tag} {attribute}={url!r}> would reach the network"
+        )
+    assert "link" not in parser.tags  # no stylesheet, no font, no preload
+    assert all(attr != "src" for tag, attr, _ in parser.urls if tag == "script")
+    assert "@import" not in page_html and "@font-face" not in page_html
+    assert page_html.count("* plotly.js v") == 1, "plotly.js is inlined exactly once"
+
+
+def test_every_scenario_has_its_computed_verdict(built, data, page_html):
+    run, _, _ = built
+    cells = analyze.cell_table(run.results(), run.samples())
+    agg = analyze.aggregate(cells)
+    names = set(run.results()["scenario"])
+    assert {v["name"] for v in data["verdicts"]} == names
+    for verdict in data["verdicts"]:
+        assert str(markupsafe.escape(verdict["headline"])) in page_html
+        assert str(markupsafe.escape(verdict["text"])) in page_html
+        level = analyze.comparison_level(agg, verdict["name"])
+        rows = agg[(agg["scenario"] == verdict["name"]) & (agg["load"] == level)]
+        winner = rows.loc[rows["rps_median"].idxmax(), "server"]
+        assert winner in verdict["headline"]
+        assert f"at {level:g} user" in verdict["headline"]
+    sleep = next(v for v in data["verdicts"] if v["name"] == "sleep")
+    assert sleep["headline"].startswith("tornado-coroutine wins")
+    assert "workers" in sleep["text"]  # where the blocking models hit their worker limit
+
+
+def test_data_is_plain_json_and_shows_configuration(built, data, page_html):
+    run, _, _ = built
+    assert json.loads(json.dumps(data)) == data
+    meta = run.read_meta()
+    assert str(meta.seed) in page_html
+    commands = data["config"]["commands"]
+    assert len(commands) == len(meta.invocations) > 1
+    for command, invocation in zip(commands, meta.invocations, strict=True):
+        assert str(markupsafe.escape(command)) in page_html
+        assert command.endswith(f"--seed {invocation['seed']}")
+        assert command.startswith("asyncbench run ")
+    for model in meta.servers:
+        assert model in data["config"]["servers"]["models"]
+    assert meta.machine["cpu_model"] in page_html
+    for name, version in meta.packages.items():
+        assert [name, version] in data["config"]["packages"]
+
+
+def test_excluded_cells_are_greyed_with_their_reason(built, page_html):
+    run, _, _ = built
+    results = run.results()
+    excluded = results[~analyze.included(results)]
+    assert len(excluded)
+    assert 'class="banner warn"' in page_html
+    assert page_html.count('<tr class="excluded">') >= len(excluded)
+    for reason in set(excluded["reason"]):
+        assert str(markupsafe.escape(reason)) in page_html
+
+
+def test_unfinished_run_gets_a_banner(tmp_path):
+    run = copy_run(tmp_path)
+    meta = run.read_meta()
+    meta.status = "interrupted"
+    run.write_meta(meta)
+    page = build_report(run).read_text(encoding="utf-8")
+    assert 'class="banner error"' in page
+    assert "This run is interrupted, not complete" in page
+
+
+def test_scenario_without_valid_cells_says_so(tmp_path):
+    """As if every sql cell had failed its equivalence check: no samples, no numbers."""
+    run = copy_run(tmp_path)
+    results = run.results()
+    failed = results["scenario"] == "sql"
+    reason = "equivalence check failed: /sql answered 500"
+    results.loc[failed, ["status", "valid", "reason"]] = ["failed", False, reason]
+    results.loc[failed, ["window_start", "window_end", "rps", "p50_ms", "p99_ms"]] = None
+    results.to_csv(run.results_csv, index=False)
+    for cell_id in results.loc[failed, "cell_id"]:
+        (run.samples_dir / f"{cell_id}.parquet").unlink()
+    data = report_data(run)
+    sql = next(v for v in data["verdicts"] if v["name"] == "sql")
+    assert sql["headline"] == "No valid measurements."
+    assert reason in sql["text"]
+    sleep = next(v for v in data["verdicts"] if v["name"] == "sleep")
+    assert sleep["headline"].startswith("tornado-coroutine wins")
+    page = render(data)
+    assert f"{failed.sum()} failed" in page
+
+
+def test_run_without_results_still_renders(tmp_path):
+    run = RunDir.create(tmp_path)
+    run.write_meta(RunMeta(run_id=run.run_id, created=1.0, status="running"))
+    page = build_report(run).read_text(encoding="utf-8")
+    assert "No results yet." in page
+    assert "This run is running, not complete" in page
+
+
+def test_baseline_adds_change_columns(tmp_path):
+    run, other = copy_run(tmp_path, "a"), copy_run(tmp_path, "b")
+    data = report_data(run, baseline=other)
+    assert data["baseline"] == "b"
+    for block in data["scenarios"]:
+        table = block["table"]
+        assert table["columns"][-2:] == ["Δ req/s", "Δ p99"]
+        assert all(1 + len(row["values"]) == len(table["columns"]) for row in table["rows"])
+        measured = [r for r in table["rows"] if "↳" not in r["label"] and r["css"] != "excluded"]
+        assert measured and all(r["values"][-2:] == ["+0%", "+0%"] for r in measured)
+    assert "Δ req/s" in render(data)
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(built, data, tmp_path):
+    _, page, _ = built
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "report.png"
+    screenshot.unlink(missing_ok=True)
+    argv = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+        "--v=0", f"--screenshot={screenshot}", "--window-size=1400,2400",
+        "--virtual-time-budget=5000", "--dump-dom", page.as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for marker in ("Uncaught", "ERROR:CONSOLE"):
+        assert marker not in done.stderr, done.stderr[-2000:]
+    dom = done.stdout
+    figures = sum(len(s["figures"]) for s in data["scenarios"])
+    assert dom.count('class="main-svg"') >= figures
+    assert dom.count('class="scatterlayer') >= figures
+    assert 'class="js-line" d="M' in dom  # traces were drawn with path data
+    assert screenshot.stat().st_size > 50_000
