@@ -1,4 +1,4 @@
-"""Sessions: `nox -s bench`, `nox -s tests`, `nox -s lint`."""
+"""Sessions: `nox -s bench`, `nox -s tests`, `nox -s lint`, `nox -s soak`."""
 
 import nox
 
@@ -18,6 +18,13 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against real processes on loopback."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Soak: 10 minutes of sleep at the highest default level on tornado-coroutine."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "soak", "-s", "tests/test_soak.py", *session.posargs)
 
 
 @nox.session

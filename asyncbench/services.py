@@ -2,14 +2,24 @@
 
 Each is a context manager built on ``processes.managed_process``: it starts the process, waits
 for it to answer, yields a small handle, and always stops and reaps it.
+
+The throwaway MariaDB can be tuned from the environment:
+
+* ``ASYNCBENCH_MARIADBD=/path/to/mariadbd`` uses that server binary and no other (the
+  ``mariadb-install-db`` next to it, in ``../bin``, is preferred when there is one);
+* ``ASYNCBENCH_MARIADB_ARGS="--opt=value ..."`` appends server options (split like a shell
+  does) after the harness's own, e.g. ``--innodb-buffer-pool-size=256M``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -32,8 +42,11 @@ from servers import MODELS
 from servers.config import MysqlUrl, ServerConfig
 
 DEFAULT_MAX_CONNECTIONS = 2048
+MARIADBD_ENV = "ASYNCBENCH_MARIADBD"  # the server binary to use (the only candidate when set)
+MARIADB_ARGS_ENV = "ASYNCBENCH_MARIADB_ARGS"  # extra options for the throwaway server
 _MARIADB_NAMES = ("mariadbd", "mysqld")
 _INSTALL_DB_NAMES = ("mariadb-install-db", "mysql_install_db")
+_MYSQL_URL_HINT = "--mysql-url mysql://USER:PASSWORD@HOST:PORT/DB"
 
 
 class ServiceError(RuntimeError):
@@ -89,12 +102,51 @@ class Server:
     process: ManagedProcess | None  # None when started elsewhere (--target)
 
 
-def find_binary(names: tuple[str, ...]) -> str | None:
+def find_binary(names: tuple[str, ...], first_in: tuple[Path, ...] = ()) -> str | None:
+    """The first executable named one of ``names``: in ``first_in``, on PATH, in /usr/(s)bin."""
     for name in names:
-        for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
-            if candidate and Path(candidate).is_file():
+        candidates = (
+            *(str(d / name) for d in first_in), shutil.which(name), f"/usr/sbin/{name}",
+            f"/usr/bin/{name}",
+        )  # fmt: skip
+        for candidate in candidates:
+            if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
                 return candidate
     return None
+
+
+def mariadb_binaries() -> tuple[str, str]:
+    """``(mariadbd, mariadb-install-db)`` for a throwaway server, or a ServiceError saying what
+    to install or which flag to pass."""
+    override = os.environ.get(MARIADBD_ENV)
+    if override:
+        server_bin = Path(override).expanduser()
+        if not (server_bin.is_file() and os.access(server_bin, os.X_OK)):
+            raise ServiceError(
+                f"{MARIADBD_ENV}={override} is not an executable file: point it at mariadbd, "
+                f"unset it, or use an existing server with {_MYSQL_URL_HINT}"
+            )
+        here = server_bin.resolve().parent
+        install_bin = find_binary(_INSTALL_DB_NAMES, first_in=(here, here.parent / "bin"))
+        found: tuple[str | None, str | None] = (str(server_bin), install_bin)
+    else:
+        found = (find_binary(_MARIADB_NAMES), find_binary(_INSTALL_DB_NAMES))
+    if not found[0] or not found[1]:
+        missing = "mariadbd/mysqld" if not found[0] else "mariadb-install-db/mysql_install_db"
+        raise ServiceError(
+            f"no {missing} found: install it (apt-get install mariadb-server), set "
+            f"{MARIADBD_ENV}=/path/to/mariadbd, or use an existing server with {_MYSQL_URL_HINT}"
+        )
+    return found[0], found[1]
+
+
+def extra_mariadb_args() -> list[str]:
+    """Options from ``ASYNCBENCH_MARIADB_ARGS`` (split like a shell does)."""
+    text = os.environ.get(MARIADB_ARGS_ENV, "")
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise ServiceError(f"{MARIADB_ARGS_ENV} cannot be split into options: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -129,14 +181,13 @@ def throwaway_mariadb(
     log_dir: Path | None = None,
     on_start: Callable[[ManagedProcess], None] | None = None,
 ) -> Iterator[Database]:
-    """A private MariaDB: temp datadir, 127.0.0.1 on a free port, a random password, reaped."""
-    server_bin = find_binary(_MARIADB_NAMES)
-    install_bin = find_binary(_INSTALL_DB_NAMES)
-    if not server_bin or not install_bin:
-        raise ServiceError(
-            "no mariadbd/mysqld found: install it (apt-get install mariadb-server) "
-            "or point at an existing server with --mysql-url mysql://USER:PASSWORD@HOST:PORT/DB"
-        )
+    """A private MariaDB: temp datadir, 127.0.0.1 on a free port, a random password, reaped.
+
+    A server that cannot start raises ``ServiceError``: one summary line naming the log, then
+    the log's last lines.
+    """
+    server_bin, install_bin = mariadb_binaries()
+    extra = extra_mariadb_args()
     with tempfile.TemporaryDirectory(prefix="asyncbench-mariadb-") as tmp:
         tmpdir = Path(tmp)
         log_path = (log_dir or tmpdir) / "mariadb.log"
@@ -159,23 +210,49 @@ def throwaway_mariadb(
         ]
         if _running_as_root():
             argv.append("--user=root")
+        argv += extra
         root_url = f"mysql://root@localhost/?unix_socket={socket_path}"
-        with managed_process(
-            argv,
-            name="mariadb",
-            log_path=log_path,
-            ready=lambda: socket_path.exists() and _answers(root_url),
-            ready_timeout_s=60,
-            grace_s=10,
-            on_start=on_start,
-        ) as proc:
-            url = _create_bench_user(root_url, port)
+        with contextlib.ExitStack() as stack:
+            try:
+                proc = stack.enter_context(
+                    managed_process(
+                        argv,
+                        name="mariadb",
+                        log_path=log_path,
+                        ready=lambda: socket_path.exists() and _answers(root_url),
+                        ready_timeout_s=60,
+                        grace_s=10,
+                        on_start=on_start,
+                    )
+                )
+                url = _create_bench_user(root_url, port)
+            except (ProcessError, pymysql.MySQLError) as exc:
+                raise _start_failed(server_bin, exc, log_path, kept=log_dir is not None) from None
             yield Database(url, owned=True, process=proc)
 
 
-def _install_datadir(install_bin: str, datadir: Path, log_path: Path) -> None:
-    import subprocess
+def _start_failed(server_bin: str, exc: Exception, log_path: Path, *, kept: bool) -> ServiceError:
+    """One summary line (what failed, where the log is, the extra options), then detail lines."""
+    first, *detail = str(exc).splitlines() or [""]
+    first = first.removesuffix("; last output:").removeprefix("mariadb").lstrip(": ")
+    if isinstance(exc, pymysql.MySQLError):
+        first = f"refused the harness's setup ({exc.args[-1]})"
+    extra = os.environ.get(MARIADB_ARGS_ENV)
+    hint = f"; {MARIADB_ARGS_ENV}={extra!r} is set" if extra else ""
+    where = f"see {log_path}" if kept else "its log follows"
+    log = _tail(log_path, 200)
+    errors = [line for line in log if "[ERROR]" in line]
+    tail = errors[-8:] or detail or log[-8:]
+    return ServiceError("\n".join([f"{server_bin} {first}; {where}{hint}", *tail]))
 
+
+def _tail(path: Path, lines: int = 8) -> list[str]:
+    with contextlib.suppress(OSError):
+        return path.read_text(errors="replace").strip().splitlines()[-lines:]
+    return []
+
+
+def _install_datadir(install_bin: str, datadir: Path, log_path: Path) -> None:
     argv = [
         install_bin,
         "--no-defaults",
@@ -186,9 +263,15 @@ def _install_datadir(install_bin: str, datadir: Path, log_path: Path) -> None:
     if _running_as_root():
         argv.append("--user=root")
     with open(log_path, "ab") as log:
-        result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=120)
-    if result.returncode != 0:
-        raise ServiceError(f"{install_bin} failed (exit {result.returncode}); see {log_path}")
+        try:
+            result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failure = str(exc)
+        else:
+            failure = f"exit {result.returncode}" if result.returncode else ""
+    if failure:
+        lines = [f"{install_bin} failed ({failure}); see {log_path}", *_tail(log_path)]
+        raise ServiceError("\n".join(lines))
 
 
 def _create_bench_user(root_url: str, port: int) -> str:
@@ -211,8 +294,6 @@ def _answers(url: str) -> bool:
 
 
 def _running_as_root() -> bool:
-    import os
-
     return os.geteuid() == 0
 
 

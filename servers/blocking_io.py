@@ -13,6 +13,7 @@ import ctypes
 import http.client
 import os
 import signal
+import socket
 import sys
 import time
 from urllib.parse import urlsplit
@@ -79,6 +80,16 @@ def exit_on_bad_config(config: ServerConfig, prog: str) -> None:
         check_config(config)
     except ValueError as exc:
         sys.exit(f"{prog}: {exc}")
+
+
+def exit_if_address_taken(config: ServerConfig, prog: str) -> None:
+    """Exit with one line if ``host:port`` cannot be bound (gunicorn retries 5 s, logging each)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind((config.host, config.port))
+        except OSError as exc:
+            sys.exit(f"{prog}: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
 
 
 def die_with_parent(parent_pid: int) -> None:

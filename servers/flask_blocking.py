@@ -24,7 +24,13 @@ from gunicorn.workers.base import Worker
 from werkzeug.exceptions import HTTPException
 
 from servers import endpoints
-from servers.blocking_io import BlockingIO, IOFailure, die_with_parent, exit_on_bad_config
+from servers.blocking_io import (
+    BlockingIO,
+    IOFailure,
+    die_with_parent,
+    exit_if_address_taken,
+    exit_on_bad_config,
+)
 from servers.config import ServerConfig, parse_args
 
 MODEL = "flask-blocking"
@@ -122,6 +128,7 @@ class GunicornApp(BaseApplication):
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv, prog=MODEL)
     exit_on_bad_config(config, MODEL)
+    exit_if_address_taken(config, MODEL)
     GunicornApp(config).run()
 
 

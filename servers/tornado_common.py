@@ -1,4 +1,5 @@
-"""What the two Tornado models share: JSON handlers, error bodies, /hello, /health, 404, the app.
+"""What the two Tornado models share: JSON handlers, error bodies, /hello, /health, 404, the app,
+and binding the listening sockets.
 
 Each model supplies only its ``/sleep``, ``/fetch``, ``/sql`` handler (blocking or ``async def``)
 and the object doing the I/O; everything else (status codes, body bytes, headers, no ETag, no
@@ -7,13 +8,17 @@ access log) is defined once here, on top of ``servers.endpoints``.
 
 from __future__ import annotations
 
+import socket
+import sys
 from http.client import responses
 from typing import Any
 
+import tornado.netutil
 import tornado.web
 
 from servers import endpoints
 from servers.blocking_io import IOFailure
+from servers.config import ServerConfig
 
 
 class JsonError(tornado.web.HTTPError):
@@ -100,3 +105,11 @@ def make_app(
         log_function=_no_access_log,
         compress_response=False,
     )
+
+
+def bind_or_exit(config: ServerConfig, prog: str) -> list[socket.socket]:
+    """The listening sockets, or exit with one line (no traceback) if the address is unusable."""
+    try:
+        return tornado.netutil.bind_sockets(config.port, config.host, backlog=config.backlog)
+    except OSError as exc:
+        sys.exit(f"{prog}: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")

@@ -15,7 +15,6 @@ import socket
 import aiomysql
 import pymysql
 import tornado.httpserver
-import tornado.netutil
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from servers.blocking_io import (
@@ -31,7 +30,7 @@ from servers.blocking_io import (
 )
 from servers.config import MysqlUrl, ServerConfig, parse_args
 from servers.endpoints import delay_body
-from servers.tornado_common import JsonHandler, http_error, make_app
+from servers.tornado_common import JsonHandler, bind_or_exit, http_error, make_app
 
 MODEL = "tornado-coroutine"
 
@@ -145,7 +144,7 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv, prog=MODEL)
     exit_on_bad_config(config, MODEL)
-    sockets = tornado.netutil.bind_sockets(config.port, config.host, backlog=config.backlog)
+    sockets = bind_or_exit(config, MODEL)
     asyncio.run(serve(config, sockets))
 
 

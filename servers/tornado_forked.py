@@ -21,13 +21,12 @@ import signal
 import socket
 
 import tornado.httpserver
-import tornado.netutil
 import tornado.process
 
 from servers.blocking_io import BlockingIO, IOFailure, die_with_parent, exit_on_bad_config
 from servers.config import ServerConfig, parse_args
 from servers.endpoints import delay_body
-from servers.tornado_common import JsonHandler, http_error, make_app
+from servers.tornado_common import JsonHandler, bind_or_exit, http_error, make_app
 
 MODEL = "tornado-forked"
 
@@ -58,7 +57,7 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv, prog=MODEL)
     exit_on_bad_config(config, MODEL)
-    sockets = tornado.netutil.bind_sockets(config.port, config.host, backlog=config.backlog)
+    sockets = bind_or_exit(config, MODEL)
     # Ctrl-C ends every process at once, without one traceback per process.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     parent = os.getpid()
