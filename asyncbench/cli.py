@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 
 from asyncbench.plan import ScenarioError, available_scenarios, load_scenario
 from asyncbench.processes import ProcessError
@@ -117,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mysql-url", metavar="URL", help="MySQL/MariaDB for /sql")
     serve.set_defaults(handler=_cmd_serve)
 
+    report = sub.add_parser("report", help="rebuild a run's HTML report from its stored results")
+    report.add_argument("run_dir", nargs="?", default="reports/latest", metavar="RUN_DIR",
+                        help="a run directory (default: reports/latest)")
+    report.add_argument("--baseline", metavar="OTHER_RUN",
+                        help="add the change against another run")
+    report.set_defaults(handler=_cmd_report)
+
     lister = sub.add_parser("list", help="list scenarios and server models")
     lister.set_defaults(handler=_cmd_list)
     return parser
@@ -173,6 +181,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with RichDisplay() as display:
         run = run_matrix(settings, display, argv=["asyncbench", *sys.argv[1:]])
     print(f"results: {run.path}")
+    report = run.path / "index.html"
+    if report.exists():
+        print(f"report:  {report}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from asyncbench.report import build_report
+    from asyncbench.store import RunDir
+
+    baseline = RunDir.open(Path(args.baseline)) if args.baseline else None
+    path = build_report(RunDir.open(Path(args.run_dir)), baseline)
+    print(f"report: {path}")
     return 0
 
 

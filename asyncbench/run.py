@@ -78,6 +78,7 @@ class RunHooks:
     def cell_started(self, cell: Cell, index: int, expected_s: float) -> None: ...
     def cell_progress(self, cell: Cell, progress: LocustProgress) -> None: ...
     def cell_finished(self, cell: Cell, result: CellResult) -> None: ...
+    def report_built(self, path: Path) -> None: ...
 
 
 @dataclass
@@ -143,7 +144,21 @@ def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) 
         meta.invocations[-1]["finished"] = time.time()
         meta.invocations[-1]["status"] = meta.status
         run.write_meta(meta)
+        _build_report(run, hooks)
     return run
+
+
+def _build_report(run: RunDir, hooks: RunHooks) -> None:
+    """Rebuild the report after every invocation, interrupted ones included."""
+    from asyncbench.report import build_report
+
+    try:
+        path = build_report(run)
+    except Exception as exc:  # the results are safe on disk; a report bug must not hide them
+        hooks.warn(f"could not build the report ({type(exc).__name__}: {exc}); "
+                   f"retry with `asyncbench report {run.path}`")  # fmt: skip
+        return
+    hooks.report_built(path)
 
 
 def _run_cells(plan: _Plan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> None:
@@ -155,8 +170,9 @@ def _run_cells(plan: _Plan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> None
             settings.locust_workers, settings.expect_workers, settings.master_bind,
             f"open loop, {settings.arrival} arrivals" if settings.rates else "closed loop",
         )  # fmt: skip
-        meta.services = metadata.describe_services(ctx.database, ctx.upstream, locust)
-        meta.servers = metadata.describe_servers(ctx.server_config, settings.target)
+        # Merged, not replaced: a partial rerun must not drop what earlier cells used.
+        meta.services.update(metadata.describe_services(ctx.database, ctx.upstream, locust))
+        meta.servers.update(metadata.describe_servers(ctx.server_config, settings.target))
         run.write_meta(meta)
         for order, cell in enumerate(plan.cells):
             scenario = plan.scenarios[cell.scenario]
@@ -181,7 +197,8 @@ def _resume(requested: RunSettings, argv) -> tuple[_Plan, RunDir, RunMeta]:
     last = meta.invocations[-1]
     settings = settings_from_stored(last["settings"], mysql_url=requested.mysql_url)
     settings = replace(settings, reports_dir=str(run.path.parent), resume=requested.resume)
-    scenarios = {name: scenario_from_stored(data) for name, data in meta.scenarios.items()}
+    stored = last.get("scenarios") or meta.scenarios
+    scenarios = {name: scenario_from_stored(data) for name, data in stored.items()}
     done = set(run.results()["cell_id"])
     cells = plan_cells(
         [scenarios[name] for name in _scenario_names(last["cells"], scenarios)],
@@ -221,7 +238,8 @@ def _scenario_names(cell_ids: list[str], scenarios: dict[str, Scenario]) -> list
 def _invocation(plan: _Plan, argv, resumed: bool = False) -> dict:
     return {"started": time.time(), "seed": plan.seed, "settings": plan.settings.stored(),
             "cells": [c.cell_id for c in plan.cells], "command": list(argv or sys.argv),
-            "resumed": resumed}  # fmt: skip
+            "resumed": resumed,
+            "scenarios": {name: asdict(s) for name, s in plan.scenarios.items()}}  # fmt: skip
 
 
 def _reap_dead_runs(reports_dir: Path, hooks: RunHooks) -> None:

@@ -21,6 +21,7 @@ import pandas as pd
 
 SCHEMA_VERSION = 1
 DEFAULT_REPORTS_DIR = Path("reports")
+_TEXT_COLUMNS = ("reason", "target")
 
 
 class StoreError(RuntimeError):
@@ -175,7 +176,11 @@ class RunDir:
     def results(self) -> pd.DataFrame:
         if not self.results_csv.exists():
             return pd.DataFrame(columns=CellResult.columns())
-        return pd.read_csv(self.results_csv)
+        table = pd.read_csv(self.results_csv)
+        for column in _TEXT_COLUMNS:  # an all-empty column must not come back as float NaN
+            if column in table:
+                table[column] = table[column].astype(object).where(table[column].notna(), "")
+        return table
 
     def save_cell(
         self, result: CellResult, samples: pd.DataFrame | None, resources: pd.DataFrame | None

@@ -43,6 +43,7 @@ def test_run_writes_every_file(sleep_run: RunDir):
     resources = sleep_run.resources()
     assert {"cpu_server", "cpu_locust", "cpu_machine"} <= set(resources.columns)
     assert (sleep_run.path.parent / "latest").resolve() == sleep_run.path.resolve()
+    assert (sleep_run.path / "index.html").stat().st_size > 100_000  # built after the run
     # No sample lost between Locust's own count and the raw file.
     assert (results["locust_requests"] == results["recorded_samples"]).all()
 
