@@ -126,6 +126,11 @@ def judge(stats: dict, cpu: dict) -> tuple[bool, str]:
     upstream = cpu.get("cpu_upstream")
     if upstream is not None and upstream > AUXILIARY_CPU_LIMIT:
         reasons.append(f"upstream saturated: {upstream:.0f}% of a core")
+    if stats.get("abandoned"):
+        reasons.append(
+            f"{stats['abandoned']} requests were still unanswered when the cell ended, so the "
+            "slowest requests are missing from the percentiles"
+        )
     requests = stats.get("requests", 0)
     offered = stats.get("offered_rps")
     kept_up = offered and stats.get("rps", 0) >= 0.95 * offered

@@ -357,10 +357,14 @@ def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
         with sampler, tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:
             outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
                                  on_start=locust.append, watch=watch)  # fmt: skip
+    if outcome.abandoned >= plan.users:
+        raise CellFailed(f"{cell.server} stopped answering: all {plan.users} users were still "
+                         "waiting for an answer when the cell ended")  # fmt: skip
     resources = sampler.frame()
     stats = analyze.cell_stats(
         outcome.samples, outcome.window_start, outcome.window_end, rate=cell.rate
     )
+    stats["abandoned"] = outcome.abandoned
     usage = analyze.resource_means(resources, outcome.window_start, outcome.window_end)
     valid, reason = analyze.judge(stats, usage)
     return {

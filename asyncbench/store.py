@@ -68,6 +68,7 @@ class CellResult:
     threads_connected_max: float | None = None
     locust_requests: int | None = None  # Locust's own count, to prove no sample was lost
     recorded_samples: int | None = None
+    abandoned: int | None = None  # unanswered when Locust stopped (no sample exists for them)
     rate: float = 0.0  # open loop: offered requests per second (0: closed loop)
     offered_rps: float | None = None
     late_sends: int | None = None  # sent more than analyze.LATE_SEND_MS after intended time

@@ -32,6 +32,7 @@ import time
 from array import array
 
 import gevent
+from gevent import GreenletExit
 from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
@@ -139,6 +140,9 @@ class ArrivalSchedule:
 
 recorder = SampleRecorder()
 timestamps: dict[str, float] = {}
+# Requests still waiting for their answer when Locust killed their user at the stop. They have no
+# sample, so the harness must hear about them: all users stuck means the server hung.
+abandoned = 0
 schedule: ArrivalSchedule | None = None
 node_name = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -152,7 +156,9 @@ def _on_init(environment, **_) -> None:
 
 
 def _on_samples_message(environment, msg, **_) -> None:
+    global abandoned
     recorder.absorb(msg.data["worker"], msg.data["chunk"])
+    abandoned += msg.data.get("abandoned", 0)
 
 
 @events.test_start.add_listener
@@ -195,9 +201,12 @@ def _on_test_stop(environment, **_) -> None:
     if isinstance(runner, WorkerRunner):
         # Final stats first, so the master's request count includes everything we send.
         runner._send_stats()
-        for chunk in recorder.chunks():
-            runner.send_message(SAMPLES_MESSAGE, {"worker": node_name, "chunk": chunk})
+        global abandoned
+        for i, chunk in enumerate(recorder.chunks()):
+            data = {"worker": node_name, "chunk": chunk, "abandoned": 0 if i else abandoned}
+            runner.send_message(SAMPLES_MESSAGE, data)
         recorder.__init__()
+        abandoned = 0
 
 
 @events.quitting.add_listener
@@ -214,6 +223,7 @@ def _on_quitting(environment, **_) -> None:
             "locust_requests": total.num_requests,
             "locust_failures": total.num_failures,
             "recorded": len(recorder),
+            "abandoned": abandoned,
             "workers": sorted({w for w, _ in recorder.sources}) or [node_name],
         }
         if schedule is not None:
@@ -257,12 +267,15 @@ class BenchUser(FastHttpUser):
     @task
     def hit(self) -> None:
         path = self.environment.parsed_options.bench_path
-        name = path.split("?")[0]
-        if schedule is None:
-            self.client.get(path, name=name)
-            return
-        intended = schedule.take()
-        wait = intended - time.time()
-        if wait > 0:
-            gevent.sleep(wait)
-        self.client.get(path, name=name, context={"intended_time": intended})
+        context = {}
+        if schedule is not None:
+            context["intended_time"] = intended = schedule.take()
+            wait = intended - time.time()
+            if wait > 0:
+                gevent.sleep(wait)
+        try:
+            self.client.get(path, name=path.split("?")[0], context=context)
+        except GreenletExit:
+            global abandoned
+            abandoned += 1
+            raise
