@@ -14,7 +14,7 @@ import pandas as pd
 
 LOAD_GENERATOR_CPU_LIMIT = 90.0  # % of one core: above it Locust, not the server, sets the pace
 AUXILIARY_CPU_LIMIT = 90.0  # % of one core for the single-threaded upstream
-MACHINE_CPU_LIMIT = 95.0  # % of all cores: above it every process, Locust included, is starved
+MACHINE_CPU_LIMIT = 90.0  # % of all cores: above it processes queue for CPU, Locust included
 MAX_FAILURE_RATE = 0.01
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p999_ms": 99.9}
 
@@ -375,3 +375,29 @@ def compare_runs(agg: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
     out["rps_change"] = out["rps_median"] / out["base_rps"] - 1
     out["p99_change"] = out["p99_ms_median"] / out["base_p99_ms"] - 1
     return out
+
+
+KNEE_SHORTFALL = 0.9  # achieved below 90 % of the offered rate: the server fell behind
+KNEE_LATENCY = 3.0  # or corrected p50 above 3× the scenario's delay: a queue is building
+
+
+def knees(agg: pd.DataFrame, scenario: str) -> dict[str, dict]:
+    """Per model, where an open loop's hockey stick bends: the last offered rate it kept up with
+    and the first it did not, beside the predicted capacity ``slots / delay``."""
+    rows = section(agg, scenario, "open")
+    found = {}
+    for server, group in rows[rows["rps_median"].notna()].groupby("server", sort=False):
+        group = group.sort_values("load")
+        delay = _first(group["delay_ms"]) or 0
+        slots = _first(group["slots"])
+        behind = (group["rps_median"] < KNEE_SHORTFALL * group["load"]) | (
+            delay > 0 and group["p50_ms_median"] > KNEE_LATENCY * delay
+        )
+        first_bad = group[behind]["load"].min()
+        kept_up = group[group["load"] < first_bad]["load"] if behind.any() else group["load"]
+        found[server] = {
+            "kept_up_to": float(kept_up.max()) if len(kept_up) else None,
+            "fell_behind_at": float(first_bad) if behind.any() else None,
+            "capacity_rps": slots * 1000 / delay if slots and delay else None,
+        }
+    return found

@@ -80,7 +80,7 @@ class LocustOutcome:
     locust_requests: int
     exit_code: int
     workers: tuple[str, ...]
-    abandoned: int  # requests still unanswered when Locust stopped
+    abandoned: int  # requests started in the window and still unanswered when Locust stopped
 
 
 def locust_command() -> str:
@@ -208,7 +208,7 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
         locust_requests=int(meta.get("locust_requests", 0)),
         exit_code=proc.popen.returncode,
         workers=tuple(meta.get("workers", ())),
-        abandoned=int(meta.get("abandoned", 0)),
+        abandoned=sum(window_start <= t < window_end for t in meta.get("abandoned", ())),
     )
 
 

@@ -184,7 +184,7 @@ def _verdict(sec: _Section, meta: RunMeta) -> dict:
         )
         p99 = ", ".join(f"{r['server']} {_ms(r['p99_ms_median'])} ms" for _, r in rows.iterrows())
         sentences.append(f"Median p99 there: {p99}.")
-    sentences += _plateau_sentences(sec, meta)
+    sentences += _knee_sentences(sec) if sec.loop == "open" else _plateau_sentences(sec, meta)
     sentences += _prediction_sentences(sec)
     excluded = int((~sec.cells["included"]).sum())
     unstable = int(sec.agg["unstable"].sum())
@@ -262,6 +262,28 @@ def _plateau_sentences(sec: _Section, meta: RunMeta) -> list[str]:
     if still:
         out.append("Still scaling: " + ", ".join(still) + ".")
     return out
+
+
+def _knee_sentences(sec: _Section) -> list[str]:
+    """Where each model's corrected latency turns upwards (the knee of the hockey stick)."""
+    parts = []
+    for server, knee in analyze.knees(sec.agg, sec.scenario).items():
+        capacity = knee["capacity_rps"]
+        expected = f" (predicted capacity {_rps(capacity)} req/s)" if capacity else ""
+        if knee["fell_behind_at"] is None:
+            parts.append(f"{server} kept up to {knee['kept_up_to']:g} req/s{expected}")
+        elif knee["kept_up_to"] is None:
+            parts.append(f"{server} fell behind already at {knee['fell_behind_at']:g} req/s"
+                         f"{expected}")  # fmt: skip
+        else:
+            parts.append(f"{server} between {knee['kept_up_to']:g} and "
+                         f"{knee['fell_behind_at']:g} req/s{expected}")  # fmt: skip
+    if not parts:
+        return []
+    return [
+        "Knee, where the server falls behind the offered rate and corrected latency climbs: "
+        + "; ".join(parts) + ". Past it, the queue grows for as long as the load lasts."
+    ]
 
 
 def _prediction_sentences(sec: _Section) -> list[str]:

@@ -140,9 +140,11 @@ class ArrivalSchedule:
 
 recorder = SampleRecorder()
 timestamps: dict[str, float] = {}
-# Requests still waiting for their answer when Locust killed their user at the stop. They have no
-# sample, so the harness must hear about them: all users stuck means the server hung.
-abandoned = 0
+# Start times of requests still waiting for their answer when Locust killed their user at the
+# stop. They have no sample, so the harness must hear of them: every user stuck since inside the
+# window means the server hung. (A user killed while between requests may also be hit just after
+# it sent its next one: such a request starts at the stop, after the window, and is harmless.)
+abandoned: list[float] = []
 schedule: ArrivalSchedule | None = None
 node_name = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -156,9 +158,8 @@ def _on_init(environment, **_) -> None:
 
 
 def _on_samples_message(environment, msg, **_) -> None:
-    global abandoned
     recorder.absorb(msg.data["worker"], msg.data["chunk"])
-    abandoned += msg.data.get("abandoned", 0)
+    abandoned.extend(msg.data.get("abandoned", ()))
 
 
 @events.test_start.add_listener
@@ -201,12 +202,11 @@ def _on_test_stop(environment, **_) -> None:
     if isinstance(runner, WorkerRunner):
         # Final stats first, so the master's request count includes everything we send.
         runner._send_stats()
-        global abandoned
         for i, chunk in enumerate(recorder.chunks()):
-            data = {"worker": node_name, "chunk": chunk, "abandoned": 0 if i else abandoned}
+            data = {"worker": node_name, "chunk": chunk, "abandoned": [] if i else abandoned}
             runner.send_message(SAMPLES_MESSAGE, data)
         recorder.__init__()
-        abandoned = 0
+        abandoned.clear()
 
 
 @events.quitting.add_listener
@@ -273,9 +273,9 @@ class BenchUser(FastHttpUser):
             wait = intended - time.time()
             if wait > 0:
                 gevent.sleep(wait)
+        started = time.time()
         try:
             self.client.get(path, name=path.split("?")[0], context=context)
         except GreenletExit:
-            global abandoned
-            abandoned += 1
+            abandoned.append(started)
             raise

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asyncbench.analyze import corrected_latency_ms, in_window
+from asyncbench.analyze import aggregate, cell_table, corrected_latency_ms, in_window, knees
+from asyncbench.report import report_data
 from asyncbench.run import RunSettings, run_matrix
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ def open_loop_run(tmp_path_factory):
         seed=5, new=True,
     )  # fmt: skip
     run = run_matrix(settings)
-    return run.results().set_index("rate"), run.samples()
+    return run.results().set_index("rate"), run.samples(), run
 
 
 def thirds(samples, row, latency) -> tuple[float, float]:
@@ -36,7 +37,7 @@ def thirds(samples, row, latency) -> tuple[float, float]:
 
 
 def test_below_capacity_both_latencies_stay_near_the_delay(open_loop_run):
-    results, _ = open_loop_run
+    results, _, _ = open_loop_run
     row = results.loc[10.0]
     assert row["valid"], row["reason"]
     assert row["rps"] == pytest.approx(10, rel=0.1)
@@ -46,7 +47,7 @@ def test_below_capacity_both_latencies_stay_near_the_delay(open_loop_run):
 
 
 def test_above_capacity_corrected_latency_grows_while_uncorrected_stays_bounded(open_loop_run):
-    results, samples = open_loop_run
+    results, samples, _ = open_loop_run
     row = results.loc[40.0]
     assert row["offered_rps"] == 40
     assert row["rps"] == pytest.approx(20, rel=0.15)  # the 2 workers' capacity, not the offer
@@ -57,3 +58,13 @@ def test_above_capacity_corrected_latency_grows_while_uncorrected_stays_bounded(
     bound = row["users"] / 2 * 100  # every sender waiting behind 2 workers
     assert raw_last < 1.3 * bound and raw_last < 1.5 * raw_first + 200, (raw_first, raw_last)
     assert row["p99_ms"] > 2 * row["p99_uncorrected_ms"]
+
+
+def test_knee_is_found_and_reported(open_loop_run):
+    _, samples, run = open_loop_run
+    agg = aggregate(cell_table(run.results(), samples))
+    knee = knees(agg, "sleep")["flask-blocking"]
+    assert knee == {"kept_up_to": 10.0, "fell_behind_at": 40.0, "capacity_rps": 20.0}
+    verdict = report_data(run)["verdicts"][0]
+    assert verdict["name"] == "sleep (open loop)"
+    assert "flask-blocking between 10 and 40 req/s (predicted capacity 20" in verdict["text"]

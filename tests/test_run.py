@@ -110,7 +110,7 @@ def test_saturated_load_generator_is_marked_invalid(tmp_path):
     assert not row["valid"] and row["status"] == "invalid"
     # Locust pegs its core, or (on 2 cores, with the server on the other) the whole machine.
     assert "load generator saturated" in row["reason"] or "machine CPU saturated" in row["reason"]
-    assert row["cpu_locust"] > 90 or row["cpu_machine"] > 95
+    assert row["cpu_locust"] > 90 or row["cpu_machine"] > 90
 
 
 def test_rerun_replaces_only_its_cells(tmp_path):

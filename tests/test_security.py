@@ -259,8 +259,10 @@ class ProcessWatcher(threading.Thread):
         me = psutil.Process()
         while not self.stop.wait(0.05):
             for proc in me.children(recursive=True):
-                if proc.pid in self.seen or proc.pid in self.before:
+                if proc.pid in self.before:
                     continue
+                # Keep the latest reading: between fork and exec a child still shows the
+                # parent's command line and environment.
                 with contextlib.suppress(psutil.Error):
                     self.seen[proc.pid] = (proc.cmdline(), proc.environ().get(MYSQL_URL_ENV))
 
