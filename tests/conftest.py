@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
 
-from asyncbench.services import Database, Upstream, throwaway_mariadb, upstream
+from asyncbench.processes import free_port
+from asyncbench.services import Database, Server, Upstream, server, throwaway_mariadb, upstream
+from servers import MODELS
+from servers.config import ServerConfig
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +25,23 @@ def upstream_service() -> Iterator[Upstream]:
     """The slow upstream (``servers.upstream``) on a free loopback port."""
     with upstream() as service:
         yield service
+
+
+SERVER_WORKERS = 2  # the blocking models' workers in server tests
+
+
+def model_config(upstream_url: str | None, mysql_url: str | None) -> ServerConfig:
+    """The configuration the server tests use: a free port and the given backends."""
+    return ServerConfig(
+        port=free_port(), workers=SERVER_WORKERS, upstream=upstream_url, mysql_url=mysql_url
+    )
+
+
+@pytest.fixture(scope="module")
+def servers(mariadb: Database, upstream_service: Upstream) -> Iterator[dict[str, Server]]:
+    """Every model with working backends, started once per test module."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            name: stack.enter_context(server(name, model_config(upstream_service.url, mariadb.url)))
+            for name in MODELS
+        }

@@ -16,17 +16,13 @@ import json
 import socket
 import string
 import time
-from collections.abc import Iterator
 from urllib.parse import quote, quote_from_bytes
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from asyncbench.processes import free_port
-from asyncbench.services import Database, Server, Upstream, server
 from servers import MODELS
-from servers.config import ServerConfig
 from servers.endpoints import (
     BadRequest,
     delay_body,
@@ -93,18 +89,6 @@ paths = st.builds(
 methods = st.one_of(st.just("GET"), st.just("GET"), st.sampled_from(ODD_METHODS))
 
 
-@pytest.fixture(scope="module")
-def servers(mariadb: Database, upstream_service: Upstream) -> Iterator[dict[str, Server]]:
-    """Every model with working backends, so a valid generated request really does its work."""
-    with contextlib.ExitStack() as stack:
-        yield {
-            name: stack.enter_context(server(name, config(upstream_service.url, mariadb.url)))
-            for name in MODELS
-        }
-
-
-def config(upstream: str, mysql_url: str) -> ServerConfig:
-    return ServerConfig(port=free_port(), workers=2, upstream=upstream, mysql_url=mysql_url)
 
 
 def request(url: str, method: str, target: str) -> tuple[int, bytes]:

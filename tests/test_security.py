@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,28 +24,17 @@ import psutil
 import pymysql
 import pytest
 
-from asyncbench.processes import ManagedProcess, free_port
+from asyncbench.processes import ManagedProcess
 from asyncbench.run import RunSettings, run_matrix
-from asyncbench.services import Database, Server, Upstream, server
+from asyncbench.services import Database, Server, Upstream
 from servers import MODELS
-from servers.config import MYSQL_URL_ENV, MysqlUrl, ServerConfig
+from servers.config import MYSQL_URL_ENV, MysqlUrl
 from servers.endpoints import delay_body
 
 ROOT = Path(__file__).resolve().parent.parent
 DECOY_HOST = "127.0.0.2"  # another address: what a steered /fetch would reach
 
 
-@pytest.fixture(scope="module")
-def servers(mariadb: Database, upstream_service: Upstream) -> Iterator[dict[str, Server]]:
-    with contextlib.ExitStack() as stack:
-        yield {
-            name: stack.enter_context(server(name, config(upstream_service.url, mariadb.url)))
-            for name in MODELS
-        }
-
-
-def config(upstream: str, mysql_url: str) -> ServerConfig:
-    return ServerConfig(port=free_port(), workers=2, upstream=upstream, mysql_url=mysql_url)
 
 
 def listening(proc: ManagedProcess) -> set[tuple[str, int]]:

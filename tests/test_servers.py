@@ -16,14 +16,14 @@ from urllib.parse import urlsplit
 
 import psutil
 import pytest
+from conftest import SERVER_WORKERS, model_config
 
 from asyncbench.processes import free_port
 from asyncbench.services import Database, Server, Upstream, server
 from servers import MODELS
-from servers.config import ServerConfig
 from servers.endpoints import CONTENT_TYPE, expected_body
 
-WORKERS = 2
+WORKERS = SERVER_WORKERS
 CONCURRENCY = 20
 SLOW_MS = 300
 SCENARIOS = [("hello", None), ("sleep", 50), ("fetch", 50), ("sql", 50)]
@@ -84,24 +84,10 @@ def concurrent_gets(url: str, path: str, n: int) -> tuple[float, list[tuple[int,
         return time.perf_counter() - start, results
 
 
-def config(upstream: str | None, mysql_url: str | None) -> ServerConfig:
-    return ServerConfig(port=free_port(), workers=WORKERS, upstream=upstream, mysql_url=mysql_url)
-
-
 def assert_json_error(status: int, body: bytes, expected_status: int) -> None:
     assert status == expected_status, body
     assert body.endswith(b"\n") and body.count(b"\n") == 1
     assert "error" in json.loads(body)
-
-
-@pytest.fixture(scope="module")
-def servers(mariadb: Database, upstream_service: Upstream) -> Iterator[dict[str, Server]]:
-    """Every model, started once for the module with the same configuration."""
-    with contextlib.ExitStack() as stack:
-        yield {
-            name: stack.enter_context(server(name, config(upstream_service.url, mariadb.url)))
-            for name in MODELS
-        }
 
 
 @pytest.fixture(params=list(MODELS))
@@ -235,7 +221,7 @@ def _running(pid: int) -> bool:
 def test_failed_backends_are_502_503_and_sigterm_stops_the_tree(model: str) -> None:
     dead_upstream = f"http://127.0.0.1:{free_port()}"
     dead_db = f"mysql://nobody:secret@127.0.0.1:{free_port()}/none"
-    with server(model, config(dead_upstream, dead_db)) as running:
+    with server(model, model_config(dead_upstream, dead_db)) as running:
         assert_json_error(*get(running.url, "/fetch?ms=1")[:2], 502)
         status, body, _ = get(running.url, "/sql?ms=1")
         assert_json_error(status, body, 503)
@@ -247,7 +233,7 @@ def test_failed_backends_are_502_503_and_sigterm_stops_the_tree(model: str) -> N
 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_stopping_leaves_no_process_behind(model: str) -> None:
-    with server(model, config(None, None)) as running:
+    with server(model, model_config(None, None)) as running:
         assert_json_error(*get(running.url, "/fetch?ms=1")[:2], 503)
         assert_json_error(*get(running.url, "/sql?ms=1")[:2], 503)
         pids = [p.pid for p in full_tree(running)]
