@@ -109,7 +109,13 @@ def resource_means(resources: pd.DataFrame, start: float, end: float) -> dict:
 def judge(stats: dict, cpu: dict) -> tuple[bool, str]:
     """Whether a measured cell can be trusted, and if not, every reason why."""
     reasons = []
-    if stats.get("requests", 0) == 0:
+    if stats.get("requests", 0) == 0 and stats.get("dropped_sends"):
+        reasons.append(
+            f"far past capacity: all {stats['dropped_sends']} sends due in the window were still "
+            f"unsent when it ended (every sender was waiting), so latency is unmeasurable; "
+            f"achieved {stats.get('rps', 0):.1f} req/s"
+        )
+    elif stats.get("requests", 0) == 0:
         reasons.append("no request completed in the measured window")
     locust = cpu.get("cpu_locust_max", cpu.get("cpu_locust"))
     if locust is not None and locust > LOAD_GENERATOR_CPU_LIMIT:

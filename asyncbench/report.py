@@ -297,9 +297,11 @@ def _prediction_sentences(sec: _Section) -> list[str]:
         f"{r['server']} at {sec.at(r['load'])} {r['rps_gap']:+.0%}" for _, r in others.iterrows()
     )
     if abs(worst["rps_gap"]) <= GAP_WORTH_EXPLAINING:
+        closed = sec.loop == "closed"
+        formula = "min(users, slots) / delay" if closed else "min(rate, slots / delay)"
         return [
             f"Measured throughput is within {abs(worst['rps_gap']):.0%} of the queueing "
-            "prediction min(users, slots) / delay everywhere."
+            f"prediction {formula} everywhere."
         ]
     return [
         f"Largest gap to the prediction: {worst['server']} at {sec.at(worst['load'])} measured "
