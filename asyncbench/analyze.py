@@ -245,6 +245,7 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
             "slots": _first(group["slots"]), "predicted_rps": _first(group["predicted_rps"]),
             "cpu_server": _median(kept, "cpu_server"), "cpu_locust": _median(kept, "cpu_locust"),
             "cpu_machine": _median(kept, "cpu_machine"),
+            **{c: _median(kept, c) for c in OPEN_LOOP_MEDIANS},
             "reasons": "; ".join(sorted({r for r in group.loc[~group["included"], "reason"] if r})),
         }  # fmt: skip
         for metric in SPREAD_METRICS:
@@ -261,10 +262,14 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
     return agg
 
 
+# Open loop only: the uncorrected latency (from the actual send) and the missed schedule.
+OPEN_LOOP_MEDIANS = ("p50_uncorrected_ms", "p99_uncorrected_ms", "late_sends", "dropped_sends")
+
+
 def _aggregate_columns() -> list[str]:
     head = [*LEVEL, "loop", "load", "cells", "repeats", "invalid", "failed", "delay_ms",
             "workers", "slots", "predicted_rps", "cpu_server", "cpu_locust", "cpu_machine",
-            "reasons"]  # fmt: skip
+            *OPEN_LOOP_MEDIANS, "reasons"]  # fmt: skip
     spread = [f"{m}_{s}" for m in SPREAD_METRICS for s in ("median", "min", "max", "cov")]
     tail = ["rps_gap", "best_rps", "rps_ratio", "p99_ratio", "best", "unstable"]
     return head + spread + tail

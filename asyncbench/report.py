@@ -355,9 +355,12 @@ def _banners(meta: RunMeta, cells: pd.DataFrame, baseline: RunDir | None) -> lis
 
 def _table(sec: _Section, models, palette, with_baseline: bool) -> dict:
     """One row per model and load; each excluded cell gets its own greyed row with the reason."""
-    columns = ["model", "users" if sec.loop == "closed" else "offered", "repeats", "req/s",
+    open_loop = sec.loop == "open"
+    columns = ["model", "offered" if open_loop else "users", "repeats", "req/s",
                "min–max", "CoV", "predicted", "vs pred.", "vs best", "p50 ms", "p90 ms",
                "p99 ms", "p99 min–max", "CPU server · locust · all"]  # fmt: skip
+    if open_loop:  # corrected latency above; what a closed-loop tool would have reported here
+        columns += ["uncorrected p50 · p99", "late · dropped sends"]
     if with_baseline:
         columns += ["Δ req/s", "Δ p99"]
     rows = []
@@ -372,6 +375,8 @@ def _table(sec: _Section, models, palette, with_baseline: bool) -> dict:
                 _range(r["p99_ms_min"], r["p99_ms_max"], _ms),
                 _cpus(r["cpu_server"], r["cpu_locust"], r["cpu_machine"]),
             ]  # fmt: skip
+            if open_loop:
+                values += _open_loop_values(r)
             if with_baseline:
                 values += [_pct(r.get("rps_change")), _pct(r.get("p99_change"))]
             note = "" if measured else "no valid repeat"
@@ -380,18 +385,26 @@ def _table(sec: _Section, models, palette, with_baseline: bool) -> dict:
             css = ("best " if r["best"] else "") + ("" if measured else "excluded")
             rows.append({"label": values[0], "values": values[1:], "css": css.strip(),
                          "note": note, "color": palette[model]})  # fmt: skip
-            rows += _excluded_rows(sec.cells, model, r["load"], palette[model], with_baseline)
+            extra = 2 * open_loop + 2 * with_baseline  # columns beyond the common ones
+            rows += _excluded_rows(sec.cells, model, r["load"], palette[model], extra)
     return {"columns": columns, "rows": rows, "width": len(columns) + 1}
 
 
-def _excluded_rows(cells, model: str, load: float, color: str, with_baseline: bool) -> list[dict]:
+def _open_loop_values(r: pd.Series) -> list[str]:
+    uncorrected = f"{_ms(r['p50_uncorrected_ms'])} · {_ms(r['p99_uncorrected_ms'])}"
+    missed = [r["late_sends"], r["dropped_sends"]]
+    shown = " · ".join("—" if _missing(v) else f"{v:.0f}" for v in missed)
+    return [uncorrected if not _missing(r["p50_uncorrected_ms"]) else "—", shown]
+
+
+def _excluded_rows(cells, model: str, load: float, color: str, extra: int) -> list[dict]:
     chosen = cells[(cells["server"] == model) & (cells["load"] == load) & ~cells["included"]]
     rows = []
     for c in chosen.sort_values("repeat").itertuples():
         values = [f"↳ repeat {c.repeat}", f"{load:g}", c.status, _rps(c.rps), "", "", "", "", "",
                   _ms(c.p50_ms), _ms(c.p90_ms), _ms(c.p99_ms), "",
                   _cpus(c.cpu_server, c.cpu_locust, getattr(c, "cpu_machine", None))]  # fmt: skip
-        values += ["", ""] if with_baseline else []
+        values += [""] * extra  # open-loop and baseline columns
         rows.append({"label": values[0], "values": values[1:], "css": "excluded",
                      "note": f"{c.status}: {c.reason}", "color": color})  # fmt: skip
     return rows
