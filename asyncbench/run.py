@@ -13,6 +13,7 @@ import random
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from asyncbench.store import CellResult, RunDir, RunMeta, StoreError, latest_run
 from servers import MODELS
 from servers.config import MysqlUrl, ServerConfig
 
-CELL_OVERHEAD_S = 4.0  # server start, verification, Locust start-up and shutdown (for the ETA)
+CELL_OVERHEAD_S = 4.0  # server start, verification, Locust start-up and shutdown, measured ~3.5 s
 LOCUST_RPS_CEILING = 2000  # about what one Locust process drives on this class of machine
 MAX_RATE_USERS = 1000  # open loop: the most concurrent senders a cell gets
 
@@ -92,6 +93,7 @@ class _Context:
     upstream: services.Upstream | None = None
     db_max_connections: int | None = None
     server_config: ServerConfig = field(default_factory=ServerConfig)
+    seed: int = 0  # the invocation's recorded seed; per-cell seeds derive from it
 
 
 def effective_scenarios(settings: RunSettings) -> dict[str, Scenario]:
@@ -164,7 +166,7 @@ def _build_report(run: RunDir, hooks: RunHooks) -> None:
 def _run_cells(plan: _Plan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> None:
     settings = plan.settings
     with _backing_services(plan.scenarios, settings, run) as ctx_args:
-        ctx = _Context(run, settings, hooks, **ctx_args)
+        ctx = _Context(run, settings, hooks, seed=plan.seed, **ctx_args)
         ctx.server_config = replace(ctx.server_config, workers=settings.workers)
         locust = metadata.describe_locust(
             settings.locust_workers, settings.expect_workers, settings.master_bind,
@@ -335,7 +337,7 @@ def _load_plan(ctx: _Context, scenario: Scenario, cell: Cell, url: str, base: Ce
     return LoadPlan(
         url, scenario.path, base.users, scenario.warmup_s, scenario.measure_s,
         _stop_timeout_s(scenario, base), rate=cell.rate, arrival=s.arrival,
-        seed=hash((ctx.run.run_id, cell.cell_id)) % 2**31, local_workers=s.locust_workers,
+        seed=zlib.crc32(f"{ctx.seed}:{cell.cell_id}".encode()), local_workers=s.locust_workers,
         remote_workers=s.expect_workers, master_bind=s.master_bind,
         master_port=(s.master_port if s.expect_workers else free_port()) if distributed else 0,
     )  # fmt: skip
@@ -480,7 +482,8 @@ def _db_threads_probe(ctx: _Context):
 
 
 def _expected_s(scenario: Scenario) -> float:
-    return CELL_OVERHEAD_S + 2 + scenario.warmup_s + scenario.measure_s
+    """How long a cell takes, for the ETA."""
+    return CELL_OVERHEAD_S + scenario.warmup_s + scenario.measure_s
 
 
 def _warn_about_ceiling(scenarios: dict[str, Scenario], settings: RunSettings, hooks: RunHooks):

@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 
 SCHEMA_VERSION = 1
-DEFAULT_REPORTS_DIR = Path("reports")
 _TEXT_COLUMNS = ("reason", "target")
 
 
