@@ -81,6 +81,7 @@ class LocustOutcome:
     exit_code: int
     workers: tuple[str, ...]
     abandoned: int  # requests started in the window and still unanswered when Locust stopped
+    stuck: int  # requests started before the window ended and still unanswered at the stop
 
 
 def locust_command() -> str:
@@ -209,6 +210,7 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
         exit_code=proc.popen.returncode,
         workers=tuple(meta.get("workers", ())),
         abandoned=sum(window_start <= t < window_end for t in meta.get("abandoned", ())),
+        stuck=sum(t < window_end for t in meta.get("abandoned", ())),
     )
 
 

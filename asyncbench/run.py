@@ -359,7 +359,7 @@ def _measure(ctx, scenario, cell, config, base: CellResult) -> dict:
         with sampler, tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:
             outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
                                  on_start=locust.append, watch=watch)  # fmt: skip
-    if outcome.abandoned >= plan.users:
+    if outcome.stuck >= plan.users:
         raise CellFailed(f"{cell.server} stopped answering: all {plan.users} users were still "
                          "waiting for an answer when the cell ended")  # fmt: skip
     resources = sampler.frame()
