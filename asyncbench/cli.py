@@ -130,24 +130,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 1,10,50, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("load levels must be positive integers")
-    return values
+def _positive_list(kind: type, what: str, example: str):
+    """An argparse type for comma-separated positive numbers, e.g. ``--users 1,10,50``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(sorted({kind(v) for v in text.split(",") if v.strip()}))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} like {example}, got {text!r}") from None
+        if not values or min(values) <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be positive")
+        return values
+
+    return parse
 
 
-def _rate_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(sorted({float(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected rates like 50,100,200, got {text!r}") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError("rates must be positive requests per second")
-    return values
+_int_list = _positive_list(int, "load levels", "1,10,50")
+_rate_list = _positive_list(float, "rates (requests/s)", "50,100,200")
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
