@@ -137,7 +137,8 @@ def _positive_list(kind: type, what: str, example: str):
         try:
             values = tuple(sorted({kind(v) for v in text.split(",") if v.strip()}))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what} like {example}, got {text!r}") from None
+            message = f"expected {what} like {example}, got {text!r}"
+            raise argparse.ArgumentTypeError(message) from None
         if not values or min(values) <= 0:
             raise argparse.ArgumentTypeError(f"{what} must be positive")
         return values
