@@ -80,6 +80,13 @@ def test_interrupt_stops_every_process_and_resume_finishes(tmp_path, sig):
     assert meta.status == "interrupted"
     assert 1 <= len(run.results()) < 3
     assert not (run.path / "processes.json").exists()
+    # The interrupted run still has a report, and `asyncbench report` rebuilds it.
+    assert (run.path / "index.html").exists()
+    (run.path / "index.html").unlink()
+    rebuilt = subprocess.run([ASYNCBENCH, "report", str(run.path)], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "interrupted" in (run.path / "index.html").read_text()
     if sig == signal.SIGINT:
         resumed = subprocess.run([ASYNCBENCH, "run", "--resume", str(run.path)],
                                  capture_output=True, text=True, timeout=120)  # fmt: skip
