@@ -9,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from asyncbench.processes import http_ok, managed_process
@@ -21,7 +22,7 @@ ASYNCBENCH = str(Path(sys.executable).with_name("asyncbench"))
 SERVER_ADDR, LOAD_ADDR = "169.254.231.1", "169.254.231.2"
 
 
-def hello_run(tmp_path: Path, locust_workers: int) -> dict:
+def hello_run(tmp_path: Path, locust_workers: int) -> tuple[dict, pd.DataFrame]:
     """hello on tornado-coroutine at a level that saturates one Locust process here."""
     settings = RunSettings(
         scenarios=("hello",), servers=("tornado-coroutine",), users=(64,), duration_s=3,
@@ -29,23 +30,24 @@ def hello_run(tmp_path: Path, locust_workers: int) -> dict:
         new=True, locust_workers=locust_workers,
     )  # fmt: skip
     run = run_matrix(settings)
-    row = run.results().iloc[0].to_dict()
-    row["samples"] = len(run.samples())
-    row["workers_seen"] = run.samples()["worker"].nunique()
-    return row
+    return run.results().iloc[0].to_dict(), run.samples()
 
 
-def test_local_workers_merge_every_sample_and_drive_more_load(tmp_path):
-    single = hello_run(tmp_path, 0)
-    multi = hello_run(tmp_path, 2)
-    assert multi["locust_processes"] == 3 and multi["workers_seen"] == 2
+def test_local_workers_share_the_load_and_merge_every_sample(tmp_path):
+    single, single_samples = hello_run(tmp_path, 0)
+    multi, multi_samples = hello_run(tmp_path, 2)
+    assert multi["locust_processes"] == 3
     # Nothing lost in the merge: the master's count equals the rows in the samples file.
-    assert multi["locust_requests"] == multi["recorded_samples"] == multi["samples"]
-    assert single["locust_requests"] == single["samples"]
-    # On 2 cores the machine, not Locust, is the ceiling of this cell (server and load generator
-    # share both cores), so more Locust processes cannot add much here; they must not cost much
-    # either. Their gain shows on bigger machines and across hosts.
-    assert multi["rps"] >= 0.85 * single["rps"], (single["rps"], multi["rps"])
+    assert multi["locust_requests"] == multi["recorded_samples"] == len(multi_samples)
+    assert single["locust_requests"] == len(single_samples)
+    # Each worker carries a real share, so the busiest Locust process works well below what one
+    # process alone had to: that headroom is what lets workers go past one process's ceiling.
+    shares = multi_samples["worker"].value_counts(normalize=True)
+    assert len(shares) == 2 and shares.min() > 0.3, shares
+    assert multi["cpu_locust_max"] < 0.8 * single["cpu_locust_max"], (single, multi)
+    # On 2 cores this cell is bound by the machine (server and Locust share both cores), so more
+    # Locust processes cannot add throughput here; they must not break it either.
+    assert multi["rps"] > 0.6 * single["rps"], (single["rps"], multi["rps"])
 
 
 def _netns_available() -> str | None:
