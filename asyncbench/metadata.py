@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from servers import MODELS
-from servers.blocking_io import UPSTREAM_KEEPALIVE
+from servers.backends import UPSTREAM_KEEPALIVE
 from servers.config import MysqlUrl, ServerConfig
 
 PACKAGES = ("tornado", "flask", "gunicorn", "locust", "pymysql", "aiomysql", "pandas", "pyarrow")

@@ -1,104 +1,28 @@
-"""The blocking I/O both blocking models share (sleep, fetch, SELECT SLEEP), and its errors.
+"""The blocking I/O both blocking models share: ``time.sleep``, ``http.client``, ``pymysql``.
 
 ``flask-blocking`` and ``tornado-forked`` both call ``BlockingIO.run``, so their work per request
-cannot drift apart. ``IOFailure`` and its two constructors are the failure vocabulary of every
-model (the coroutine model raises them too): 502 when the upstream failed, 503 when a backing
-service is unavailable or not configured. Handlers turn them into ``error_body`` answers.
+cannot drift apart.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import http.client
-import os
-import signal
-import socket
-import sys
 import time
 from urllib.parse import urlsplit
 
 import pymysql
 
-from servers.config import MYSQL_URL_ENV, MysqlUrl, ServerConfig
-
-# /fetch opens a new upstream connection per request and closes it after (``Connection: close``),
-# as Tornado's simple AsyncHTTPClient does. The orchestrator records this in the run metadata.
-UPSTREAM_KEEPALIVE = False
-SLEEP_SQL = "SELECT SLEEP(%s)"
-_PR_SET_PDEATHSIG = 1
-
-
-class IOFailure(Exception):
-    """A backing service failed; ``status`` is the HTTP status to answer, the message is safe."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def upstream_failed(detail: str) -> IOFailure:
-    return IOFailure(502, f"upstream failed: {detail}")
-
-
-def database_unavailable(detail: str) -> IOFailure:
-    return IOFailure(503, f"database unavailable: {detail}")
-
-
-def mysql_detail(exc: pymysql.MySQLError) -> str:
-    """A short, password-free description of a pymysql/aiomysql error."""
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    return f"MySQL error {code}" if code else type(exc).__name__
-
-
-def no_upstream() -> IOFailure:
-    return IOFailure(503, "no upstream configured (start the server with --upstream URL)")
-
-
-def no_database() -> IOFailure:
-    return IOFailure(503, f"no database configured (set {MYSQL_URL_ENV})")
-
-
-def delay_url(upstream: str, ms: int) -> str:
-    """The one URL ``/fetch`` ever requests: the configured upstream's ``/delay?ms=N``."""
-    return f"{upstream.rstrip('/')}/delay?ms={ms}"
-
-
-def check_config(config: ServerConfig) -> None:
-    """Reject an unusable ``--upstream`` or MySQL URL at startup (``ValueError``, one line)."""
-    if config.upstream:
-        parts = urlsplit(config.upstream)
-        if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
-            raise ValueError(f"--upstream must look like http://HOST:PORT, got {config.upstream!r}")
-        _ = parts.port  # raises ValueError on a bad port
-    if config.mysql_url:
-        MysqlUrl.parse(config.mysql_url)
-
-
-def exit_on_bad_config(config: ServerConfig, prog: str) -> None:
-    try:
-        check_config(config)
-    except ValueError as exc:
-        sys.exit(f"{prog}: {exc}")
-
-
-def exit_if_address_taken(config: ServerConfig, prog: str) -> None:
-    """Exit with one line if ``host:port`` cannot be bound (gunicorn retries 5 s, logging each)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
-        try:
-            sock.bind((config.host, config.port))
-        except OSError as exc:
-            sys.exit(f"{prog}: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Linux: get SIGTERM when the parent dies; exit now if it already has (call after fork)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:
-        os._exit(0)
+from servers.backends import (
+    SLEEP_SQL,
+    database_unavailable,
+    delay_url,
+    mysql_detail,
+    no_database,
+    no_upstream,
+    upstream_failed,
+)
+from servers.config import MysqlUrl, ServerConfig
 
 
 class BlockingIO:

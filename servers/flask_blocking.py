@@ -24,14 +24,10 @@ from gunicorn.workers.base import Worker
 from werkzeug.exceptions import HTTPException
 
 from servers import endpoints
-from servers.blocking_io import (
-    BlockingIO,
-    IOFailure,
-    die_with_parent,
-    exit_if_address_taken,
-    exit_on_bad_config,
-)
+from servers.backends import IOFailure
+from servers.blocking_io import BlockingIO
 from servers.config import ServerConfig, parse_args
+from servers.startup import die_with_parent, exit_if_address_taken, exit_on_bad_config
 
 MODEL = "flask-blocking"
 GRACEFUL_TIMEOUT_S = 3

@@ -17,7 +17,7 @@ import tornado.netutil
 import tornado.web
 
 from servers import endpoints
-from servers.blocking_io import IOFailure
+from servers.backends import IOFailure
 from servers.config import ServerConfig
 
 

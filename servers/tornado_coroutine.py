@@ -17,12 +17,11 @@ import pymysql
 import tornado.httpserver
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from servers.blocking_io import (
+from servers.backends import (
     SLEEP_SQL,
     IOFailure,
     database_unavailable,
     delay_url,
-    exit_on_bad_config,
     mysql_detail,
     no_database,
     no_upstream,
@@ -30,6 +29,7 @@ from servers.blocking_io import (
 )
 from servers.config import MysqlUrl, ServerConfig, parse_args
 from servers.endpoints import delay_body
+from servers.startup import exit_on_bad_config
 from servers.tornado_common import JsonHandler, bind_or_exit, http_error, make_app
 
 MODEL = "tornado-coroutine"

@@ -23,9 +23,11 @@ import socket
 import tornado.httpserver
 import tornado.process
 
-from servers.blocking_io import BlockingIO, IOFailure, die_with_parent, exit_on_bad_config
+from servers.backends import IOFailure
+from servers.blocking_io import BlockingIO
 from servers.config import ServerConfig, parse_args
 from servers.endpoints import delay_body
+from servers.startup import die_with_parent, exit_on_bad_config
 from servers.tornado_common import JsonHandler, bind_or_exit, http_error, make_app
 
 MODEL = "tornado-forked"

@@ -1,0 +1,53 @@
+"""Starting a server model: reject bad configuration and taken addresses with one line, and
+never outlive the parent process."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+from urllib.parse import urlsplit
+
+from servers.config import MysqlUrl, ServerConfig
+
+_PR_SET_PDEATHSIG = 1
+
+
+def check_config(config: ServerConfig) -> None:
+    """Reject an unusable ``--upstream`` or MySQL URL at startup (``ValueError``, one line)."""
+    if config.upstream:
+        parts = urlsplit(config.upstream)
+        if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"--upstream must look like http://HOST:PORT, got {config.upstream!r}")
+        _ = parts.port  # raises ValueError on a bad port
+    if config.mysql_url:
+        MysqlUrl.parse(config.mysql_url)
+
+
+def exit_on_bad_config(config: ServerConfig, prog: str) -> None:
+    try:
+        check_config(config)
+    except ValueError as exc:
+        sys.exit(f"{prog}: {exc}")
+
+
+def exit_if_address_taken(config: ServerConfig, prog: str) -> None:
+    """Exit with one line if ``host:port`` cannot be bound (gunicorn retries 5 s, logging each)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind((config.host, config.port))
+        except OSError as exc:
+            sys.exit(f"{prog}: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: get SIGTERM when the parent dies; exit now if it already has (call after fork)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os._exit(0)
