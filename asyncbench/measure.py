@@ -193,7 +193,7 @@ def run_locust(
 def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutcome:
     meta_path, samples_path = out_dir / "meta.json", out_dir / "samples.parquet"
     if not meta_path.exists() or not samples_path.exists():
-        tail = proc.log_tail(4).replace("\n", " | ")
+        tail = " | ".join(proc.log_tail(4))
         raise CellFailed(f"Locust exited ({proc.popen.returncode}) without results: {tail}")
     meta = json.loads(meta_path.read_text())
     if "spawn_complete" not in meta:

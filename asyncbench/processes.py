@@ -34,7 +34,23 @@ except OSError:  # pragma: no cover - non-glibc platforms
 
 
 class ProcessError(RuntimeError):
-    """A child process failed to start, to become ready, or died; the message says which."""
+    """A child process failed to start, to become ready, or died.
+
+    ``summary`` is one line saying which; ``detail`` holds the process's last log lines.
+    """
+
+    def __init__(self, summary: str, detail: list[str] | None = None) -> None:
+        self.summary, self.detail = summary, list(detail or [])
+        super().__init__("\n".join([summary, *self.detail]))
+
+
+def log_tail(path: Path | None, lines: int = 8) -> list[str]:
+    """The last ``lines`` lines of a log file (none if it does not exist)."""
+    if not path:
+        return []
+    with contextlib.suppress(OSError):
+        return path.read_text(errors="replace").strip().splitlines()[-lines:]
+    return []
 
 
 class ProcessLedger:
@@ -140,11 +156,8 @@ class ManagedProcess:
         self.known_descendants.update(p.pid for p in procs[1:])
         return procs
 
-    def log_tail(self, lines: int = 8) -> str:
-        if not self.log_path or not self.log_path.exists():
-            return ""
-        text = self.log_path.read_text(errors="replace").strip().splitlines()
-        return "\n".join(text[-lines:])
+    def log_tail(self, lines: int = 8) -> list[str]:
+        return log_tail(self.log_path, lines)
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM the process group, SIGKILL whatever is left after ``grace_s``, and reap."""
@@ -222,9 +235,9 @@ def wait_until(proc: ManagedProcess, ready: Callable[[], bool], timeout_s: float
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not proc.alive():
-            tail = proc.log_tail()
-            detail = f"; last output:\n{tail}" if tail else ""
-            raise ProcessError(f"{proc.name} exited with code {proc.popen.returncode}{detail}")
+            raise ProcessError(
+                f"{proc.name} exited with code {proc.popen.returncode}", proc.log_tail()
+            )
         if ready():
             return
         time.sleep(0.05)

@@ -34,6 +34,7 @@ from asyncbench.processes import (
     ProcessError,
     free_port,
     http_ok,
+    log_tail,
     managed_process,
     port_in_use,
     wait_until,
@@ -233,23 +234,17 @@ def throwaway_mariadb(
 
 def _start_failed(server_bin: str, exc: Exception, log_path: Path, *, kept: bool) -> ServiceError:
     """One summary line (what failed, where the log is, the extra options), then detail lines."""
-    first, *detail = str(exc).splitlines() or [""]
-    first = first.removesuffix("; last output:").removeprefix("mariadb").lstrip(": ")
     if isinstance(exc, pymysql.MySQLError):
-        first = f"refused the harness's setup ({exc.args[-1]})"
+        first, detail = f"mariadb refused the harness's setup ({exc.args[-1]})", []
+    else:
+        first, detail = exc.summary, exc.detail
     extra = os.environ.get(MARIADB_ARGS_ENV)
     hint = f"; {MARIADB_ARGS_ENV}={extra!r} is set" if extra else ""
     where = f"see {log_path}" if kept else "its log follows"
-    log = _tail(log_path, 200)
+    log = log_tail(log_path, 200)
     errors = [line for line in log if "[ERROR]" in line]
     tail = errors[-8:] or detail or log[-8:]
-    return ServiceError("\n".join([f"{server_bin} {first}; {where}{hint}", *tail]))
-
-
-def _tail(path: Path, lines: int = 8) -> list[str]:
-    with contextlib.suppress(OSError):
-        return path.read_text(errors="replace").strip().splitlines()[-lines:]
-    return []
+    return ServiceError("\n".join([f"{first} ({server_bin}); {where}{hint}", *tail]))
 
 
 def _install_datadir(install_bin: str, datadir: Path, log_path: Path) -> None:
@@ -270,7 +265,7 @@ def _install_datadir(install_bin: str, datadir: Path, log_path: Path) -> None:
         else:
             failure = f"exit {result.returncode}" if result.returncode else ""
     if failure:
-        lines = [f"{install_bin} failed ({failure}); see {log_path}", *_tail(log_path)]
+        lines = [f"{install_bin} failed ({failure}); see {log_path}", *log_tail(log_path)]
         raise ServiceError("\n".join(lines))
 
 
