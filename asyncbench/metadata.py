@@ -29,9 +29,10 @@ def machine_info() -> dict:
     }
 
 
-def package_versions() -> dict:
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict:
+    """Installed versions of ``names`` (missing packages are left out)."""
     versions = {}
-    for name in PACKAGES:
+    for name in names:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions

@@ -8,14 +8,12 @@ offline: plotly.js is inlined once, nothing is fetched from anywhere.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import jinja2
@@ -24,6 +22,7 @@ import pandas as pd
 import plotly.io as pio
 
 from asyncbench import analyze, figures
+from asyncbench import metadata as run_metadata
 from asyncbench.store import RunDir, RunMeta
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -96,7 +95,10 @@ def report_data(run: RunDir, baseline: RunDir | None = None) -> dict:
         "created": _when(meta.created),
         "updated": _when(meta.updated),
         "generated": _when(datetime.now(UTC).timestamp()),
-        "generator": _versions(("asyncbench", "plotly", "jinja2", "pandas")),
+        "generator": ", ".join(
+            f"{name} {version}" for name, version in
+            run_metadata.package_versions(("asyncbench", "plotly", "jinja2", "pandas")).items()
+        ),
         "baseline": baseline.run_id if baseline is not None else None,
         "banners": _banners(meta, cells, baseline),
         "verdicts": [{"name": b["name"], "anchor": b["anchor"], **b["verdict"]} for b in blocks],
@@ -511,14 +513,6 @@ def _model_order(meta: RunMeta, cells: pd.DataFrame) -> list[str]:
 def _request_path(spec: dict) -> str:
     endpoint = spec.get("endpoint", "")
     return f"{endpoint}?ms={spec['delay_ms']}" if spec.get("delay_ms") else endpoint
-
-
-def _versions(names: tuple[str, ...]) -> str:
-    found = []
-    for name in names:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found.append(f"{name} {metadata.version(name)}")
-    return ", ".join(found)
 
 
 def _when(epoch: float | None) -> str:

@@ -79,7 +79,6 @@ class RunHooks:
     def cell_started(self, cell: Cell, index: int, expected_s: float) -> None: ...
     def cell_progress(self, cell: Cell, progress: LocustProgress) -> None: ...
     def cell_finished(self, cell: Cell, result: CellResult) -> None: ...
-    def report_built(self, path: Path) -> None: ...
 
 
 @dataclass
@@ -155,12 +154,10 @@ def _build_report(run: RunDir, hooks: RunHooks) -> None:
     from asyncbench.report import build_report
 
     try:
-        path = build_report(run)
+        build_report(run)
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         hooks.warn(f"could not build the report ({type(exc).__name__}: {exc}); "
                    f"retry with `asyncbench report {run.path}`")  # fmt: skip
-        return
-    hooks.report_built(path)
 
 
 def _run_cells(plan: _Plan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> None:

@@ -351,10 +351,11 @@ def server(
 def remote_server(model: str, target: str, config: ServerConfig) -> Iterator[Server]:
     """A server started elsewhere (``asyncbench serve MODEL`` on another host): check, don't own."""
     url = target.rstrip("/")
-    if not http_ok(f"{url}/health", timeout_s=5)():
-        raise ServiceError(f"the target {url} does not answer GET /health")
-    with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-        serving = json.load(response).get("model")
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+            serving = json.load(response).get("model")
+    except (OSError, ValueError):
+        raise ServiceError(f"the target {url} does not answer GET /health") from None
     if serving != model:
         raise ServiceError(f"the target {url} serves {serving!r}, not {model!r}")
     yield Server(model, url, config, None)

@@ -264,9 +264,12 @@ class BenchUser(FastHttpUser):
     network_timeout = 75.0
     connection_timeout = 75.0
 
+    def on_start(self) -> None:
+        self.path = self.environment.parsed_options.bench_path
+        self.name = self.path.split("?")[0]  # one stats row per endpoint, not per delay
+
     @task
     def hit(self) -> None:
-        path = self.environment.parsed_options.bench_path
         context = {}
         if schedule is not None:
             context["intended_time"] = intended = schedule.take()
@@ -275,7 +278,7 @@ class BenchUser(FastHttpUser):
                 gevent.sleep(wait)
         started = time.time()
         try:
-            self.client.get(path, name=path.split("?")[0], context=context)
+            self.client.get(self.path, name=self.name, context=context)
         except GreenletExit:
             abandoned.append(started)
             raise
