@@ -1,185 +1,24 @@
-"""Analysis: statistics from raw samples, validity of cells, and queueing-theory predictions.
+"""Analysis across cells: repeats aggregated per level, predictions, plateaus, knees, verdicts.
 
-Raw samples are the truth; every number in ``results.csv`` and the report is computed here from
-them. Percentiles use numpy's default (linear interpolation between the closest ranks) over the
-exact float latencies of the requests that *started* inside the measured window.
+Raw samples are the truth: ``cell_table`` re-evaluates every measured cell from its stored raw
+facts with ``evaluate.evaluate_cell`` (the one judgement), and everything else here is computed
+from that table.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
 
-LOAD_GENERATOR_CPU_LIMIT = 90.0  # % of one core: above it Locust, not the server, sets the pace
-AUXILIARY_CPU_LIMIT = 90.0  # % of one core for the single-threaded upstream
-MACHINE_CPU_LIMIT = 90.0  # % of all cores: above it processes queue for CPU, Locust included
-MAX_FAILURE_RATE = 0.01
-PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p999_ms": 99.9}
-
-
-LATE_SEND_MS = 10.0  # open loop: a send this much after its intended time is late
-
-
-def in_window(samples: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
-    """The requests that started inside ``[start, end)``: warm-up and ramp-up are outside.
-
-    Open-loop requests belong to the window of their *intended* send time.
-    """
-    when = samples["start_time"]
-    if "intended_time" in samples and samples["intended_time"].notna().any():
-        when = samples["intended_time"]
-    return samples[(when >= start) & (when < end)]
-
-
-def completed_in(samples: pd.DataFrame, start: float, end: float) -> int:
-    """How many answers arrived inside ``[start, end)`` (an open loop's achieved throughput)."""
-    done = samples["start_time"] + samples["latency_ms"] / 1000
-    return int(((done >= start) & (done < end)).sum())
-
-
-def corrected_latency_ms(samples: pd.DataFrame) -> pd.Series:
-    """Latency from the intended send time (coordinated-omission corrected)."""
-    return (samples["start_time"] - samples["intended_time"]) * 1000 + samples["latency_ms"]
-
-
-def is_failure(samples: pd.DataFrame) -> pd.Series:
-    return samples["error"].notna() | (samples["status"] != 200)
-
-
-def cell_stats(samples: pd.DataFrame, start: float, end: float, rate: float = 0.0) -> dict:
-    """Throughput and exact latency percentiles over the measured window.
-
-    For an open-loop cell (``rate`` > 0) the percentiles are corrected (from the intended send
-    time), the uncorrected p50/p99 are kept beside them, and late and dropped sends are counted.
-    """
-    window = in_window(samples, start, end)
-    open_loop = rate > 0
-    latencies = (corrected_latency_ms(window) if open_loop else window["latency_ms"]).to_numpy()
-    stats: dict = {
-        "requests": len(window),
-        "failures": int(is_failure(window).sum()),
-        "rps": (completed_in(samples, start, end) if open_loop else len(window)) / (end - start),
-    }
-    if len(latencies):
-        stats["mean_ms"] = float(latencies.mean())
-        stats["max_ms"] = float(latencies.max())
-        for column, q in PERCENTILES.items():
-            stats[column] = float(np.percentile(latencies, q))
-    if open_loop:
-        stats.update(_open_loop_stats(window, start, end, rate))
-    return stats
-
-
-def _open_loop_stats(window: pd.DataFrame, start: float, end: float, rate: float) -> dict:
-    due = round(rate * (end - start))
-    lateness_ms = (window["start_time"] - window["intended_time"]) * 1000
-    stats = {
-        "offered_rps": rate,
-        "late_sends": int((lateness_ms > LATE_SEND_MS).sum()),
-        "dropped_sends": max(0, due - len(window)),
-    }
-    if len(window):
-        raw = window["latency_ms"].to_numpy()
-        stats["p50_uncorrected_ms"] = float(np.percentile(raw, 50))
-        stats["p99_uncorrected_ms"] = float(np.percentile(raw, 99))
-    return stats
-
-
-def resource_means(resources: pd.DataFrame, start: float, end: float) -> dict:
-    """Mean CPU (and peak DB connections, mean server RSS) over the measured window."""
-    if resources.empty:
-        return {}
-    window = resources[(resources["t"] > start) & (resources["t"] <= end + 0.5)]
-    if window.empty:
-        window = resources
-    # cpu_locust_max: a Locust process saturates at one core, so judge the busiest one, not the
-    # sum over workers.
-    columns = ("cpu_server", "cpu_locust", "cpu_locust_max", "cpu_upstream", "cpu_mariadb",
-               "cpu_machine")  # fmt: skip
-    out = {c: float(window[c].mean()) for c in columns if c in window}
-    if "rss_server_mb" in window:
-        out["rss_server_mb"] = float(window["rss_server_mb"].mean())
-    if "threads_connected" in window and window["threads_connected"].notna().any():
-        out["threads_connected_max"] = float(window["threads_connected"].max())
-    return out
-
-
-def judge(stats: dict, cpu: dict) -> tuple[bool, str]:
-    """Whether a measured cell can be trusted, and if not, every reason why."""
-    reasons = []
-    if stats.get("requests", 0) == 0 and stats.get("dropped_sends"):
-        reasons.append(
-            f"far past capacity: all {stats['dropped_sends']} sends due in the window were still "
-            f"unsent when it ended (every sender was waiting), so latency is unmeasurable; "
-            f"achieved {stats.get('rps', 0):.1f} req/s"
-        )
-    elif stats.get("requests", 0) == 0:
-        reasons.append("no request completed in the measured window")
-    locust = cpu.get("cpu_locust_max", cpu.get("cpu_locust"))
-    if locust is not None and locust > LOAD_GENERATOR_CPU_LIMIT:
-        reasons.append(
-            f"load generator saturated: Locust used {locust:.0f}% of a core "
-            f"(limit {LOAD_GENERATOR_CPU_LIMIT:.0f}%)"
-        )
-    machine = cpu.get("cpu_machine")
-    if machine is not None and machine > MACHINE_CPU_LIMIT:
-        reasons.append(
-            f"machine CPU saturated: {machine:.0f}% of all cores busy, so the load generator "
-            "competes with the server for CPU"
-        )
-    upstream = cpu.get("cpu_upstream")
-    if upstream is not None and upstream > AUXILIARY_CPU_LIMIT:
-        reasons.append(f"upstream saturated: {upstream:.0f}% of a core")
-    if stats.get("abandoned"):
-        reasons.append(
-            f"{stats['abandoned']} requests were still unanswered when the cell ended, so the "
-            "slowest requests are missing from the percentiles"
-        )
-    requests = stats.get("requests", 0)
-    offered = stats.get("offered_rps")
-    kept_up = offered and stats.get("rps", 0) >= 0.95 * offered
-    late = (stats.get("late_sends") or 0) + (stats.get("dropped_sends") or 0)
-    if kept_up and requests and late / requests > MAX_FAILURE_RATE:
-        # The server kept up, so the senders, not the server, missed the schedule.
-        reasons.append(f"load generator missed the schedule: {late} late or dropped sends")
-    if requests and stats.get("failures", 0) / requests > MAX_FAILURE_RATE:
-        rate = stats["failures"] / requests
-        reasons.append(f"failures {rate:.1%} above {MAX_FAILURE_RATE:.0%}")
-    return (not reasons, "; ".join(reasons))
-
-
-def capacity_slots(
-    blocking: bool,
-    kind: str,
-    workers: int,
-    max_clients: int,
-    pool_size: int,
-    db_max_connections: int | None,
-) -> float | None:
-    """How many requests a model can hold at once (DESIGN rule 6); None when not sleep-like."""
-    if kind == "hello":
-        return None
-    if blocking:
-        return float(workers)
-    if kind == "fetch":
-        return float(max_clients)
-    if kind == "sql":
-        return float(min(pool_size, db_max_connections or pool_size))
-    return math.inf
-
-
-def predicted_rps(
-    users: int, slots: float | None, delay_ms: int, rate: float = 0.0
-) -> float | None:
-    """throughput = min(users, slots) / delay for a closed loop with no think time;
-    min(rate, slots / delay) for an open loop offering ``rate``."""
-    if slots is None or delay_ms <= 0:
-        return rate or None
-    capacity = slots / (delay_ms / 1000)
-    return min(rate, capacity) if rate else min(users, slots) / (delay_ms / 1000)
-
+from asyncbench.evaluate import (
+    ResourceUsage,
+    corrected_latency_ms,
+    evaluate_cell,
+    in_window,
+)
 
 # --- Across cells: the comparison the report shows ----------------------------------------------
 #
@@ -190,6 +29,7 @@ def predicted_rps(
 # compared separately (``loop`` is "closed" or "open").
 
 LEVEL = ["scenario", "server", "rate", "users"]
+TIE_RATIO = 1.10  # less than 10 % apart with overlapping min–max ranges: no winner
 SPREAD_METRICS = ("rps", "p50_ms", "p90_ms", "p99_ms")
 UNSTABLE_COV = 0.10  # a spread across repeats above this is flagged, not hidden (as pyperf does)
 PLATEAU_GROWTH = 0.25  # rps "stops growing": it gains < 25% of what more load ideally adds
@@ -201,28 +41,52 @@ def included(results: pd.DataFrame) -> pd.Series:
     return valid & results["status"].astype(str).eq("ok")
 
 
-def cell_table(results: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
-    """``results.csv`` with every measured cell's throughput and percentiles recomputed from its
-    raw in-window samples (``cell_stats``), plus ``included``, ``loop`` and ``load`` columns.
+def cell_table(
+    results: pd.DataFrame, samples: pd.DataFrame, resources: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``results.csv`` with every measured cell re-evaluated from its stored raw facts (samples,
+    resource samples, window, abandoned requests) by ``evaluate_cell``: the same judgement the
+    runner made, with today's rules. Adds ``included``, ``loop`` and ``load`` columns.
 
-    A cell without samples (a failed one) keeps its stored numbers, which are empty.
+    A cell without samples (a failed one) keeps its stored numbers and status.
     """
     cells = results.copy().reset_index(drop=True)
     cells["reason"] = cells["reason"].fillna("").astype(str)
     cells["rate"] = cells["rate"].fillna(0.0) if "rate" in cells else 0.0
     if not samples.empty and len(cells):
         by_cell = dict(tuple(samples.groupby("cell_id", sort=False)))
+        usage = _by_cell(resources)
         for i, row in cells.iterrows():
             own = by_cell.get(row["cell_id"])
-            if own is None or pd.isna(row["window_start"]) or pd.isna(row["window_end"]):
+            if own is None or row["status"] == "failed" or pd.isna(row["window_start"]):
                 continue
-            stats = cell_stats(own, row["window_start"], row["window_end"], rate=row["rate"])
-            for column, value in stats.items():
+            evaluation = evaluate_cell(
+                own, usage.get(row["cell_id"], pd.DataFrame()), row["window_start"],
+                row["window_end"], rate=row["rate"], abandoned=_count(row.get("abandoned")),
+                stored_usage=_stored_usage(row),
+            )  # fmt: skip
+            for column, value in evaluation.columns().items():
                 cells.loc[i, column] = value
     cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
     cells["loop"] = np.where(cells["rate"] > 0, "open", "closed")
     cells["load"] = np.where(cells["rate"] > 0, cells["rate"], cells["users"]).astype(float)
     return cells
+
+
+def _stored_usage(row: pd.Series) -> ResourceUsage:
+    """The resource means stored in ``results.csv`` (for a cell whose samples are gone)."""
+    stored = {f.name: row.get(f.name) for f in fields(ResourceUsage)}
+    return ResourceUsage(**{k: float(v) for k, v in stored.items() if not pd.isna(v)})
+
+
+def _by_cell(frame: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    if frame is None or frame.empty or "cell_id" not in frame:
+        return {}
+    return dict(tuple(frame.groupby("cell_id", sort=False)))
+
+
+def _count(value) -> int:
+    return 0 if value is None or pd.isna(value) else int(value)
 
 
 def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
@@ -375,6 +239,21 @@ def cdf_points(latencies: np.ndarray, points: int = 200) -> tuple[list[float], l
         return [], []
     probs = np.unique(np.concatenate([np.linspace(0, 1, points + 1), np.linspace(0.99, 1, 11)]))
     return np.quantile(latencies, probs).tolist(), probs.tolist()
+
+
+@dataclass(frozen=True)
+class Margin:
+    """How a level's best model compares with another model at the same load."""
+
+    ratio: float  # the winner's median rps over the other's
+    tied: bool  # within the spread across repeats: neither wins
+
+
+def margin(winner: pd.Series, other: pd.Series) -> Margin:
+    """The win/tie decision: a tie when the ratio is under ``TIE_RATIO`` and the min–max ranges
+    of the repeats overlap."""
+    ratio = winner["rps_median"] / other["rps_median"] if other["rps_median"] else math.inf
+    return Margin(ratio, bool(winner["rps_min"] <= other["rps_max"] and ratio < TIE_RATIO))
 
 
 def compare_runs(agg: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:

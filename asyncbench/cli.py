@@ -11,8 +11,18 @@ from pathlib import Path
 from asyncbench.plan import ScenarioError, available_scenarios, load_scenario
 from asyncbench.processes import ProcessError
 from asyncbench.services import ServiceError
+from asyncbench.session import SessionError
 from asyncbench.store import StoreError
 from servers import MODELS
+from servers.config import MysqlUrl
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot work; the message says what to change."""
+
+
+# What a user can cause and fix: one line each. Anything else is a bug and shows its traceback.
+USER_ERRORS = (UsageError, ScenarioError, ServiceError, StoreError, ProcessError, SessionError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         return args.handler(args) or 0
-    except (ScenarioError, ServiceError, StoreError, ProcessError, ValueError) as exc:
+    except USER_ERRORS as exc:
         first, *rest = str(exc).splitlines() or [""]
         print(f"asyncbench: error: {first}", file=sys.stderr)
         if rest:  # e.g. a process's last log lines: useful, but after the one-line error
@@ -152,20 +162,30 @@ _rate_list = _positive_list(float, "rates (requests/s)", "50,100,200")
 
 def _check_run_args(args: argparse.Namespace) -> None:
     if args.workers < 1:
-        raise ValueError("--workers must be at least 1")
+        raise UsageError("--workers must be at least 1")
     if args.repeat is not None and args.repeat < 1:
-        raise ValueError("--repeat must be at least 1")
+        raise UsageError("--repeat must be at least 1")
     if args.rate and args.users:
-        raise ValueError("give either --users (closed loop) or --rate (open loop), not both")
+        raise UsageError("give either --users (closed loop) or --rate (open loop), not both")
     if args.locust_workers < 0 or args.expect_workers < 0:
-        raise ValueError("--locust-workers and --expect-workers cannot be negative")
+        raise UsageError("--locust-workers and --expect-workers cannot be negative")
     if args.target and len(args.server) != 1:
-        raise ValueError("--target measures a server started elsewhere: give exactly one --server")
+        raise UsageError("--target measures a server started elsewhere: give exactly one --server")
+    _check_mysql_url(args.mysql_url)
+
+
+def _check_mysql_url(url: str | None) -> None:
+    if url:
+        try:
+            MysqlUrl.parse(url)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from asyncbench.display import RichDisplay
-    from asyncbench.run import RunSettings, run_matrix
+    from asyncbench.run import run_matrix
+    from asyncbench.session import RunSettings
 
     _check_run_args(args)
     settings = RunSettings(
@@ -201,6 +221,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from asyncbench.processes import port_in_use
     from servers.config import MYSQL_URL_ENV, ServerConfig
 
+    _check_mysql_url(args.mysql_url)
     if port_in_use(args.host, args.port):
         raise ServiceError(f"port {args.port} on {args.host} is already in use")
     config = ServerConfig(
@@ -218,6 +239,8 @@ def _cmd_loadgen_worker(args: argparse.Namespace) -> int:
     from asyncbench.measure import run_remote_worker
 
     host, _, port = args.master.partition(":")
+    if not host or not (port or "5557").isdigit():
+        raise UsageError(f"--master must be HOST or HOST:PORT, got {args.master!r}")
     run_remote_worker(host, int(port or 5557), args.idle_timeout)
     return 0
 

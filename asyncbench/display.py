@@ -7,10 +7,10 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from asyncbench.measure import LocustProgress
 from asyncbench.plan import Cell
 from asyncbench.run import RunHooks
 from asyncbench.store import CellResult, RunDir
+from loadtests.protocol import Progress as LocustProgress
 
 
 class RichDisplay(RunHooks):

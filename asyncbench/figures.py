@@ -12,12 +12,8 @@ import numpy as np
 import pandas as pd
 
 from asyncbench import analyze
+from servers import MODELS
 
-MODEL_COLORS = {
-    "flask-blocking": "#d95f02",
-    "tornado-forked": "#7570b3",
-    "tornado-coroutine": "#1b9e77",
-}
 OTHER_COLORS = ("#e7298a", "#66a61e", "#e6ab02", "#a6761d")
 EXCLUDED_COLOR = "#9a9a9a"
 HEIGHT = 320
@@ -26,7 +22,7 @@ FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 
 def colors(models: list[str]) -> dict[str, str]:
     spare = iter(OTHER_COLORS * (len(models) // len(OTHER_COLORS) + 1))
-    return {m: MODEL_COLORS.get(m) or next(spare) for m in models}
+    return {m: MODELS[m].color if m in MODELS else next(spare) for m in models}
 
 
 def throughput(fig_id: str, agg, cells, models, palette, load_title: str) -> dict:
@@ -70,8 +66,8 @@ def throughput(fig_id: str, agg, cells, models, palette, load_title: str) -> dic
         yaxis=_log_axis(shown) if log_y else {"rangemode": "tozero"},
     )  # fmt: skip
     caption = (
-        "Predicted (queueing theory): min(load, slots) / delay, slots = workers for a blocking "
-        "model."
+        "Predicted (queueing theory): min(load, slots) / delay, slots from each model's "
+        "capacity law (workers for a blocking model)."
         if agg["predicted_rps"].notna().any()
         else "No prediction: no delay to model."
     )

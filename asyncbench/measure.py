@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import math
 import shutil
 import sys
@@ -24,10 +23,20 @@ import pandas as pd
 import psutil
 
 from asyncbench.processes import ManagedProcess, managed_process
-from servers.endpoints import expected_body
+from loadtests.protocol import LocustMeta, Progress, check_sample_columns, read_record
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
 SAMPLE_INTERVAL_S = 1.0
+SPAWN_SLACK_S = 0.5  # the window starts once spawning completes: time allowed for that
+SPAWN_SLACK_PER_USER_S = 0.001
+DISTRIBUTED_SLACK_S = 2.0  # workers report their spawn to the master
+LOCUST_SAFETY_NET_S = 20  # Locust's own -t, beyond our timed stop: only if ours never fires
+LOCUST_BOUND_SLACK_S = 30  # how long past its plan a Locust run may take before it fails
+REMOTE_WORKERS_WAIT_S = 60  # remote workers get this long to join a cell
+REMOTE_WORKER_JOIN_S = 30  # a worker alive this long joined a cell, even without a quit message
+WATCH_POLL_S = 0.25
+VERIFY_TIMEOUT_S = 30.0
+
 
 
 class CellFailed(RuntimeError):
@@ -56,20 +65,13 @@ class LoadPlan:
     def run_time_s(self) -> float:
         # The window starts once spawning completes (all users at once: milliseconds for a
         # hundred, longer for an open loop's thousand senders); the slack covers that.
-        slack = 0.5 + self.users / 1000 + (2.0 if self.distributed else 0.0)
+        slack = SPAWN_SLACK_S + self.users * SPAWN_SLACK_PER_USER_S
+        slack += DISTRIBUTED_SLACK_S if self.distributed else 0.0
         return round(slack + self.warmup_s + self.measure_s, 2)
 
     @property
     def distributed(self) -> bool:
         return self.local_workers + self.remote_workers > 0
-
-
-@dataclass(frozen=True)
-class LocustProgress:
-    t: float
-    requests: int
-    failures: int
-    users: int
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
         "-u", str(plan.users),
         "-r", str(max(plan.users, 1)),
         # A safety net only: the locustfile's own timed stop collects every worker's samples.
-        "-t", f"{math.ceil(plan.run_time_s + plan.stop_timeout_s + 20)}s",
+        "-t", f"{math.ceil(plan.run_time_s + plan.stop_timeout_s + LOCUST_SAFETY_NET_S)}s",
         "-H", plan.url,
         "--bench-path", plan.path,
         "--bench-run-time", str(plan.run_time_s),
@@ -117,7 +119,7 @@ def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
             "--master-bind-host", plan.master_bind,
             "--master-bind-port", str(plan.master_port),
             "--expect-workers", str(plan.local_workers + plan.remote_workers),
-            "--expect-workers-max-wait", "60",
+            "--expect-workers-max-wait", str(REMOTE_WORKERS_WAIT_S),
         ]  # fmt: skip
     return argv
 
@@ -146,7 +148,7 @@ def run_remote_worker(master_host: str, master_port: int, idle_timeout_s: float)
                 while proc.alive():
                     time.sleep(0.5)
             joined = "Got quit message from master" in log.read_text(errors="replace")
-            if joined or time.monotonic() - started > 30:
+            if joined or time.monotonic() - started > REMOTE_WORKER_JOIN_S:
                 idle_since = time.monotonic()
         time.sleep(1)
 
@@ -158,7 +160,7 @@ def run_locust(
     log_dir: Path,
     log_name: str,
     on_start: Callable[[ManagedProcess], None] | None = None,
-    watch: Callable[[LocustProgress | None], str | None] | None = None,
+    watch: Callable[[Progress | None], str | None] | None = None,
 ) -> LocustOutcome:
     """Run Locust headless to completion; ``watch`` is polled and may abort with a reason.
 
@@ -166,7 +168,8 @@ def run_locust(
     every one of them (for resource sampling).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    bound_s = plan.run_time_s + plan.stop_timeout_s + 30 + (60 if plan.remote_workers else 0)
+    bound_s = plan.run_time_s + plan.stop_timeout_s + LOCUST_BOUND_SLACK_S
+    bound_s += REMOTE_WORKERS_WAIT_S if plan.remote_workers else 0
     with contextlib.ExitStack() as stack:
         master = stack.enter_context(
             managed_process(master_argv(plan, out_dir), name="locust",
@@ -186,7 +189,7 @@ def run_locust(
             reason = watch(_read_progress(out_dir / "progress.json")) if watch else None
             if reason:
                 raise CellFailed(reason)
-            time.sleep(0.25)
+            time.sleep(WATCH_POLL_S)
     return _collect(plan, out_dir, master)
 
 
@@ -195,30 +198,32 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
     if not meta_path.exists() or not samples_path.exists():
         tail = " | ".join(proc.log_tail(4))
         raise CellFailed(f"Locust exited ({proc.popen.returncode}) without results: {tail}")
-    meta = json.loads(meta_path.read_text())
-    if "spawn_complete" not in meta:
+    meta: LocustMeta = read_record(meta_path, LocustMeta)
+    if meta.spawn_complete is None:
         raise CellFailed("Locust never finished spawning its users (did the workers connect?)")
-    window_start = meta["spawn_complete"] + plan.warmup_s
+    window_start = meta.spawn_complete + plan.warmup_s
     window_end = window_start + plan.measure_s
-    if window_end > meta.get("test_stop", window_end):
+    if meta.test_stop is not None and window_end > meta.test_stop:
         raise CellFailed("Locust stopped before the measured window ended")
+    samples = pd.read_parquet(samples_path)
+    check_sample_columns(samples.columns, str(samples_path))
     return LocustOutcome(
-        samples=pd.read_parquet(samples_path),
+        samples=samples,
         window_start=window_start,
         window_end=window_end,
-        locust_requests=int(meta.get("locust_requests", 0)),
+        locust_requests=meta.locust_requests,
         exit_code=proc.popen.returncode,
-        workers=tuple(meta.get("workers", ())),
-        abandoned=sum(window_start <= t < window_end for t in meta.get("abandoned", ())),
-        stuck=sum(t < window_end for t in meta.get("abandoned", ())),
+        workers=tuple(meta.workers),
+        abandoned=sum(window_start <= t < window_end for t in meta.abandoned),
+        stuck=sum(t < window_end for t in meta.abandoned),
     )
 
 
-def _read_progress(path: Path) -> LocustProgress | None:
-    try:
-        return LocustProgress(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
+def _read_progress(path: Path) -> Progress | None:
+    """The latest progress record; None before Locust wrote its first one."""
+    if not path.exists():
         return None
+    return read_record(path, Progress)
 
 
 class ResourceSampler:
@@ -286,16 +291,16 @@ class ResourceSampler:
 def verify_equivalence(
     url: str,
     path: str,
-    endpoint: str,
+    expected: bytes,
     delay_ms: int,
     work_counter: Callable[[], int] | None = None,
-    timeout_s: float = 30.0,
+    timeout_s: float = VERIFY_TIMEOUT_S,
 ) -> float:
     """Check that the server answers ``path`` correctly and really did the work.
 
-    The body must equal the contract's expected bytes, the answer must have taken at least the
-    delay, and ``work_counter`` (upstream hits, MariaDB ``Com_select``) must have risen. Returns
-    the elapsed milliseconds; raises ``CellFailed`` with the reason otherwise.
+    The body must equal the contract's ``expected`` bytes, the answer must have taken at least
+    the delay, and ``work_counter`` (upstream hits, MariaDB ``Com_select``) must have risen.
+    Returns the elapsed milliseconds; raises ``CellFailed`` with the reason otherwise.
     """
     before = work_counter() if work_counter else 0
     parts = urlsplit(url)
@@ -310,10 +315,9 @@ def verify_equivalence(
     finally:
         conn.close()
     elapsed_ms = (time.perf_counter() - started) * 1000
-    kind = endpoint.lstrip("/")
     if response.status != 200:
         raise CellFailed(f"verification: {path} answered {response.status}: {body[:120]!r}")
-    if body != expected_body(kind, delay_ms):
+    if body != expected:
         raise CellFailed(f"verification: {path} answered an unexpected body {body[:120]!r}")
     if elapsed_ms < delay_ms:
         raise CellFailed(f"verification: {path} took {elapsed_ms:.1f} ms, less than {delay_ms} ms")

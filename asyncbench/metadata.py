@@ -11,8 +11,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from servers import MODELS
-from servers.backends import UPSTREAM_KEEPALIVE
-from servers.config import MysqlUrl, ServerConfig
+from servers.config import ServerConfig
 
 PACKAGES = ("tornado", "flask", "gunicorn", "locust", "pymysql", "aiomysql", "pandas", "pyarrow")
 
@@ -48,9 +47,10 @@ def describe_servers(config: ServerConfig, target: str | None) -> dict:
     if target:
         shown = {"workers": config.workers}  # only what the prediction assumed; the rest is remote
     return {
-        name: {"summary": info.summary, "blocking": info.blocking, **shown, **where,
-               "keep_alive": name != "flask-blocking"}
-        for name, info in MODELS.items()
+        name: {"summary": spec.summary, "concurrency": spec.concurrency.name,
+               "slot_unit": spec.concurrency.unit, **shown, **where,
+               "keep_alive": spec.keep_alive}
+        for name, spec in MODELS.items()
     }  # fmt: skip
 
 
@@ -67,24 +67,9 @@ def describe_locust(local_workers: int, remote_workers: int, master_bind: str, m
     }
 
 
-def describe_services(database, upstream, locust: dict) -> dict:
-    described: dict = {"locust": locust}
-    if database:
-        url = MysqlUrl.parse(database.url)
-        described["database"] = {
-            "host": url.unix_socket or url.host,
-            "owned": database.owned,
-            "url": url.redacted(),
-            "version": database.variable("version"),
-            "max_connections": int(database.variable("max_connections") or 0) or None,
-        }
-    if upstream:
-        described["upstream"] = {
-            "url": upstream.url,
-            "owned": upstream.process is not None,
-            "servers_keep_alive": UPSTREAM_KEEPALIVE,
-        }
-    return described
+def describe_services(handles: dict, locust: dict) -> dict:
+    """The load generator and each backing service the run used (``services.backing_services``)."""
+    return {"locust": locust, **{name: handle.describe() for name, handle in handles.items()}}
 
 
 def _cpu_model() -> str:

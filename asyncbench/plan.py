@@ -12,11 +12,11 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from asyncbench.kinds import ENDPOINTS, ScenarioKind, kind_of_endpoint
 from servers import MODELS
 from servers.endpoints import MAX_MS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
-ENDPOINTS = ("/hello", "/sleep", "/fetch", "/sql")
 MAX_USERS = 5000
 _PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
 _KEYS = {"description", "endpoint", "delay_ms", "servers", "quick"} | _PROFILE_KEYS
@@ -44,11 +44,11 @@ class Scenario:
     @property
     def path(self) -> str:
         """The request path Locust hits, e.g. ``/sleep?ms=100``."""
-        return self.endpoint if self.endpoint == "/hello" else f"{self.endpoint}?ms={self.delay_ms}"
+        return self.kind.path(self.delay_ms)
 
     @property
-    def kind(self) -> str:
-        return self.endpoint.lstrip("/")
+    def kind(self) -> ScenarioKind:
+        return kind_of_endpoint(self.endpoint)
 
     def profile(self, quick: bool) -> Scenario:
         if not quick or not self.quick:
@@ -90,10 +90,11 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{where}: not valid TOML: {exc}") from None
     check = _Checker(where)
     check.known_keys(data, _KEYS, "")
-    endpoint = check.choice(data, "endpoint", ENDPOINTS)
-    delay = 0 if endpoint == "/hello" else check.integer(data, "delay_ms", 0, MAX_MS)
-    if endpoint == "/hello" and "delay_ms" in data:
-        check.fail("delay_ms", "/hello takes no delay; remove delay_ms")
+    endpoint = check.choice(data, "endpoint", tuple(ENDPOINTS))
+    kind = kind_of_endpoint(endpoint)
+    delay = check.integer(data, "delay_ms", 0, MAX_MS) if kind.takes_delay else 0
+    if not kind.takes_delay and "delay_ms" in data:
+        check.fail("delay_ms", f"{endpoint} takes no delay; remove delay_ms")
     servers = check.servers(data)
     quick = None
     if "quick" in data:
@@ -184,7 +185,10 @@ class _Checker:
         return tuple(sorted(set(value)))
 
     def servers(self, data: dict) -> tuple[str, ...]:
-        value = self.get(data, "servers")
+        """The models to run; every registered model when the file names none."""
+        if "servers" not in data:
+            return tuple(MODELS)
+        value = data["servers"]
         if not isinstance(value, list) or not value:
             self.fail("servers", "must be a non-empty list of server model names")
         for name in value:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pymysql
@@ -40,6 +40,7 @@ from asyncbench.processes import (
     wait_until,
 )
 from servers import MODELS
+from servers.backends import UPSTREAM_KEEPALIVE
 from servers.config import MysqlUrl, ServerConfig
 
 DEFAULT_MAX_CONNECTIONS = 2048
@@ -61,6 +62,25 @@ class Database:
     url: str
     owned: bool
     process: ManagedProcess | None = None
+    component = "mariadb"  # its name in the resource columns (cpu_mariadb, ...)
+
+    def configure(self, config: ServerConfig) -> ServerConfig:
+        """``config`` pointed at this database."""
+        return replace(config, mysql_url=self.url)
+
+    def work_done(self) -> int:
+        """Queries served so far: rises when a model really ran its ``SELECT``."""
+        return self.status("Com_select")
+
+    def describe(self) -> dict:
+        url = MysqlUrl.parse(self.url)
+        return {
+            "host": url.unix_socket or url.host,
+            "owned": self.owned,
+            "url": url.redacted(),
+            "version": self.variable("version"),
+            "max_connections": int(self.variable("max_connections") or 0) or None,
+        }
 
     def connect(self, timeout_s: float = 5.0) -> pymysql.Connection:
         return pymysql.connect(
@@ -87,10 +107,22 @@ class Upstream:
 
     url: str
     process: ManagedProcess | None  # None when it runs elsewhere (--upstream)
+    component = "upstream"
+
+    def configure(self, config: ServerConfig) -> ServerConfig:
+        return replace(config, upstream=self.url)
 
     def hits(self) -> int:
         with urllib.request.urlopen(f"{self.url}/stats", timeout=5) as response:
             return int(json.load(response)["hits"])
+
+    def work_done(self) -> int:
+        """Requests the upstream answered so far."""
+        return self.hits()
+
+    def describe(self) -> dict:
+        return {"url": self.url, "owned": self.process is not None,
+                "servers_keep_alive": UPSTREAM_KEEPALIVE}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -313,6 +345,28 @@ def upstream(
         yield Upstream(url, proc)
 
 
+# The backing services a scenario kind may need (``ScenarioKind.services``), by name: each starts
+# from the URL the user gave for it (or a throwaway instance) and yields a handle with
+# ``component``, ``process``, ``configure(config)`` and ``work_done()``.
+SERVICES: dict[str, Callable[..., contextlib.AbstractContextManager]] = {
+    "database": lambda url, log_dir: database(url, log_dir=log_dir),
+    "upstream": lambda url, log_dir: upstream(url=url, log_dir=log_dir),
+}
+
+
+@contextlib.contextmanager
+def backing_services(
+    needed: set[str], urls: dict[str, str | None], log_dir: Path | None
+) -> Iterator[dict[str, Database | Upstream]]:
+    """Start (or reach) each needed service once, in a stable order; stop them all on exit."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            name: stack.enter_context(SERVICES[name](urls.get(name), log_dir))
+            for name in SERVICES
+            if name in needed
+        }
+
+
 @contextlib.contextmanager
 def server(
     model: str,
@@ -325,10 +379,11 @@ def server(
     """Start one server model as a fresh process and wait for ``/health``."""
     if model not in MODELS:
         raise ServiceError(f"unknown server model {model!r}; choose from {', '.join(MODELS)}")
+    spec = MODELS[model]
     if port_in_use(config.host, config.port):
         raise ServiceError(f"port {config.port} on {config.host} is already in use")
     url = f"http://{config.host}:{config.port}"
-    argv = [sys.executable, "-m", MODELS[model].module, *config.to_argv()]
+    argv = [sys.executable, "-m", spec.module, *config.to_argv()]
     try:
         with managed_process(
             argv,
@@ -340,7 +395,7 @@ def server(
             on_start=on_start,
         ) as proc:
             # /health answers once one worker is up; a cell must not start before all of them.
-            processes = 1 + config.workers if MODELS[model].blocking else 1
+            processes = spec.processes(config)
             wait_until(proc, lambda: len(proc.tree()) >= processes, ready_timeout_s)
             yield Server(model, url, config, proc)
     except ProcessError as exc:

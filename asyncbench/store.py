@@ -5,8 +5,8 @@
 is on disk before the next starts and a rerun replaces exactly its own cells; pandas and pyarrow
 read the folder as one table), and ``index.html``. ``reports/latest`` points at the newest run.
 
-Schema versions (bump on any change to a file's meaning, and say what changed):
-  1 — first version.
+Every file carries its schema version; ``asyncbench.migrate`` lists the versions and upgrades
+older files when they are read.
 """
 
 from __future__ import annotations
@@ -18,13 +18,39 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+from asyncbench.migrate import (
+    PARQUET_SCHEMA_KEY,
+    SCHEMA_VERSION,
+    SchemaError,
+    upgrade_meta,
+    upgrade_resources,
+    upgrade_results,
+    upgrade_samples,
+)
+
 _TEXT_COLUMNS = ("reason", "target")
 
 
 class StoreError(RuntimeError):
     """A run directory is missing, damaged or of another schema version."""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One ``asyncbench run`` into a run directory: what it asked for and how it ended."""
+
+    started: float
+    seed: int
+    settings: dict
+    cells: list[str]  # the cell ids it planned to run
+    command: list[str]
+    resumed: bool = False
+    scenarios: dict = field(default_factory=dict)  # name -> the Scenario as it ran
+    finished: float | None = None
+    status: str = "running"
 
 
 @dataclass(frozen=True)
@@ -79,6 +105,7 @@ class CellResult:
     order: int = 0
     started_at: float = 0.0
     finished_at: float = 0.0
+    schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def columns(cls) -> list[str]:
@@ -103,7 +130,22 @@ class RunMeta:
     packages: dict = field(default_factory=dict)
     scenarios: dict = field(default_factory=dict)
     planned_cells: list[str] = field(default_factory=list)
-    invocations: list[dict] = field(default_factory=list)
+    invocations: list[Invocation] = field(default_factory=list)
+
+    @classmethod
+    def from_stored(cls, data: dict) -> RunMeta:
+        """From ``run.json`` contents already upgraded to the current version."""
+        known = {f.name for f in fields(cls)}
+        meta = cls(**{k: v for k, v in data.items() if k in known})
+        meta.invocations = [
+            i if isinstance(i, Invocation) else _invocation(i) for i in meta.invocations
+        ]
+        return meta
+
+
+def _invocation(data: dict) -> Invocation:
+    known = {f.name for f in fields(Invocation)}
+    return Invocation(**{k: v for k, v in data.items() if k in known})
 
 
 class RunDir:
@@ -150,24 +192,21 @@ class RunDir:
 
     @classmethod
     def open(cls, path: Path) -> RunDir:
-        """Reopen a stored run; refuse a missing directory or another schema version."""
+        """Reopen a stored run; refuse a missing directory or an unknown schema version."""
         run = cls(Path(path).resolve() if Path(path).is_symlink() else Path(path))
         if not run.meta_json.exists():
             raise StoreError(f"{path} is not a run directory (no run.json); run `asyncbench run`")
-        version = json.loads(run.meta_json.read_text()).get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise StoreError(
-                f"{path} has schema version {version}, this asyncbench reads {SCHEMA_VERSION}: "
-                "rerun it with `asyncbench run`, or use the asyncbench version that wrote it"
-            )
+        run.read_meta()
         for sub in ("samples.parquet", "resources.parquet", "logs"):
             (run.path / sub).mkdir(exist_ok=True)
         return run
 
     def read_meta(self) -> RunMeta:
-        data = json.loads(self.meta_json.read_text())
-        known = {f.name for f in fields(RunMeta)}
-        return RunMeta(**{k: v for k, v in data.items() if k in known})
+        try:
+            data = json.loads(self.meta_json.read_text())
+            return RunMeta.from_stored(upgrade_meta(data, str(self.meta_json)))
+        except SchemaError as exc:
+            raise StoreError(str(exc)) from None
 
     def write_meta(self, meta: RunMeta) -> None:
         meta.updated = time.time()
@@ -176,7 +215,10 @@ class RunDir:
     def results(self) -> pd.DataFrame:
         if not self.results_csv.exists():
             return pd.DataFrame(columns=CellResult.columns())
-        table = pd.read_csv(self.results_csv)
+        try:
+            table = upgrade_results(pd.read_csv(self.results_csv), str(self.results_csv))
+        except SchemaError as exc:
+            raise StoreError(str(exc)) from None
         for column in _TEXT_COLUMNS:  # an all-empty column must not come back as float NaN
             if column in table:
                 table[column] = table[column].astype(object).where(table[column].notna(), "")
@@ -191,10 +233,7 @@ class RunDir:
             if frame is None or frame.empty:
                 target.unlink(missing_ok=True)
                 continue
-            frame = frame.assign(cell_id=result.cell_id)
-            tmp = target.with_suffix(".tmp")
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, target)
+            _write_parquet(frame.assign(cell_id=result.cell_id), target)
         table = self.results()
         table = table[table["cell_id"] != result.cell_id]
         row = pd.DataFrame([asdict(result)], columns=CellResult.columns())
@@ -204,10 +243,10 @@ class RunDir:
         os.replace(tmp, self.results_csv)
 
     def samples(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
-        return _read_cells(self.samples_dir, cell_ids)
+        return _read_cells(self.samples_dir, cell_ids, upgrade_samples)
 
     def resources(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
-        return _read_cells(self.resources_dir, cell_ids)
+        return _read_cells(self.resources_dir, cell_ids, upgrade_resources)
 
     def point_latest(self, reports_dir: Path) -> None:
         """Make ``reports/latest`` a relative symlink to this run."""
@@ -223,14 +262,33 @@ def latest_run(reports_dir: Path) -> RunDir | None:
     return RunDir.open(link.resolve()) if link.exists() else None
 
 
-def _read_cells(directory: Path, cell_ids: list[str] | None) -> pd.DataFrame:
+def _read_cells(directory: Path, cell_ids: list[str] | None, upgrade) -> pd.DataFrame:
     files = sorted(directory.glob("*.parquet"))
     if cell_ids is not None:
         wanted = set(cell_ids)
         files = [f for f in files if f.stem in wanted]
     if not files:
         return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([_read_parquet(f, upgrade) for f in files], ignore_index=True)
+
+
+def _read_parquet(path: Path, upgrade) -> pd.DataFrame:
+    table = pq.read_table(path)
+    stored = (table.schema.metadata or {}).get(PARQUET_SCHEMA_KEY)
+    version = int(stored) if stored and stored.isdigit() else (None if stored else 1)
+    try:
+        return upgrade(table.to_pandas(), version, str(path))
+    except SchemaError as exc:
+        raise StoreError(str(exc)) from None
+
+
+def _write_parquet(frame: pd.DataFrame, target: Path) -> None:
+    """Atomically, with the schema version in the file's metadata."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = {**(table.schema.metadata or {}), PARQUET_SCHEMA_KEY: str(SCHEMA_VERSION).encode()}
+    tmp = target.with_suffix(".tmp")
+    pq.write_table(table.replace_schema_metadata(metadata), tmp)
+    os.replace(tmp, target)
 
 
 def _atomic_write(path: Path, text: str) -> None:

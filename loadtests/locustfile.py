@@ -23,22 +23,22 @@ The harness runs it headless. By hand, against a server started with ``asyncbenc
 
 from __future__ import annotations
 
-import json
-import math
+import itertools
 import os
-import random
 import socket
 import time
-from array import array
 
 import gevent
 from gevent import GreenletExit
 from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
+from loadtests.protocol import USERS_PER_WORKER, LocustMeta, Progress, write_record
+from loadtests.recording import ArrivalSchedule, SampleRecorder
+
 SAMPLES_MESSAGE = "asyncbench_samples"
-CHUNK_ROWS = 50_000
-COLUMNS = ("start_time", "latency_ms", "status", "bytes", "intended_time")
+PROGRESS_INTERVAL_S = 1.0
+SCHEDULE_LEAD_S = 0.2  # open loop: the first send is due this long after the test starts
 
 
 @events.init_command_line_parser.add_listener
@@ -57,87 +57,6 @@ def _add_arguments(parser) -> None:
     # fmt: skip
 
 
-class SampleRecorder:
-    """Raw per-request samples in column arrays; appending is the only work per request."""
-
-    def __init__(self) -> None:
-        self.columns = {
-            "start_time": array("d"), "latency_ms": array("d"), "status": array("i"),
-            "bytes": array("q"), "intended_time": array("d"),
-        }  # fmt: skip
-        self.errors: dict[int, str] = {}  # row -> message, for the rare failed request
-        self.sources: list[tuple[str, int]] = []  # (worker, rows) for merged samples
-
-    def __len__(self) -> int:
-        return len(self.columns["start_time"])
-
-    def on_request(self, start_time, response_time, response_length, response, exception,
-                   context, **_) -> None:  # fmt: skip
-        c = self.columns
-        if exception is not None:
-            self.errors[len(self)] = f"{type(exception).__name__}: {exception}"[:200]
-        c["start_time"].append(start_time)
-        c["latency_ms"].append(response_time)
-        c["status"].append(getattr(response, "status_code", 0) or 0)
-        c["bytes"].append(response_length or 0)
-        c["intended_time"].append(context.get("intended_time", math.nan))
-
-    def chunks(self):
-        """The samples as messages of at most ``CHUNK_ROWS`` rows, for sending to the master."""
-        for begin in range(0, max(len(self), 1), CHUNK_ROWS):
-            end = min(begin + CHUNK_ROWS, len(self))
-            yield {
-                "columns": {k: v[begin:end].tolist() for k, v in self.columns.items()},
-                "errors": {str(i - begin): e for i, e in self.errors.items() if begin <= i < end},
-            }
-
-    def absorb(self, worker: str, chunk: dict) -> None:
-        """Append a chunk received from a worker."""
-        offset = len(self)
-        for name, values in chunk["columns"].items():
-            self.columns[name].extend(values)
-        self.errors.update({offset + int(i): e for i, e in chunk["errors"].items()})
-        self.sources.append((worker, len(self) - offset))
-
-    def write_parquet(self, path: str, source: str) -> None:
-        import pyarrow as pa  # imported at the end only: nothing extra on the hot path
-        import pyarrow.parquet as pq
-
-        n = len(self)
-        workers = [w for w, rows in self.sources for _ in range(rows)] or [source] * n
-        table = pa.table(
-            {
-                **{name: pa.array(values) for name, values in self.columns.items()},
-                "error": pa.array([self.errors.get(i) for i in range(n)], pa.string()),
-                "worker": pa.array(workers, pa.string()),
-            }
-        )
-        tmp = f"{path}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-
-
-class ArrivalSchedule:
-    """Intended send times of an open-loop load: constant spacing or Poisson arrivals."""
-
-    def __init__(self, rate: float, arrival: str, seed: int) -> None:
-        self.rate, self.arrival = rate, arrival
-        self.rng = random.Random(seed)
-        self.origin = self.next_time = 0.0
-        self.issued = 0
-
-    def start(self, at: float) -> None:
-        self.origin = self.next_time = at
-
-    def take(self) -> float:
-        """The next intended send time (each is handed to exactly one user)."""
-        intended = self.next_time
-        gap = self.rng.expovariate(self.rate) if self.arrival == "poisson" else 1 / self.rate
-        self.next_time += gap
-        self.issued += 1
-        return intended
-
-
 recorder = SampleRecorder()
 timestamps: dict[str, float] = {}
 # Start times of requests still waiting for their answer when Locust killed their user at the
@@ -147,6 +66,7 @@ timestamps: dict[str, float] = {}
 abandoned: list[float] = []
 schedule: ArrivalSchedule | None = None
 node_name = f"{socket.gethostname()}:{os.getpid()}"
+_user_numbers = itertools.count()
 
 
 @events.init.add_listener
@@ -175,7 +95,7 @@ def _on_test_start(environment, **_) -> None:
             processes = 1
         seed = options.bench_seed + (getattr(environment.runner, "worker_index", 0) or 0)
         schedule = ArrivalSchedule(options.bench_rate / processes, options.bench_arrival, seed)
-        schedule.start(time.time() + 0.2)
+        schedule.start(time.time() + SCHEDULE_LEAD_S)
     if isinstance(environment.runner, WorkerRunner):
         return
     if options.progress_out:
@@ -218,18 +138,16 @@ def _on_quitting(environment, **_) -> None:
         recorder.write_parquet(options.samples_out, node_name)
     if options.meta_out:
         total = environment.stats.total
-        meta = {
-            **timestamps,
-            "locust_requests": total.num_requests,
-            "locust_failures": total.num_failures,
-            "recorded": len(recorder),
-            "abandoned": abandoned,
-            "workers": sorted({w for w, _ in recorder.sources}) or [node_name],
-        }
+        planned = None
         if schedule is not None:
-            meta["schedule"] = {"origin": schedule.origin, "rate": schedule.rate,
-                                "issued": schedule.issued}  # fmt: skip
-        _write_json(options.meta_out, meta)
+            planned = {"origin": schedule.origin, "rate": schedule.rate,
+                       "issued": schedule.issued}  # fmt: skip
+        meta = LocustMeta(
+            **timestamps, locust_requests=total.num_requests,
+            locust_failures=total.num_failures, recorded=len(recorder), abandoned=abandoned,
+            workers=sorted({w for w, _ in recorder.sources}) or [node_name], schedule=planned,
+        )  # fmt: skip
+        write_record(options.meta_out, meta)
 
 
 def _write_progress(environment, path: str) -> None:
@@ -237,23 +155,12 @@ def _write_progress(environment, path: str) -> None:
     while True:
         total = environment.stats.total
         runner = environment.runner
-        _write_json(
-            path,
-            {
-                "t": time.time(),
-                "requests": total.num_requests,
-                "failures": total.num_failures,
-                "users": runner.user_count if runner else 0,
-            },
-        )
-        gevent.sleep(1.0)
-
-
-def _write_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh)
-    os.replace(tmp, path)
+        progress = Progress(
+            t=time.time(), requests=total.num_requests, failures=total.num_failures,
+            users=runner.user_count if runner else 0,
+        )  # fmt: skip
+        write_record(path, progress)
+        gevent.sleep(PROGRESS_INTERVAL_S)
 
 
 class BenchUser(FastHttpUser):
@@ -267,10 +174,12 @@ class BenchUser(FastHttpUser):
     def on_start(self) -> None:
         self.path = self.environment.parsed_options.bench_path
         self.name = self.path.split("?")[0]  # one stats row per endpoint, not per delay
+        worker = getattr(self.environment.runner, "worker_index", 0) or 0
+        self.user_id = worker * USERS_PER_WORKER + next(_user_numbers)
 
     @task
     def hit(self) -> None:
-        context = {}
+        context = {"user": self.user_id}
         if schedule is not None:
             context["intended_time"] = intended = schedule.take()
             wait = intended - time.time()

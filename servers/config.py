@@ -83,7 +83,8 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 4  # blocking models: processes, each serving one request at a time
+    workers: int = 4  # multi-process models: worker processes
+    threads: int = 1  # threaded models: threads per worker (or in the pool)
     backlog: int = 2048  # listen() backlog, the same on every model
     upstream: str | None = None  # base URL of the slow upstream for /fetch
     mysql_url: str | None = None  # for /sql

@@ -19,6 +19,8 @@ import pytest
 from asyncbench.services import MARIADBD_ENV, ServiceError, find_binary, mariadb_binaries
 from servers import MODELS
 
+pytestmark = pytest.mark.slow  # real server processes
+
 SHORT_RUN = ("--duration", "1", "--warmup", "0.5", "--users", "1", "--repeat", "1")
 
 

@@ -32,6 +32,8 @@ from servers.endpoints import (
     parse_no_params,
 )
 
+pytestmark = pytest.mark.slow  # real server processes
+
 EXAMPLES = 150  # per model
 TIMEOUT_S = 10.0  # per request: generous on a shared 2-core machine, far below a real hang
 MAX_QUERY = 3500  # keeps the request line under gunicorn's 4094-byte limit
@@ -207,7 +209,7 @@ def test_still_serves_after_fuzzing(servers, model: str) -> None:
     """Runs after the fuzz tests (file order): nothing above broke or wedged a worker."""
     running = servers[model]
     assert running.process.alive()
-    expected_processes = 3 if MODELS[model].blocking else 1
+    expected_processes = 3 if MODELS[model].multi_process else 1
     assert len(running.process.tree()) == expected_processes
     for _ in range(expected_processes * 2):  # reach every worker, most likely
         start = time.perf_counter()

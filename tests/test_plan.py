@@ -45,6 +45,12 @@ def test_good_file_is_normalised(tmp_path):
     assert scenario.name == "custom"
     assert scenario.users == (1, 10)
     assert scenario.path == "/sleep?ms=100"
+    assert scenario.servers == ("tornado-coroutine", "flask-blocking")
+
+
+def test_a_file_without_servers_runs_every_registered_model(tmp_path):
+    text = GOOD.replace('servers = ["tornado-coroutine", "flask-blocking"]\n', "")
+    assert load_scenario(write(tmp_path, text)).servers == tuple(MODELS)
 
 
 @pytest.mark.parametrize(

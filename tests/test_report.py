@@ -109,7 +109,7 @@ def test_data_is_plain_json_and_shows_configuration(built, data, page_html):
     assert len(commands) == len(meta.invocations) > 1
     for command, invocation in zip(commands, meta.invocations, strict=True):
         assert str(markupsafe.escape(command)) in page_html
-        assert command.endswith(f"--seed {invocation['seed']}")
+        assert command.endswith(f"--seed {invocation.seed}")
         assert command.startswith("asyncbench run ")
     for model in meta.servers:
         assert model in data["config"]["servers"]["models"]
@@ -181,6 +181,7 @@ def test_baseline_adds_change_columns(tmp_path):
     assert "Δ req/s" in render(data)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(built, data, tmp_path):
     _, page, _ = built

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from asyncbench import analyze
+from asyncbench.migrate import SCHEMA_VERSION
 from asyncbench.run import RunSettings, run_matrix
 from asyncbench.store import CellResult, RunDir
 
@@ -31,7 +33,7 @@ def sleep_run(tmp_path_factory) -> RunDir:
 def test_run_writes_every_file(sleep_run: RunDir):
     meta = json.loads(sleep_run.meta_json.read_text())
     assert meta["status"] == "complete" and meta["seed"] == 11
-    assert meta["schema_version"] == 1
+    assert meta["schema_version"] == SCHEMA_VERSION
     assert set(meta["servers"]) == set(MODELS)
     results = sleep_run.results()
     assert list(results.columns) == CellResult.columns()
@@ -47,6 +49,12 @@ def test_run_writes_every_file(sleep_run: RunDir):
     # No sample lost between Locust's own count and the raw file.
     assert (results["locust_requests"] == results["recorded_samples"]).all()
     assert (results["abandoned"] == 0).all()
+    users = samples.groupby("cell_id")["user"].nunique()
+    assert (users == results.set_index("cell_id")["users"]).all()  # every user has its id
+    # The report re-judges from the stored raw facts: same verdicts as at run time.
+    cells = analyze.cell_table(results, samples, resources)
+    for column in ("status", "reason", "rps", "p99_ms", "cpu_machine"):
+        assert cells[column].tolist() == results[column].tolist()
 
 
 def test_orchestrator_never_imports_locust(sleep_run: RunDir):

@@ -31,6 +31,8 @@ from servers import MODELS
 from servers.config import MYSQL_URL_ENV, MysqlUrl
 from servers.endpoints import delay_body
 
+pytestmark = pytest.mark.slow  # real server processes
+
 ROOT = Path(__file__).resolve().parent.parent
 DECOY_HOST = "127.0.0.2"  # another address: what a steered /fetch would reach
 

@@ -23,6 +23,8 @@ from asyncbench.services import Database, Server, Upstream, server
 from servers import MODELS
 from servers.endpoints import CONTENT_TYPE, expected_body
 
+pytestmark = pytest.mark.slow  # real server processes
+
 WORKERS = SERVER_WORKERS
 CONCURRENCY = 20
 SLOW_MS = 300
@@ -190,7 +192,7 @@ def test_binds_loopback_only(running: Server) -> None:
 
 def expected_tree(model: str) -> int:
     """Processes a model runs: one, or a parent plus one per worker."""
-    return 1 + WORKERS if MODELS[model].blocking else 1
+    return 1 + WORKERS if MODELS[model].multi_process else 1
 
 
 def full_tree(running: Server, timeout_s: float = 5) -> list[psutil.Process]:

@@ -15,7 +15,7 @@ import pytest
 from asyncbench.plan import SCENARIO_DIR, load_scenario
 from asyncbench.run import RunSettings, run_matrix
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
 SOAK_S = float(os.environ.get("ASYNCBENCH_SOAK_SECONDS", "600"))
 RSS_GROWTH = 0.20  # allowed growth of the server's RSS from the window's start to its end...

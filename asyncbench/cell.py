@@ -1,0 +1,217 @@
+"""Measuring one cell: a fresh server, the equivalence check, a Locust run with resource sampling,
+the one judgement, and the cell persisted before the next one starts."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pymysql
+
+from asyncbench import services
+from asyncbench.evaluate import evaluate_cell
+from asyncbench.measure import (
+    CellFailed,
+    LoadPlan,
+    ResourceSampler,
+    run_locust,
+    verify_equivalence,
+)
+from asyncbench.plan import Cell, Scenario
+from asyncbench.predict import predicted_rps
+from asyncbench.processes import ManagedProcess, free_port
+from asyncbench.session import RunSettings
+from asyncbench.store import CellResult, RunDir
+from loadtests.protocol import Progress
+from servers import MODELS
+from servers.config import ServerConfig
+
+STALL_MIN_S = 10.0  # a server that completes nothing for this long (at least) stopped answering
+STOP_TIMEOUT_MIN_S, STOP_TIMEOUT_MAX_S = 5.0, 75.0  # in-flight requests' grace at the stop
+STOP_TIMEOUT_QUEUE_FACTOR = 3  # times the expected queueing time of the last requests
+MAX_RATE_USERS = 1000  # open loop: the most concurrent senders a cell gets
+RATE_USERS_FACTOR = 4  # open loop: senders per request in flight at the nominal delay
+RATE_USERS_MIN_DELAY_MS = 50  # open loop: size the senders for at least this delay
+RATE_USERS_SPARE = 10
+
+
+@dataclass
+class CellContext:
+    """What every cell of one run shares: the run directory, settings, hooks and services."""
+
+    run: RunDir
+    settings: RunSettings
+    hooks: object  # run.RunHooks
+    services: dict = field(default_factory=dict)  # name -> handle (services.backing_services)
+    db_max_connections: int | None = None
+    server_config: ServerConfig = field(default_factory=ServerConfig)
+    seed: int = 0  # the invocation's recorded seed; per-cell seeds derive from it
+
+    def configured(self) -> ServerConfig:
+        """The server configuration on a free port, pointed at every backing service."""
+        config = replace(self.server_config, port=free_port())
+        for handle in self.services.values():
+            config = handle.configure(config)
+        return config
+
+
+def measure_cell(ctx: CellContext, scenario: Scenario, cell: Cell, order: int) -> CellResult:
+    """Measure one cell and persist it; a cell that cannot be measured is stored as failed."""
+    config = ctx.configured()
+    base = _base_result(ctx, scenario, cell, config, order)
+    try:
+        final, samples, resources = _measure(ctx, scenario, cell, config, base)
+    except (CellFailed, services.ServiceError) as exc:
+        samples = resources = None
+        final = replace(base, status="failed", valid=False, reason=str(exc))
+    final = replace(final, finished_at=time.time())
+    ctx.run.save_cell(final, samples, resources)
+    return final
+
+
+def _server(ctx: CellContext, cell: Cell, config: ServerConfig):
+    if ctx.settings.target:
+        return services.remote_server(cell.server, ctx.settings.target, config)
+    log = ctx.run.logs_dir / f"{cell.cell_id}.server.log"
+    return services.server(cell.server, config, log_path=log)
+
+
+def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base: CellResult):
+    s = ctx.settings
+    distributed = s.locust_workers + s.expect_workers > 0
+    return LoadPlan(
+        url, scenario.path, base.users, scenario.warmup_s, scenario.measure_s,
+        _stop_timeout_s(scenario, base), rate=cell.rate, arrival=s.arrival,
+        seed=zlib.crc32(f"{ctx.seed}:{cell.cell_id}".encode()), local_workers=s.locust_workers,
+        remote_workers=s.expect_workers, master_bind=s.master_bind,
+        master_port=(s.master_port if s.expect_workers else free_port()) if distributed else 0,
+    )  # fmt: skip
+
+
+def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, config, base: CellResult):
+    with _server(ctx, cell, config) as server:
+        proof = ctx.services.get(scenario.kind.proof) if scenario.kind.proof else None
+        verify_equivalence(
+            server.url, scenario.path, scenario.kind.expected_body(scenario.delay_ms),
+            scenario.delay_ms, proof.work_done if proof else None,
+        )  # fmt: skip
+        locust: list[ManagedProcess] = []
+        sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx))
+        plan = _load_plan(ctx, scenario, cell, server.url, base)
+        watch = _ServerWatch(ctx, cell, server, stall_s=max(STALL_MIN_S, plan.stop_timeout_s))
+        with sampler, tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:
+            outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
+                                 on_start=locust.append, watch=watch)  # fmt: skip
+    if outcome.stuck >= plan.users:
+        raise CellFailed(f"{cell.server} stopped answering: all {plan.users} users were still "
+                         "waiting for an answer when the cell ended")  # fmt: skip
+    resources = sampler.frame()
+    evaluation = evaluate_cell(
+        outcome.samples, resources, outcome.window_start, outcome.window_end,
+        rate=cell.rate, abandoned=outcome.abandoned,
+    )  # fmt: skip
+    final = replace(
+        base, **evaluation.columns(), abandoned=outcome.abandoned,
+        window_start=outcome.window_start, window_end=outcome.window_end,
+        locust_requests=outcome.locust_requests, recorded_samples=len(outcome.samples),
+        locust_processes=len(outcome.workers) + (1 if plan.distributed else 0),
+    )  # fmt: skip
+    return final, outcome.samples, resources
+
+
+class _ServerWatch:
+    """Polled during a cell: ends it when the server dies, loses a worker, or stops answering."""
+
+    def __init__(self, ctx: CellContext, cell: Cell, server: services.Server, stall_s: float):
+        self.ctx, self.cell, self.server, self.stall_s = ctx, cell, server, stall_s
+        self.workers = {p.pid for p in server.process.tree()} if server.process else set()
+        self.requests, self.changed = -1, time.monotonic()
+
+    def __call__(self, progress: Progress | None) -> str | None:
+        process = self.server.process
+        if process and not process.alive():
+            return f"{self.cell.server} exited during the cell (code {process.popen.returncode})"
+        if process:
+            lost = self.workers - {p.pid for p in process.tree()}
+            if lost:
+                return f"{self.cell.server} lost worker process(es) {sorted(lost)} during the cell"
+        if progress is None:
+            return None
+        self.ctx.hooks.cell_progress(self.cell, progress)
+        if progress.requests != self.requests:
+            self.requests, self.changed = progress.requests, time.monotonic()
+        elif time.monotonic() - self.changed > self.stall_s:
+            silent = f"no request completed for {self.stall_s:.0f} s"
+            return f"{self.cell.server} stopped answering: {silent}"
+        return None
+
+
+def _base_result(
+    ctx: CellContext, scenario: Scenario, cell: Cell, config: ServerConfig, order: int
+) -> CellResult:
+    slots = scenario.kind.slots(MODELS[cell.server], config, ctx.db_max_connections)
+    users = _rate_users(cell.rate, scenario) if cell.rate else cell.users
+    return CellResult(
+        cell_id=cell.cell_id, scenario=cell.scenario, server=cell.server, users=users,
+        rate=cell.rate, target=ctx.settings.target,
+        repeat=cell.repeat, status="running", valid=False, reason="", endpoint=scenario.endpoint,
+        delay_ms=scenario.delay_ms, workers=config.workers,
+        slots=None if slots is None or math.isinf(slots) else slots,
+        predicted_rps=predicted_rps(users, slots, scenario.delay_ms, cell.rate),
+        warmup_s=scenario.warmup_s, measure_s=scenario.measure_s, order=order,
+        started_at=time.time(),
+    )  # fmt: skip
+
+
+def _rate_users(rate: float, scenario: Scenario) -> int:
+    """Senders for an open-loop cell: four times the requests in flight at the nominal delay.
+
+    A server within capacity never makes a send late. Beyond capacity any finite pool runs
+    dry: sends go out late (counted), the sender-side latency stays bounded by the pool, and the
+    corrected latency, measured from the intended time, shows the queue that really builds.
+    """
+    in_flight = rate * max(scenario.delay_ms, RATE_USERS_MIN_DELAY_MS) / 1000
+    return min(MAX_RATE_USERS, math.ceil(RATE_USERS_FACTOR * in_flight) + RATE_USERS_SPARE)
+
+
+def _stop_timeout_s(scenario: Scenario, base: CellResult) -> float:
+    """Long enough for requests still queued at the end of the window to finish."""
+    slots = base.slots or base.users
+    queue_s = math.ceil(base.users / slots) * scenario.delay_ms / 1000
+    return min(STOP_TIMEOUT_MAX_S, max(STOP_TIMEOUT_MIN_S, STOP_TIMEOUT_QUEUE_FACTOR * queue_s))
+
+
+def _components(ctx: CellContext, server: services.Server, locust: list[ManagedProcess]):
+    """Process groups to sample: each Locust process on its own, the others as whole trees."""
+    components = {"locust": lambda: [proc.tree() for proc in locust]}
+    owned = {"server": server.process,
+             **{h.component: h.process for h in ctx.services.values()}}  # fmt: skip
+    for name, process in owned.items():
+        if process:
+            components[name] = lambda process=process: [process.tree()]
+    return components
+
+
+def _db_threads_probe(ctx: CellContext):
+    """MariaDB ``Threads_connected`` over one kept connection (not counting that connection)."""
+    database = ctx.services.get("database")
+    if not database:
+        return None
+    holder: list = []
+
+    def probe() -> int | None:
+        try:
+            if not holder:
+                holder.append(database.connect())
+            with holder[0].cursor() as cur:
+                cur.execute("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+                return int(cur.fetchone()[1]) - 1
+        except pymysql.MySQLError:
+            holder.clear()
+            return None
+
+    return probe

@@ -1,0 +1,250 @@
+"""One cell's numbers and verdict, from its stored raw facts: the only judgement there is.
+
+``evaluate_cell`` turns what a cell left on disk (raw request samples, resource samples, the
+measured window, the requests Locust abandoned) into its statistics, its resource usage and
+whether it can be trusted. The runner calls it when a cell ends; ``asyncbench report`` calls it
+again on the stored files, so a rebuilt report re-judges every cell with today's rules.
+
+Percentiles use numpy's default (linear interpolation between the closest ranks) over the exact
+float latencies of the requests that *started* inside the measured window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+LOAD_GENERATOR_CPU_LIMIT = 90.0  # % of one core: above it Locust, not the server, sets the pace
+AUXILIARY_CPU_LIMIT = 90.0  # % of one core for the single-threaded upstream
+MACHINE_CPU_LIMIT = 90.0  # % of all cores: above it processes queue for CPU, Locust included
+MAX_FAILURE_RATE = 0.01
+LATE_SEND_MS = 10.0  # open loop: a send this much after its intended time is late
+KEPT_UP_SHARE = 0.95  # open loop: achieved ≥ 95 % of offered means the server kept up
+RESOURCE_TAIL_S = 0.5  # a resource sample up to this long after the window still describes it
+PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p999_ms": 99.9}
+CPU_COLUMNS = ("cpu_server", "cpu_locust", "cpu_locust_max", "cpu_upstream", "cpu_mariadb",
+               "cpu_machine")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CellStats:
+    """Throughput and exact latency percentiles over the measured window."""
+
+    requests: int = 0
+    failures: int = 0
+    rps: float | None = None
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    max_ms: float | None = None
+    # open loop only: offered rate, missed schedule, and the latency a closed-loop tool reports
+    offered_rps: float | None = None
+    late_sends: int | None = None
+    dropped_sends: int | None = None
+    p50_uncorrected_ms: float | None = None
+    p99_uncorrected_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """Mean CPU (% of one core; the machine in % of all cores), server RSS and peak DB
+    connections over the window. ``cpu_locust_max`` is the busiest Locust process: one process
+    saturates at one core whatever the others do."""
+
+    cpu_server: float | None = None
+    cpu_locust: float | None = None
+    cpu_locust_max: float | None = None
+    cpu_upstream: float | None = None
+    cpu_mariadb: float | None = None
+    cpu_machine: float | None = None
+    rss_server_mb: float | None = None
+    threads_connected_max: float | None = None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    valid: bool
+    reason: str  # every reason the cell cannot be trusted, joined with "; "
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.valid else "invalid"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    stats: CellStats
+    usage: ResourceUsage
+    judgement: Judgement
+
+    def columns(self) -> dict:
+        """The ``results.csv`` columns this evaluation fills."""
+        return {**asdict(self.stats), **asdict(self.usage), "valid": self.judgement.valid,
+                "reason": self.judgement.reason, "status": self.judgement.status}  # fmt: skip
+
+
+def evaluate_cell(
+    samples: pd.DataFrame,
+    resources: pd.DataFrame,
+    start: float,
+    end: float,
+    *,
+    rate: float = 0.0,
+    abandoned: int = 0,
+    stored_usage: ResourceUsage | None = None,
+) -> Evaluation:
+    """Statistics, resource usage and the judgement of one measured cell.
+
+    ``stored_usage`` stands in for the resource samples when a run directory has lost them.
+    """
+    stats = cell_stats(samples, start, end, rate)
+    if (resources is None or resources.empty) and stored_usage is not None:
+        usage = stored_usage
+    else:
+        usage = resource_usage(resources, start, end)
+    return Evaluation(stats, usage, judge(stats, usage, abandoned))
+
+
+def in_window(samples: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
+    """The requests that started inside ``[start, end)``: warm-up and ramp-up are outside.
+
+    Open-loop requests belong to the window of their *intended* send time.
+    """
+    when = samples["start_time"]
+    if "intended_time" in samples and samples["intended_time"].notna().any():
+        when = samples["intended_time"]
+    return samples[(when >= start) & (when < end)]
+
+
+def completed_in(samples: pd.DataFrame, start: float, end: float) -> int:
+    """How many answers arrived inside ``[start, end)`` (an open loop's achieved throughput)."""
+    done = samples["start_time"] + samples["latency_ms"] / 1000
+    return int(((done >= start) & (done < end)).sum())
+
+
+def corrected_latency_ms(samples: pd.DataFrame) -> pd.Series:
+    """Latency from the intended send time (coordinated-omission corrected)."""
+    return (samples["start_time"] - samples["intended_time"]) * 1000 + samples["latency_ms"]
+
+
+def is_failure(samples: pd.DataFrame) -> pd.Series:
+    return samples["error"].notna() | (samples["status"] != 200)
+
+
+def cell_stats(samples: pd.DataFrame, start: float, end: float, rate: float = 0.0) -> CellStats:
+    """Throughput and exact latency percentiles over the measured window.
+
+    For an open-loop cell (``rate`` > 0) the percentiles are corrected (from the intended send
+    time), the uncorrected p50/p99 are kept beside them, and late and dropped sends are counted.
+    """
+    window = in_window(samples, start, end)
+    open_loop = rate > 0
+    latencies = (corrected_latency_ms(window) if open_loop else window["latency_ms"]).to_numpy()
+    counted = completed_in(samples, start, end) if open_loop else len(window)
+    fields: dict = {
+        "requests": len(window),
+        "failures": int(is_failure(window).sum()),
+        "rps": counted / (end - start),
+    }
+    if len(latencies):
+        fields["mean_ms"] = float(latencies.mean())
+        fields["max_ms"] = float(latencies.max())
+        for column, q in PERCENTILES.items():
+            fields[column] = float(np.percentile(latencies, q))
+    if open_loop:
+        fields.update(_open_loop_stats(window, start, end, rate))
+    return CellStats(**fields)
+
+
+def _open_loop_stats(window: pd.DataFrame, start: float, end: float, rate: float) -> dict:
+    due = round(rate * (end - start))
+    lateness_ms = (window["start_time"] - window["intended_time"]) * 1000
+    stats = {
+        "offered_rps": rate,
+        "late_sends": int((lateness_ms > LATE_SEND_MS).sum()),
+        "dropped_sends": max(0, due - len(window)),
+    }
+    if len(window):
+        raw = window["latency_ms"].to_numpy()
+        stats["p50_uncorrected_ms"] = float(np.percentile(raw, 50))
+        stats["p99_uncorrected_ms"] = float(np.percentile(raw, 99))
+    return stats
+
+
+def resource_usage(resources: pd.DataFrame, start: float, end: float) -> ResourceUsage:
+    """Mean CPU (and peak DB connections, mean server RSS) over the measured window."""
+    if resources is None or resources.empty:
+        return ResourceUsage()
+    window = resources[(resources["t"] > start) & (resources["t"] <= end + RESOURCE_TAIL_S)]
+    if window.empty:
+        window = resources
+    fields = {c: float(window[c].mean()) for c in CPU_COLUMNS if c in window}
+    if "rss_server_mb" in window:
+        fields["rss_server_mb"] = float(window["rss_server_mb"].mean())
+    if "threads_connected" in window and window["threads_connected"].notna().any():
+        fields["threads_connected_max"] = float(window["threads_connected"].max())
+    return ResourceUsage(**fields)
+
+
+def judge(stats: CellStats, usage: ResourceUsage, abandoned: int = 0) -> Judgement:
+    """Whether a measured cell can be trusted, and if not, every reason why."""
+    reasons = _throughput_reasons(stats) + _saturation_reasons(usage)
+    if abandoned:
+        reasons.append(
+            f"{abandoned} requests were still unanswered when the cell ended, so the "
+            "slowest requests are missing from the percentiles"
+        )
+    reasons += _schedule_and_failure_reasons(stats)
+    return Judgement(not reasons, "; ".join(reasons))
+
+
+def _throughput_reasons(stats: CellStats) -> list[str]:
+    if stats.requests == 0 and stats.dropped_sends:
+        return [
+            f"far past capacity: all {stats.dropped_sends} sends due in the window were still "
+            f"unsent when it ended (every sender was waiting), so latency is unmeasurable; "
+            f"achieved {stats.rps or 0:.1f} req/s"
+        ]
+    if stats.requests == 0:
+        return ["no request completed in the measured window"]
+    return []
+
+
+def _saturation_reasons(usage: ResourceUsage) -> list[str]:
+    reasons = []
+    locust = usage.cpu_locust_max if _known(usage.cpu_locust_max) else usage.cpu_locust
+    if _known(locust) and locust > LOAD_GENERATOR_CPU_LIMIT:
+        reasons.append(
+            f"load generator saturated: Locust used {locust:.0f}% of a core "
+            f"(limit {LOAD_GENERATOR_CPU_LIMIT:.0f}%)"
+        )
+    if _known(usage.cpu_machine) and usage.cpu_machine > MACHINE_CPU_LIMIT:
+        reasons.append(
+            f"machine CPU saturated: {usage.cpu_machine:.0f}% of all cores busy, so the load "
+            "generator competes with the server for CPU"
+        )
+    if _known(usage.cpu_upstream) and usage.cpu_upstream > AUXILIARY_CPU_LIMIT:
+        reasons.append(f"upstream saturated: {usage.cpu_upstream:.0f}% of a core")
+    return reasons
+
+
+def _schedule_and_failure_reasons(stats: CellStats) -> list[str]:
+    reasons = []
+    requests = stats.requests
+    kept_up = stats.offered_rps and (stats.rps or 0) >= KEPT_UP_SHARE * stats.offered_rps
+    late = (stats.late_sends or 0) + (stats.dropped_sends or 0)
+    if kept_up and requests and late / requests > MAX_FAILURE_RATE:
+        # The server kept up, so the senders, not the server, missed the schedule.
+        reasons.append(f"load generator missed the schedule: {late} late or dropped sends")
+    if requests and stats.failures / requests > MAX_FAILURE_RATE:
+        reasons.append(f"failures {stats.failures / requests:.1%} above {MAX_FAILURE_RATE:.0%}")
+    return reasons
+
+
+def _known(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))

@@ -1,0 +1,101 @@
+"""Upgrading stored run directories: one explicit migration per schema version (as asv does).
+
+Every file of a run directory carries the schema version that wrote it: ``run.json`` in its
+``schema_version`` key, ``results.csv`` in a ``schema_version`` column, each parquet file in its
+metadata (``asyncbench_schema``). Files are upgraded in memory when read, one version at a time;
+the next write stores them at the current version. A version this code does not know is refused
+with a message that says what to do.
+
+Versions:
+  1 — first version (no version in results.csv or the parquet files).
+  2 — model entries in run.json say ``concurrency``/``slot_unit`` instead of ``blocking`` and
+      ``keep_alive`` instead of ``client_keep_alive``; invocations are typed records; results.csv
+      has ``cpu_locust_max`` and ``abandoned`` and a ``schema_version`` column; samples have a
+      ``user`` column (-1 where unknown); every file carries its version.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+SCHEMA_VERSION = 2
+PARQUET_SCHEMA_KEY = b"asyncbench_schema"
+UNKNOWN_USER = -1
+
+
+class SchemaError(ValueError):
+    """A stored file of a schema version this asyncbench cannot read."""
+
+
+def upgrade_meta(data: dict, where: str) -> dict:
+    """``run.json`` contents at the current version."""
+    version = data.get("schema_version")
+    _check_known(version, where)
+    for step in range(version, SCHEMA_VERSION):
+        data = _META_STEPS[step](dict(data))
+        data["schema_version"] = step + 1
+    return data
+
+
+def upgrade_results(table: pd.DataFrame, where: str) -> pd.DataFrame:
+    """``results.csv`` at the current version (a file without the column is version 1).
+
+    Rows of one file share its columns, so each step upgrades the whole table from the oldest
+    row's version on; steps only add what is missing, so newer rows pass through unchanged.
+    """
+    stored = table["schema_version"].dropna() if "schema_version" in table else pd.Series([1])
+    versions = {int(v) for v in stored} or {SCHEMA_VERSION}
+    for version in versions:
+        _check_known(version, where)
+    for step in range(min(versions), SCHEMA_VERSION):
+        table = _RESULTS_STEPS[step](table)
+    return table.assign(schema_version=SCHEMA_VERSION)
+
+
+def upgrade_samples(frame: pd.DataFrame, version: int, where: str) -> pd.DataFrame:
+    """One cell's raw samples at the current version."""
+    _check_known(version, where)
+    if version < 2 and "user" not in frame:
+        frame = frame.assign(user=UNKNOWN_USER)
+    return frame
+
+
+def upgrade_resources(frame: pd.DataFrame, version: int, where: str) -> pd.DataFrame:
+    """One cell's resource samples at the current version (unchanged so far)."""
+    _check_known(version, where)
+    return frame
+
+
+def _check_known(version, where: str) -> None:
+    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise SchemaError(
+            f"{where} has schema version {version!r}, this asyncbench reads versions 1 to "
+            f"{SCHEMA_VERSION}: use the asyncbench version that wrote it, or rerun it with "
+            "`asyncbench run`"
+        )
+
+
+def _meta_1_to_2(data: dict) -> dict:
+    servers = {}
+    for name, conf in data.get("servers", {}).items():
+        conf = dict(conf)
+        if "client_keep_alive" in conf:
+            conf["keep_alive"] = conf.pop("client_keep_alive")
+        if "blocking" in conf:
+            blocking = conf.pop("blocking")
+            conf["concurrency"] = "workers" if blocking else "event loop"
+            conf["slot_unit"] = "workers" if blocking else "slots"
+        servers[name] = conf
+    data["servers"] = servers
+    return data
+
+
+def _results_1_to_2(table: pd.DataFrame) -> pd.DataFrame:
+    missing = {c: math.nan for c in ("cpu_locust_max", "abandoned") if c not in table}
+    return table.assign(**missing)
+
+
+_META_STEPS = {1: _meta_1_to_2}
+_RESULTS_STEPS = {1: _results_1_to_2}

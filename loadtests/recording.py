@@ -1,0 +1,102 @@
+"""What the locustfile keeps per request and when an open loop sends: no Locust import here,
+so the hot-path recorder and the arrival schedule are tested without starting Locust."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from array import array
+
+from loadtests.protocol import (
+    PARQUET_VERSION_KEY,
+    PROTOCOL_VERSION,
+    SAMPLE_COLUMNS,
+    ProtocolError,
+)
+
+CHUNK_ROWS = 50_000  # samples per message from a worker to the master
+ERROR_CHARS = 200
+
+
+class SampleRecorder:
+    """Raw per-request samples in column arrays; appending is the only work per request."""
+
+    def __init__(self) -> None:
+        self.columns = {name: array(code) for name, code in SAMPLE_COLUMNS.items()}
+        self.errors: dict[int, str] = {}  # row -> message, for the rare failed request
+        self.sources: list[tuple[str, int]] = []  # (worker, rows) for merged samples
+
+    def __len__(self) -> int:
+        return len(self.columns["start_time"])
+
+    def on_request(self, start_time, response_time, response_length, response, exception,
+                   context, **_) -> None:  # fmt: skip
+        c = self.columns
+        if exception is not None:
+            self.errors[len(self)] = f"{type(exception).__name__}: {exception}"[:ERROR_CHARS]
+        c["start_time"].append(start_time)
+        c["latency_ms"].append(response_time)
+        c["status"].append(getattr(response, "status_code", 0) or 0)
+        c["bytes"].append(response_length or 0)
+        c["intended_time"].append(context.get("intended_time", math.nan))
+        c["user"].append(context.get("user", -1))
+
+    def chunks(self):
+        """The samples as messages of at most ``CHUNK_ROWS`` rows, for sending to the master."""
+        for begin in range(0, max(len(self), 1), CHUNK_ROWS):
+            end = min(begin + CHUNK_ROWS, len(self))
+            yield {
+                "columns": {k: v[begin:end].tolist() for k, v in self.columns.items()},
+                "errors": {str(i - begin): e for i, e in self.errors.items() if begin <= i < end},
+            }
+
+    def absorb(self, worker: str, chunk: dict) -> None:
+        """Append a chunk received from a worker."""
+        if set(chunk["columns"]) != set(self.columns):
+            raise ProtocolError(f"samples from {worker} have columns {sorted(chunk['columns'])}, "
+                                f"expected {sorted(self.columns)}")  # fmt: skip
+        offset = len(self)
+        for name, values in chunk["columns"].items():
+            self.columns[name].extend(values)
+        self.errors.update({offset + int(i): e for i, e in chunk["errors"].items()})
+        self.sources.append((worker, len(self) - offset))
+
+    def write_parquet(self, path: str, source: str) -> None:
+        import pyarrow as pa  # imported at the end only: nothing extra on the hot path
+        import pyarrow.parquet as pq
+
+        n = len(self)
+        workers = [w for w, rows in self.sources for _ in range(rows)] or [source] * n
+        table = pa.table(
+            {
+                **{name: pa.array(values) for name, values in self.columns.items()},
+                "error": pa.array([self.errors.get(i) for i in range(n)], pa.string()),
+                "worker": pa.array(workers, pa.string()),
+            }
+        )
+        table = table.replace_schema_metadata({PARQUET_VERSION_KEY: str(PROTOCOL_VERSION)})
+        tmp = f"{path}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+
+
+class ArrivalSchedule:
+    """Intended send times of an open-loop load: constant spacing or Poisson arrivals."""
+
+    def __init__(self, rate: float, arrival: str, seed: int) -> None:
+        self.rate, self.arrival = rate, arrival
+        self.rng = random.Random(seed)
+        self.origin = self.next_time = 0.0
+        self.issued = 0
+
+    def start(self, at: float) -> None:
+        self.origin = self.next_time = at
+
+    def take(self) -> float:
+        """The next intended send time (each is handed to exactly one user)."""
+        intended = self.next_time
+        gap = self.rng.expovariate(self.rate) if self.arrival == "poisson" else 1 / self.rate
+        self.next_time += gap
+        self.issued += 1
+        return intended

@@ -1,0 +1,96 @@
+"""The one judgement of a cell, table-driven on synthetic facts (no processes)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from asyncbench.evaluate import (
+    CellStats,
+    ResourceUsage,
+    cell_stats,
+    evaluate_cell,
+    judge,
+    resource_usage,
+)
+
+OK = CellStats(requests=100, failures=0, rps=33.3)
+
+
+@pytest.mark.parametrize(
+    ("stats", "usage", "abandoned", "reason"),
+    [
+        (OK, ResourceUsage(cpu_locust=50, cpu_machine=60), 0, ""),
+        (OK, ResourceUsage(cpu_locust=120, cpu_locust_max=95), 0, "load generator saturated"),
+        (OK, ResourceUsage(cpu_locust=120, cpu_locust_max=60), 0, ""),  # judged per process
+        (OK, ResourceUsage(cpu_locust=95), 0, "load generator saturated"),  # no per-process
+        (OK, ResourceUsage(cpu_machine=97), 0, "machine CPU saturated"),
+        (OK, ResourceUsage(cpu_upstream=93), 0, "upstream saturated"),
+        (OK, ResourceUsage(), 3, "3 requests were still unanswered"),
+        (CellStats(requests=100, failures=2, rps=33.3), ResourceUsage(), 0, "failures 2.0%"),
+        (CellStats(requests=100, failures=1, rps=33.3), ResourceUsage(), 0, ""),
+        (CellStats(), ResourceUsage(), 0, "no request completed"),
+        (CellStats(rps=0.0, dropped_sends=40), ResourceUsage(), 0, "far past capacity"),
+        (CellStats(requests=100, rps=50, offered_rps=50, late_sends=5), ResourceUsage(), 0,
+         "load generator missed the schedule"),
+        # the server fell behind: late sends are its doing, not the senders'
+        (CellStats(requests=100, rps=30, offered_rps=50, late_sends=50), ResourceUsage(), 0, ""),
+        (OK, ResourceUsage(cpu_locust=math.nan, cpu_locust_max=math.nan), 0, ""),
+    ],
+)  # fmt: skip
+def test_judge(stats, usage, abandoned, reason):
+    verdict = judge(stats, usage, abandoned)
+    assert verdict.valid == (reason == "")
+    assert verdict.status == ("ok" if reason == "" else "invalid")
+    assert reason in verdict.reason
+
+
+def test_every_reason_is_kept():
+    verdict = judge(CellStats(requests=10, failures=5, rps=1),
+                    ResourceUsage(cpu_locust=99, cpu_machine=99), 1)  # fmt: skip
+    assert verdict.reason.count("; ") == 3
+
+
+def samples(starts, latency_ms=100.0, intended=None) -> pd.DataFrame:
+    n = len(starts)
+    return pd.DataFrame({
+        "start_time": np.asarray(starts, dtype=float), "latency_ms": np.full(n, latency_ms),
+        "status": np.full(n, 200), "bytes": np.full(n, 30), "error": [None] * n,
+        "intended_time": np.full(n, np.nan) if intended is None else np.asarray(intended),
+    })  # fmt: skip
+
+
+def test_closed_loop_counts_starts_in_the_half_open_window():
+    stats = cell_stats(samples([0.9, 1.0, 1.5, 2.0, 3.0, 3.1]), 1.0, 3.0)
+    assert stats.requests == 3 and stats.rps == 1.5
+    assert stats.p50_ms == 100.0 and stats.offered_rps is None
+
+
+def test_open_loop_latency_is_corrected_from_the_intended_time():
+    intended = [1.0, 1.1, 1.2, 1.3]
+    stats = cell_stats(samples([1.0, 1.3, 1.5, 1.7], 100.0, intended), 1.0, 2.0, rate=4.0)
+    assert stats.p50_uncorrected_ms == 100.0
+    assert stats.max_ms == pytest.approx(500.0)  # sent 0.4 s late, answered in 0.1 s
+    assert stats.late_sends == 3 and stats.dropped_sends == 0
+
+
+def test_resource_usage_means_over_the_window_only():
+    frame = pd.DataFrame({
+        "t": [0.5, 1.5, 2.5, 3.4, 9.0], "cpu_server": [100, 10, 20, 30, 100],
+        "cpu_machine": [1, 2, 3, 4, 5], "rss_server_mb": [1, 2, 2, 2, 9],
+    })  # fmt: skip
+    usage = resource_usage(frame, 1.0, 3.0)
+    assert usage.cpu_server == 20.0 and usage.rss_server_mb == 2.0
+    assert usage.cpu_locust is None
+
+
+def test_stored_usage_stands_in_for_lost_resource_samples():
+    stored = ResourceUsage(cpu_machine=99.0)
+    evaluation = evaluate_cell(samples([1.0, 1.5]), pd.DataFrame(), 1.0, 2.0,
+                               stored_usage=stored)  # fmt: skip
+    assert not evaluation.judgement.valid
+    columns = evaluation.columns()
+    assert columns["status"] == "invalid" and columns["cpu_machine"] == 99.0

@@ -1,0 +1,118 @@
+"""The locustfile's records and recorder, without Locust: protocol, chunk/absorb, schedule."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pandas as pd
+import pytest
+
+from loadtests.protocol import (
+    SAMPLE_COLUMNS,
+    LocustMeta,
+    Progress,
+    ProtocolError,
+    check_sample_columns,
+    read_record,
+    write_record,
+)
+from loadtests.recording import ArrivalSchedule, SampleRecorder
+
+
+class Response:
+    status_code = 200
+
+
+def record(recorder: SampleRecorder, n: int, user: int, error: bool = False) -> None:
+    for i in range(n):
+        exc = RuntimeError("boom") if error and i == 0 else None
+        recorder.on_request(start_time=float(i), response_time=100.0 + i, response_length=30,
+                            response=Response(), exception=exc, context={"user": user})  # fmt: skip
+
+
+def test_records_round_trip(tmp_path):
+    progress = Progress(t=1.0, requests=5, failures=0, users=2)
+    meta = LocustMeta(test_start=1.0, locust_requests=5, locust_failures=0, recorded=5,
+                      spawn_complete=1.5, abandoned=[2.0], workers=["w"])  # fmt: skip
+    for record_, kind in ((progress, Progress), (meta, LocustMeta)):
+        path = tmp_path / f"{kind.__name__}.json"
+        write_record(str(path), record_)
+        assert read_record(path, kind) == record_
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"version": 0}, "protocol version"), ({"rps": 3}, "unknown Progress fields"),
+     ({"requests": None, "t": None, "extra": 1}, "unknown")],
+)  # fmt: skip
+def test_a_drifted_record_fails_loudly(tmp_path, change, message):
+    path = tmp_path / "progress.json"
+    write_record(str(path), Progress(t=1.0, requests=5, failures=0, users=2))
+    data = {**json.loads(path.read_text()), **change}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProtocolError, match=message):
+        read_record(path, Progress)
+
+
+def test_a_missing_field_fails_loudly(tmp_path):
+    path = tmp_path / "progress.json"
+    path.write_text(json.dumps({"t": 1.0, "requests": 1, "version": 1}))
+    with pytest.raises(ProtocolError, match="not a Progress"):
+        read_record(path, Progress)
+
+
+def test_chunks_absorb_into_one_table_with_errors_at_their_rows(tmp_path, monkeypatch):
+    import loadtests.recording as recording
+
+    monkeypatch.setattr(recording, "CHUNK_ROWS", 3)
+    master = SampleRecorder()
+    for worker, user in (("w1", 1), ("w2", 2)):
+        recorder = SampleRecorder()
+        record(recorder, 7, user, error=True)
+        chunks = list(recorder.chunks())
+        assert [len(c["columns"]["start_time"]) for c in chunks] == [3, 3, 1]
+        for chunk in chunks:
+            master.absorb(worker, chunk)
+    path = tmp_path / "samples.parquet"
+    master.write_parquet(str(path), "master")
+    table = pd.read_parquet(path)
+    check_sample_columns(table.columns, str(path))
+    assert len(table) == 14 and list(table["worker"]).count("w2") == 7
+    assert table["error"].notna().sum() == 2
+    assert table.loc[table["error"].notna(), "start_time"].tolist() == [0.0, 0.0]
+    assert sorted(set(table["user"])) == [1, 2]
+
+
+def test_absorb_refuses_other_columns():
+    chunk = next(SampleRecorder().chunks())
+    chunk["columns"].pop("user")
+    with pytest.raises(ProtocolError, match="columns"):
+        SampleRecorder().absorb("w", chunk)
+
+
+def test_sample_columns_are_checked():
+    with pytest.raises(ProtocolError, match="missing"):
+        check_sample_columns([c for c in SAMPLE_COLUMNS if c != "user"] + ["error", "worker"], "x")
+
+
+def test_constant_schedule_is_evenly_spaced():
+    schedule = ArrivalSchedule(rate=50.0, arrival="constant", seed=1)
+    schedule.start(100.0)
+    times = [schedule.take() for _ in range(5)]
+    assert times == pytest.approx([100.0, 100.02, 100.04, 100.06, 100.08])
+    assert schedule.issued == 5
+
+
+def test_poisson_schedule_has_the_rate_and_is_seeded():
+    def gaps(seed):
+        schedule = ArrivalSchedule(rate=100.0, arrival="poisson", seed=seed)
+        times = [schedule.take() for _ in range(20_000)]
+        return [b - a for a, b in zip(times, times[1:], strict=False)]
+
+    first = gaps(3)
+    assert first == gaps(3) and first != gaps(4)
+    assert statistics.mean(first) == pytest.approx(0.01, rel=0.03)
+    assert statistics.stdev(first) == pytest.approx(0.01, rel=0.05)  # exponential: sd = mean
+    assert not any(math.isnan(g) for g in first)

@@ -1,0 +1,58 @@
+"""The model and scenario-kind registries: capacity laws and what each entry declares."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from asyncbench.kinds import KINDS, kind_of_endpoint
+from servers import MODELS
+from servers.config import ServerConfig
+from servers.registry import EVENT_LOOP, PER_THREAD, PER_WORKER, THREAD_POOL, ModelSpec
+
+CONFIG = ServerConfig(workers=4, threads=8, max_clients=100, pool_size=50)
+
+
+def spec(concurrency, pooled: bool) -> ModelSpec:
+    return ModelSpec("m", "servers.m", "test model", concurrency, multi_process=False,
+                     pooled_clients=pooled, keep_alive=True, label="m", color="#000")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "pooled", "kind", "db_max", "expected"),
+    [
+        (PER_WORKER, False, "sleep", None, 4),
+        (PER_WORKER, False, "fetch", None, 4),
+        (PER_WORKER, False, "sql", 2, 2),  # the database's max_connections binds first
+        (PER_THREAD, False, "sleep", None, 32),  # workers × threads
+        (THREAD_POOL, False, "fetch", None, 8),
+        (THREAD_POOL, False, "sql", 6, 6),
+        (EVENT_LOOP, True, "sleep", None, math.inf),
+        (EVENT_LOOP, True, "fetch", None, 100),  # max_clients
+        (EVENT_LOOP, True, "sql", None, 50),  # the pool
+        (EVENT_LOOP, True, "sql", 20, 20),  # max_connections under the pool
+        (EVENT_LOOP, True, "hello", None, None),  # no waiting: no prediction
+    ],
+)
+def test_capacity_laws(concurrency, pooled, kind, db_max, expected):
+    assert KINDS[kind].slots(spec(concurrency, pooled), CONFIG, db_max) == expected
+
+
+def test_every_model_entry_is_complete_and_importable_by_name():
+    for name, model in MODELS.items():
+        assert model.name == name
+        assert model.module.startswith("servers.")
+        assert model.color.startswith("#") and model.label and model.summary
+        assert model.processes(CONFIG) == (5 if model.multi_process else 1)
+    assert len({m.color for m in MODELS.values()}) == len(MODELS)
+
+
+@pytest.mark.parametrize("kind", list(KINDS.values()), ids=list(KINDS))
+def test_kind_paths_and_bodies(kind):
+    assert kind_of_endpoint(kind.endpoint) is kind
+    path = kind.path(250)
+    assert path == (f"{kind.endpoint}?ms=250" if kind.takes_delay else kind.endpoint)
+    body = kind.expected_body(250)
+    assert body.endswith(b"\n") and kind.name.encode() in body
+    assert kind.proof is None or kind.proof in kind.services
