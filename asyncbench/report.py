@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import shlex
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def _section_data(sec: Section, meta, samples, models, palette, with_baseline: b
         "anchor": f"scenario-{sec.slug}",
         "description": sec.spec.get("description", ""),
         "path": _request_path(sec.spec),
-        "verdict": verdict(sec, meta),
+        "verdict": asdict(verdict(sec, meta)),
         "figures": charts,
         "table": level_table(sec, models, palette, with_baseline),
     }

@@ -4,6 +4,8 @@ prediction. Who wins or ties is decided in ``analyze``; this module only says it
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from asyncbench import analyze, view
@@ -14,15 +16,23 @@ GAP_WORTH_EXPLAINING = 0.10  # |measured / predicted - 1| above this is called o
 CLEAR_WIN = 1.5  # "N×" from here on; below it, a percentage
 
 
-def verdict(sec: Section, meta: RunMeta) -> dict:
+@dataclass(frozen=True)
+class Verdict:
+    """A section's verdict: one bold headline, then the evidence."""
+
+    headline: str
+    text: str
+
+
+def verdict(sec: Section, meta: RunMeta) -> Verdict:
     """The section's verdict, computed from the aggregates: a headline and its evidence."""
     level = analyze.comparison_level(sec.agg, sec.scenario, sec.loop)
     if level is None:
         reasons = sorted({r for r in sec.cells["reason"] if r}) or ["no cell has results yet"]
-        return {
-            "headline": "No valid measurements.",
-            "text": f"All {len(sec.cells)} cells of {sec.name} are excluded: {'; '.join(reasons)}.",
-        }
+        return Verdict(
+            headline="No valid measurements.",
+            text=f"All {len(sec.cells)} cells of {sec.name} are excluded: {'; '.join(reasons)}.",
+        )
     rows = sec.agg[(sec.agg["load"] == level) & sec.agg["rps_median"].notna()]
     rows = rows.sort_values("rps_median", ascending=False)
     winner, others = rows.iloc[0], rows.iloc[1:]
@@ -66,7 +76,7 @@ def verdict(sec: Section, meta: RunMeta) -> dict:
             )
         text = " and ".join(parts)
         sentences.append(text[0].upper() + text[1:] + " (see the table).")
-    return {"headline": headline, "text": " ".join(sentences)}
+    return Verdict(headline, " ".join(sentences))
 
 
 def _margin(winner: pd.Series, other: pd.Series) -> str:
