@@ -76,7 +76,8 @@ def cell_table(
 def _stored_usage(row: pd.Series) -> ResourceUsage:
     """The resource means stored in ``results.csv`` (for a cell whose samples are gone)."""
     stored = {f.name: row.get(f.name) for f in fields(ResourceUsage)}
-    return ResourceUsage(**{k: float(v) for k, v in stored.items() if not pd.isna(v)})
+    known = {k: v for k, v in stored.items() if v is not None and not pd.isna(v)}
+    return ResourceUsage(**{k: v if isinstance(v, str) else float(v) for k, v in known.items()})
 
 
 def _by_cell(frame: pd.DataFrame | None) -> dict[str, pd.DataFrame]:

@@ -29,6 +29,7 @@ from asyncbench.store import CellResult, RunDir
 from loadtests.protocol import Progress
 from servers import MODELS
 from servers.config import ServerConfig
+from servers.counters import read_counts
 
 STALL_MIN_S = 10.0  # a server that completes nothing for this long (at least) stopped answering
 STOP_TIMEOUT_MIN_S, STOP_TIMEOUT_MAX_S = 5.0, 75.0  # in-flight requests' grace at the stop
@@ -51,9 +52,10 @@ class CellContext:
     server_config: ServerConfig = field(default_factory=ServerConfig)
     seed: int = 0  # the invocation's recorded seed; per-cell seeds derive from it
 
-    def configured(self) -> ServerConfig:
-        """The server configuration on a free port, pointed at every backing service."""
-        config = replace(self.server_config, port=free_port())
+    def configured(self, model: str, stats_dir: str | None = None) -> ServerConfig:
+        """``model``'s configuration on a free port, pointed at every backing service."""
+        config = MODELS[model].configure(self.server_config, self.settings.defaults)
+        config = replace(config, port=free_port(), stats_dir=stats_dir)
         for handle in self.services.values():
             config = handle.configure(config)
         return config
@@ -61,13 +63,14 @@ class CellContext:
 
 def measure_cell(ctx: CellContext, scenario: Scenario, cell: Cell, order: int) -> CellResult:
     """Measure one cell and persist it; a cell that cannot be measured is stored as failed."""
-    config = ctx.configured()
-    base = _base_result(ctx, scenario, cell, config, order)
-    try:
-        final, samples, resources = _measure(ctx, scenario, cell, config, base)
-    except (CellFailed, services.ServiceError) as exc:
-        samples = resources = None
-        final = replace(base, status="failed", valid=False, reason=str(exc))
+    with tempfile.TemporaryDirectory(prefix="asyncbench-counts-") as counts:
+        config = ctx.configured(cell.server, stats_dir=None if ctx.settings.target else counts)
+        base = _base_result(ctx, scenario, cell, config, order)
+        try:
+            final, samples, resources = _measure(ctx, scenario, cell, config, base)
+        except (CellFailed, services.ServiceError) as exc:
+            samples = resources = None
+            final = replace(base, status="failed", valid=False, reason=str(exc))
     final = replace(final, finished_at=time.time())
     ctx.run.save_cell(final, samples, resources)
     return final
@@ -86,6 +89,7 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
     return LoadPlan(
         url, scenario.path, base.users, scenario.warmup_s, scenario.measure_s,
         _stop_timeout_s(scenario, base), rate=cell.rate, arrival=s.arrival,
+        spawn_rate=scenario.spawn_rate,
         seed=zlib.crc32(f"{ctx.seed}:{cell.cell_id}".encode()), local_workers=s.locust_workers,
         remote_workers=s.expect_workers, master_bind=s.master_bind,
         master_port=(s.master_port if s.expect_workers else free_port()) if distributed else 0,
@@ -100,7 +104,8 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, config, base: Cel
             scenario.delay_ms, proof.work_done if proof else None,
         )  # fmt: skip
         locust: list[ManagedProcess] = []
-        sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx))
+        sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx),
+                                  process_requests=_process_requests_probe(config))  # fmt: skip
         plan = _load_plan(ctx, scenario, cell, server.url, base)
         watch = _ServerWatch(ctx, cell, server, stall_s=max(STALL_MIN_S, plan.stop_timeout_s))
         with sampler, tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:
@@ -153,8 +158,10 @@ class _ServerWatch:
 def _base_result(
     ctx: CellContext, scenario: Scenario, cell: Cell, config: ServerConfig, order: int
 ) -> CellResult:
-    slots = scenario.kind.slots(MODELS[cell.server], config, ctx.db_max_connections)
+    model = MODELS[cell.server]
+    slots = scenario.kind.slots(model, config, ctx.db_max_connections)
     users = _rate_users(cell.rate, scenario) if cell.rate else cell.users
+    limit = model.slot_limit(config, scenario.kind.waits_on, ctx.db_max_connections)
     return CellResult(
         cell_id=cell.cell_id, scenario=cell.scenario, server=cell.server, users=users,
         rate=cell.rate, target=ctx.settings.target,
@@ -163,7 +170,9 @@ def _base_result(
         slots=None if slots is None or math.isinf(slots) else slots,
         predicted_rps=predicted_rps(users, slots, scenario.delay_ms, cell.rate),
         warmup_s=scenario.warmup_s, measure_s=scenario.measure_s, order=order,
-        started_at=time.time(),
+        started_at=time.time(), threads=config.threads if "threads" in model.knobs else None,
+        slot_limit=limit if scenario.kind.predicted else "", spawn=scenario.spawn,
+        defaults=ctx.settings.defaults,
     )  # fmt: skip
 
 
@@ -194,6 +203,14 @@ def _components(ctx: CellContext, server: services.Server, locust: list[ManagedP
         if process:
             components[name] = lambda process=process: [process.tree()]
     return components
+
+
+def _process_requests_probe(config: ServerConfig):
+    """Requests each serving process answered so far, as ``"pid:count ..."``."""
+    if not config.stats_dir:
+        return None
+    directory = Path(config.stats_dir)
+    return lambda: " ".join(f"{pid}:{n}" for pid, n in sorted(read_counts(directory).items()))
 
 
 def _db_threads_probe(ctx: CellContext):

@@ -14,7 +14,8 @@ from asyncbench.services import ServiceError
 from asyncbench.session import SessionError
 from asyncbench.store import StoreError
 from servers import MODELS
-from servers.config import MysqlUrl
+from servers.config import MysqlUrl, ServerConfig
+from servers.registry import LIBRARY, SIZED
 
 
 class UsageError(Exception):
@@ -82,7 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--repeat", type=int, default=None, help="repeats per cell (default 2, quick 1)"
     )
-    run.add_argument("--workers", type=int, default=4, help="blocking models' worker processes")
+    run.add_argument("--workers", type=int, default=ServerConfig.workers,
+                     help="multi-process models' worker processes (default 4)")
+    run.add_argument("--threads", type=int, default=ServerConfig.threads,
+                     help="threaded models' threads per process (default 64)")
+    run.add_argument("--defaults", choices=(SIZED, LIBRARY), default=SIZED,
+                     help="pool sizes: the harness's fair ones (sized) or each library's own")
+    run.add_argument("--spawn-rate", type=float, metavar="USERS_PER_S",
+                     help="open users gradually at this rate (default: all at once)")
     run.add_argument("--out", default="reports", metavar="DIR", help="reports directory")
     run.add_argument("--mysql-url", metavar="URL", help="use this MySQL/MariaDB server")
     run.add_argument(
@@ -123,7 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("model", choices=list(MODELS))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=4)
+    serve.add_argument("--workers", type=int, default=ServerConfig.workers)
+    serve.add_argument("--threads", type=int, default=ServerConfig.threads)
     serve.add_argument("--upstream", metavar="URL", help="base URL of the slow upstream for /fetch")
     serve.add_argument("--mysql-url", metavar="URL", help="MySQL/MariaDB for /sql")
     serve.set_defaults(handler=_cmd_serve)
@@ -163,6 +172,10 @@ _rate_list = _positive_list(float, "rates (requests/s)", "50,100,200")
 def _check_run_args(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
+    if args.threads < 1:
+        raise UsageError("--threads must be at least 1")
+    if args.spawn_rate is not None and args.spawn_rate <= 0:
+        raise UsageError("--spawn-rate must be positive")
     if args.repeat is not None and args.repeat < 1:
         raise UsageError("--repeat must be at least 1")
     if args.rate and args.users:
@@ -192,6 +205,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         scenarios=tuple(args.scenario), servers=tuple(args.server), users=args.users,
         duration_s=args.duration, warmup_s=args.warmup,
         repeat=args.repeat or (1 if args.quick else 2), workers=args.workers,
+        threads=args.threads, defaults=args.defaults, spawn_rate=args.spawn_rate,
         reports_dir=args.out, mysql_url=args.mysql_url, quick=args.quick, seed=args.seed,
         new=args.new, rates=args.rate, arrival=args.arrival, locust_workers=args.locust_workers,
         expect_workers=args.expect_workers, master_bind=args.locust_master_bind,
@@ -219,18 +233,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from asyncbench.processes import port_in_use
-    from servers.config import MYSQL_URL_ENV, ServerConfig
+    from servers.config import MYSQL_URL_ENV
 
     _check_mysql_url(args.mysql_url)
     if port_in_use(args.host, args.port):
         raise ServiceError(f"port {args.port} on {args.host} is already in use")
-    config = ServerConfig(
-        host=args.host, port=args.port, workers=args.workers, upstream=args.upstream
-    )
+    spec = MODELS[args.model]
+    config = spec.configure(ServerConfig(host=args.host, port=args.port, workers=args.workers,
+                                         threads=args.threads, upstream=args.upstream))  # fmt: skip
     if args.mysql_url:
         os.environ[MYSQL_URL_ENV] = args.mysql_url
     print(f"asyncbench: serving {args.model} on http://{args.host}:{args.port}", file=sys.stderr)
-    module = MODELS[args.model].module
+    module = spec.module
     os.execv(sys.executable, [sys.executable, "-m", module, *config.to_argv()])
     return 0  # not reached
 
@@ -253,8 +267,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         except ScenarioError as exc:
             print(f"  {name:8} (invalid: {exc})")
     print("servers:")
-    for info in MODELS.values():
-        print(f"  {info.name:18} {info.summary}")
+    for spec in MODELS.values():
+        extra = "" if spec.default_run else " (on request: --server)"
+        print(f"  {spec.name:26} {spec.summary}{extra}")
     return 0
 
 

@@ -24,6 +24,8 @@ MAX_FAILURE_RATE = 0.01
 LATE_SEND_MS = 10.0  # open loop: a send this much after its intended time is late
 KEPT_UP_SHARE = 0.95  # open loop: achieved ≥ 95 % of offered means the server kept up
 RESOURCE_TAIL_S = 0.5  # a resource sample up to this long after the window still describes it
+MIN_IN_FLIGHT = 8  # with fewer requests in flight, warm-up growth swamps per-request memory
+IDLE = "idle"  # the ``phase`` of the resource sample taken before the load starts
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p999_ms": 99.9}
 CPU_COLUMNS = ("cpu_server", "cpu_locust", "cpu_locust_max", "cpu_upstream", "cpu_mariadb",
                "cpu_machine")  # fmt: skip
@@ -64,6 +66,9 @@ class ResourceUsage:
     cpu_machine: float | None = None
     rss_server_mb: float | None = None
     threads_connected_max: float | None = None
+    rss_server_idle_mb: float | None = None  # the sample taken before the load started
+    process_requests: str = ""  # answered in the window by each serving process, busiest first
+    busiest_process_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,21 @@ class Evaluation:
     usage: ResourceUsage
     judgement: Judgement
 
+    @property
+    def rss_per_inflight_kb(self) -> float | None:
+        """What the server pays in memory per request it holds: RSS over its idle baseline,
+        per request in flight (Little's law: throughput × mean latency)."""
+        rss, idle = self.usage.rss_server_mb, self.usage.rss_server_idle_mb
+        in_flight = (self.stats.rps or 0) * (self.stats.mean_ms or 0) / 1000
+        if not (_known(rss) and _known(idle)) or in_flight < MIN_IN_FLIGHT:
+            return None
+        return (rss - idle) * 1024 / in_flight
+
     def columns(self) -> dict:
         """The ``results.csv`` columns this evaluation fills."""
         return {**asdict(self.stats), **asdict(self.usage), "valid": self.judgement.valid,
-                "reason": self.judgement.reason, "status": self.judgement.status}  # fmt: skip
+                "reason": self.judgement.reason, "status": self.judgement.status,
+                "rss_per_inflight_kb": self.rss_per_inflight_kb}  # fmt: skip
 
 
 def evaluate_cell(
@@ -177,18 +193,51 @@ def _open_loop_stats(window: pd.DataFrame, start: float, end: float, rate: float
 
 
 def resource_usage(resources: pd.DataFrame, start: float, end: float) -> ResourceUsage:
-    """Mean CPU (and peak DB connections, mean server RSS) over the measured window."""
+    """Mean CPU (and peak DB connections, mean server RSS) over the measured window, the idle
+    RSS before the load, and how the window's requests spread over the serving processes."""
     if resources is None or resources.empty:
         return ResourceUsage()
+    idle = pd.Series(False, resources.index)
+    if "phase" in resources:
+        idle = resources["phase"].eq(IDLE)
+    fields = _idle_and_balance(resources, idle, start, end)
+    resources = resources[~idle]
     window = resources[(resources["t"] > start) & (resources["t"] <= end + RESOURCE_TAIL_S)]
     if window.empty:
         window = resources
-    fields = {c: float(window[c].mean()) for c in CPU_COLUMNS if c in window}
+    fields.update({c: float(window[c].mean()) for c in CPU_COLUMNS if c in window})
     if "rss_server_mb" in window:
         fields["rss_server_mb"] = float(window["rss_server_mb"].mean())
     if "threads_connected" in window and window["threads_connected"].notna().any():
         fields["threads_connected_max"] = float(window["threads_connected"].max())
     return ResourceUsage(**fields)
+
+
+def _idle_and_balance(resources: pd.DataFrame, idle: pd.Series, start: float, end: float) -> dict:
+    fields: dict = {}
+    if idle.any() and "rss_server_mb" in resources:
+        fields["rss_server_idle_mb"] = float(resources.loc[idle, "rss_server_mb"].iloc[0])
+    if "process_requests" not in resources:
+        return fields
+    counted = resources[resources["process_requests"].fillna("") != ""].sort_values("t")
+    if counted.empty:
+        return fields
+    before = counted[counted["t"] <= start]
+    first = before.iloc[-1] if len(before) else counted.iloc[0]
+    after = counted[counted["t"] <= end + RESOURCE_TAIL_S]
+    last = after.iloc[-1] if len(after) else counted.iloc[-1]
+    begin, finish = _counts(first["process_requests"]), _counts(last["process_requests"])
+    served = sorted((n - begin.get(pid, 0) for pid, n in finish.items()), reverse=True)
+    total = sum(served)
+    fields["process_requests"] = " ".join(str(n) for n in served)
+    fields["busiest_process_share"] = served[0] / total if total else None
+    return fields
+
+
+def _counts(text: str) -> dict[str, int]:
+    """``"pid:count pid:count"`` (as the resource sampler stores it) → {pid: count}."""
+    pairs = (item.split(":") for item in str(text).split())
+    return {pid: int(count) for pid, count in pairs}
 
 
 def judge(stats: CellStats, usage: ResourceUsage, abandoned: int = 0) -> Judgement:

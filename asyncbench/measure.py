@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import psutil
 
+from asyncbench.evaluate import IDLE
 from asyncbench.processes import ManagedProcess, managed_process
 from loadtests.protocol import LocustMeta, Progress, check_sample_columns, read_record
 
@@ -55,6 +56,7 @@ class LoadPlan:
     stop_timeout_s: float  # at the end, in-flight requests get this long to finish
     rate: float = 0.0  # open loop: requests per second (0: closed loop)
     arrival: str = "constant"
+    spawn_rate: float | None = None  # users per second; None: all users at once
     seed: int = 0
     local_workers: int = 0  # Locust worker processes on this machine (0: one standalone process)
     remote_workers: int = 0  # workers joining from other machines (``loadgen-worker``)
@@ -65,9 +67,21 @@ class LoadPlan:
     def run_time_s(self) -> float:
         # The window starts once spawning completes (all users at once: milliseconds for a
         # hundred, longer for an open loop's thousand senders); the slack covers that.
-        slack = SPAWN_SLACK_S + self.users * SPAWN_SLACK_PER_USER_S
+        slack = SPAWN_SLACK_S + self.users * SPAWN_SLACK_PER_USER_S + self.spawn_s
         slack += DISTRIBUTED_SLACK_S if self.distributed else 0.0
         return round(slack + self.warmup_s + self.measure_s, 2)
+
+    @property
+    def spawn_s(self) -> float:
+        """How long spawning takes: Locust starts ``floor(rate)`` users each second."""
+        if self.spawn_rate is None or self.spawn_rate >= self.users:
+            return 0.0
+        return math.ceil(self.users / max(1, math.floor(self.spawn_rate)))
+
+    @property
+    def locust_spawn_rate(self) -> float:
+        # A rate of at least ``users`` makes Locust dispatch every user in one step.
+        return self.spawn_rate if self.spawn_rate is not None else max(self.users, 1)
 
     @property
     def distributed(self) -> bool:
@@ -96,7 +110,7 @@ def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
         "-f", str(LOCUSTFILE),
         "--headless",
         "-u", str(plan.users),
-        "-r", str(max(plan.users, 1)),
+        "-r", f"{plan.locust_spawn_rate:g}",
         # A safety net only: the locustfile's own timed stop collects every worker's samples.
         "-t", f"{math.ceil(plan.run_time_s + plan.stop_timeout_s + LOCUST_SAFETY_NET_S)}s",
         "-H", plan.url,
@@ -233,7 +247,10 @@ class ResourceSampler:
     component's process groups (one list of processes per group, e.g. a process tree, or one
     per Locust process). CPU is in percent of one core: ``cpu_<name>`` sums every group, and
     ``cpu_<name>_max`` is the busiest group, since a single process saturates at one core.
-    ``db_threads`` returns MariaDB's ``Threads_connected`` or None.
+    ``db_threads`` returns MariaDB's ``Threads_connected`` or None; ``process_requests`` the
+    requests each serving process answered so far (``"pid:count ..."``). The first row, taken
+    when sampling starts and before the load does, has ``phase`` ``"idle"`` and no CPU figures
+    (its RSS is the server's idle baseline).
     """
 
     def __init__(
@@ -241,9 +258,11 @@ class ResourceSampler:
         components: dict[str, Callable[[], list[list[psutil.Process]]]],
         db_threads: Callable[[], int | None] | None = None,
         interval_s: float = SAMPLE_INTERVAL_S,
+        process_requests: Callable[[], str] | None = None,
     ) -> None:
         self.components = components
         self.db_threads = db_threads
+        self.process_requests = process_requests
         self.interval_s = interval_s
         self.rows: list[dict] = []
         self._procs: dict[int, psutil.Process] = {}
@@ -252,6 +271,9 @@ class ResourceSampler:
 
     def __enter__(self) -> ResourceSampler:
         psutil.cpu_percent(None)
+        idle = self._sample(prime=True)
+        cpu = [k for k in idle if k.startswith("cpu_")]
+        self.rows.append({**idle, **dict.fromkeys(cpu, math.nan), "phase": IDLE})
         self._thread.start()
         return self
 
@@ -263,7 +285,6 @@ class ResourceSampler:
         return pd.DataFrame(self.rows)
 
     def _loop(self) -> None:
-        self._sample(prime=True)
         while not self._stop.wait(self.interval_s):
             self.rows.append(self._sample())
 
@@ -276,6 +297,8 @@ class ResourceSampler:
             row[f"rss_{name}_mb"] = sum(rss for _, rss in usage) / 2**20
         if self.db_threads and not prime:
             row["threads_connected"] = self.db_threads()
+        if self.process_requests:
+            row["process_requests"] = self.process_requests()
         return row
 
     def _usage(self, group: list[psutil.Process]) -> tuple[float, float]:

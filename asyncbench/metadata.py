@@ -37,21 +37,20 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict:
     return versions
 
 
-def describe_servers(config: ServerConfig, target: str | None) -> dict:
-    """Each model's configuration as the report shows it (credentials redacted)."""
-    shown = config.describe()
-    shown.pop("port", None)
-    shown["bind"] = shown.pop("host")
+def describe_servers(config: ServerConfig, target: str | None, defaults: str) -> dict:
+    """Each model's configuration as the report shows it: the knobs that apply to it."""
     where = {"host": urlsplit(target).hostname if target else "localhost",
              "started_by": "elsewhere (--target)" if target else "asyncbench"}  # fmt: skip
-    if target:
-        shown = {"workers": config.workers}  # only what the prediction assumed; the rest is remote
-    return {
-        name: {"summary": spec.summary, "concurrency": spec.concurrency.name,
-               "slot_unit": spec.concurrency.unit, **shown, **where,
-               "keep_alive": spec.keep_alive}
-        for name, spec in MODELS.items()
-    }  # fmt: skip
+    described = {}
+    for name, spec in MODELS.items():
+        own = spec.configure(config, defaults)
+        knobs = {"workers": own.workers} if target else spec.describe(own)
+        described[name] = {
+            "summary": spec.summary, "concurrency": spec.concurrency.name,
+            "slot_unit": spec.concurrency.unit, **knobs, "bind": config.host, **where,
+            "keep_alive": spec.keep_alive, "pool sizes": defaults,
+        }  # fmt: skip
+    return described
 
 
 def describe_locust(local_workers: int, remote_workers: int, master_bind: str, mode: str) -> dict:

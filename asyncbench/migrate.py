@@ -12,6 +12,9 @@ Versions:
       ``keep_alive`` instead of ``client_keep_alive``; invocations are typed records; results.csv
       has ``cpu_locust_max`` and ``abandoned`` and a ``schema_version`` column; samples have a
       ``user`` column (-1 where unknown); every file carries its version.
+  3 — results.csv gains ``threads``, ``slot_limit``, ``spawn``, ``defaults``, idle RSS, RSS per
+      request in flight and requests per serving process; resource samples may carry
+      ``process_requests`` and an ``idle`` row taken before the load.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 
@@ -97,5 +100,12 @@ def _results_1_to_2(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**missing)
 
 
-_META_STEPS = {1: _meta_1_to_2}
-_RESULTS_STEPS = {1: _results_1_to_2}
+def _results_2_to_3(table: pd.DataFrame) -> pd.DataFrame:
+    added = {"rss_server_idle_mb": math.nan, "rss_per_inflight_kb": math.nan,
+             "process_requests": "", "busiest_process_share": math.nan, "threads": math.nan,
+             "slot_limit": "", "spawn": "all at once", "defaults": "sized"}  # fmt: skip
+    return table.assign(**{k: v for k, v in added.items() if k not in table})
+
+
+_META_STEPS = {1: _meta_1_to_2, 2: lambda data: data}
+_RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3}

@@ -18,8 +18,9 @@ from servers.endpoints import MAX_MS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 MAX_USERS = 5000
+MAX_SPAWN_RATE = 100_000.0
 _PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
-_KEYS = {"description", "endpoint", "delay_ms", "servers", "quick"} | _PROFILE_KEYS
+_KEYS = {"description", "endpoint", "delay_ms", "servers", "quick", "spawn_rate"} | _PROFILE_KEYS
 
 
 class ScenarioError(ValueError):
@@ -40,6 +41,13 @@ class Scenario:
     servers: tuple[str, ...]
     source: str = ""
     quick: dict | None = None  # overrides of users/warmup_s/measure_s for --quick
+    # How Locust opens its users: None = all at once (every user starts in the same instant,
+    # as wrk does), else gradually at this many users per second.
+    spawn_rate: float | None = None
+
+    @property
+    def spawn(self) -> str:
+        return "all at once" if self.spawn_rate is None else f"{self.spawn_rate:g} users/s"
 
     @property
     def path(self) -> str:
@@ -96,6 +104,11 @@ def load_scenario(path: Path) -> Scenario:
     if not kind.takes_delay and "delay_ms" in data:
         check.fail("delay_ms", f"{endpoint} takes no delay; remove delay_ms")
     servers = check.servers(data)
+    spawn_rate = None
+    if "spawn_rate" in data:
+        spawn_rate = check.number(data, "spawn_rate", minimum=0.1)
+        if spawn_rate > MAX_SPAWN_RATE:
+            check.fail("spawn_rate", f"must be at most {MAX_SPAWN_RATE:g} users/s")
     quick = None
     if "quick" in data:
         table = data["quick"]
@@ -111,6 +124,7 @@ def load_scenario(path: Path) -> Scenario:
         servers=servers,
         source=where,
         quick=quick,
+        spawn_rate=spawn_rate,
         **_profile_fields(check, data, required=True),
     )
 
@@ -185,9 +199,10 @@ class _Checker:
         return tuple(sorted(set(value)))
 
     def servers(self, data: dict) -> tuple[str, ...]:
-        """The models to run; every registered model when the file names none."""
+        """The models a run of it includes unless told otherwise; when the file names none,
+        every registered model that is part of a default run."""
         if "servers" not in data:
-            return tuple(MODELS)
+            return tuple(name for name, spec in MODELS.items() if spec.default_run)
         value = data["servers"]
         if not isinstance(value, list) or not value:
             self.fail("servers", "must be a non-empty list of server model names")
@@ -228,7 +243,8 @@ def plan_cells(
 ) -> list[Cell]:
     """Every (scenario, server, level, repeat) combination, in an order shuffled by ``seed``.
 
-    Levels are the scenario's user counts, or the offered ``rates`` in open-loop mode.
+    Levels are the scenario's user counts, or the offered ``rates`` in open-loop mode. Models
+    named in ``servers`` replace the scenario's own list (any registered model may be asked for).
     """
     for name in servers or ():
         if name not in MODELS:
@@ -237,8 +253,7 @@ def plan_cells(
     cells = [
         Cell(s.name, server, users, r, rate)
         for s in scenarios
-        for server in s.servers
-        if not servers or server in servers
+        for server in (servers or s.servers)
         for users, rate in (levels or [(u, 0.0) for u in s.users])
         for r in range(1, repeat + 1)
     ]

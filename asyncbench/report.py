@@ -27,6 +27,7 @@ from asyncbench.store import RunDir, RunMeta
 from asyncbench.tables import level_table
 from asyncbench.verdicts import verdict
 from asyncbench.view import Section
+from servers.registry import LIBRARY
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PLOT_CONFIG = {"displaylogo": False, "displayModeBar": False, "responsive": True}
@@ -144,6 +145,13 @@ def _banners(meta: RunMeta, cells: pd.DataFrame, baseline: RunDir | None) -> lis
             "level": "warn",
             "text": f"{len(excluded)} of {len(cells)} cells are excluded from the aggregates "
             f"({counts}); they are greyed in the tables with their reason.",
+        })  # fmt: skip
+    if meta.settings.get("defaults") == LIBRARY:
+        banners.append({
+            "level": "info",
+            "text": "Library defaults: this run uses each library's own pool sizes "
+            "(AsyncHTTPClient max_clients, the aiomysql pool, thread pools) instead of the "
+            "harness's sized ones, so the caps a default install hides show in the numbers.",
         })  # fmt: skip
     if baseline is not None:
         banners.append({

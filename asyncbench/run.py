@@ -18,7 +18,6 @@ from asyncbench.session import RunPlan, RunSettings, open_session
 from asyncbench.store import CellResult, RunDir, RunMeta
 from loadtests.protocol import Progress
 from servers import MODELS
-from servers.config import ServerConfig
 
 CELL_OVERHEAD_S = 4.0  # server start, verification, Locust start-up and shutdown, measured ~3.5 s
 LOCUST_RPS_CEILING = 2000  # about what one Locust process drives on this class of machine
@@ -80,8 +79,8 @@ def _run_cells(plan: RunPlan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> No
         ctx = CellContext(run, settings, hooks, services=handles, seed=plan.seed)
         if "database" in handles:
             ctx.db_max_connections = int(handles["database"].variable("max_connections") or 0)
-        ctx.server_config = replace(ctx.server_config, workers=settings.workers)
-        _record_configuration(ctx, meta)
+        ctx.server_config = settings.server_config()
+        _record_configuration(ctx, meta, {cell.server for cell in plan.cells})
         for order, cell in enumerate(plan.cells):
             scenario = plan.scenarios[cell.scenario]
             hooks.cell_started(cell, order, _expected_s(scenario))
@@ -89,7 +88,7 @@ def _run_cells(plan: RunPlan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> No
             hooks.cell_finished(cell, result)
 
 
-def _record_configuration(ctx: CellContext, meta: RunMeta) -> None:
+def _record_configuration(ctx: CellContext, meta: RunMeta, models: set[str]) -> None:
     """Every knob of the servers, services and load generator, into ``run.json``."""
     s = ctx.settings
     locust = metadata.describe_locust(
@@ -98,7 +97,8 @@ def _record_configuration(ctx: CellContext, meta: RunMeta) -> None:
     )  # fmt: skip
     # Merged, not replaced: a partial rerun must not drop what earlier cells used.
     meta.services.update(metadata.describe_services(ctx.services, locust))
-    meta.servers.update(metadata.describe_servers(ctx.server_config, s.target))
+    described = metadata.describe_servers(ctx.server_config, s.target, s.defaults)
+    meta.servers.update({name: conf for name, conf in described.items() if name in models})
     ctx.run.write_meta(meta)
 
 
@@ -111,10 +111,9 @@ def _warn_about_ceiling(plan: RunPlan, hooks: RunHooks) -> None:
     """Say before the run when a model should outrun the load generator."""
     settings = plan.settings
     ceiling = LOCUST_RPS_CEILING * settings.load_processes
-    config = ServerConfig(workers=settings.workers)
     for s in plan.scenarios.values():
-        chosen = [m for m in s.servers if not settings.servers or m in settings.servers]
-        for name in chosen if s.delay_ms else ():
+        for name in (settings.servers or s.servers) if s.delay_ms else ():
+            config = MODELS[name].configure(settings.server_config(), settings.defaults)
             slots = s.kind.slots(MODELS[name], config, None) or math.inf
             delay_s = s.delay_ms / 1000
             if settings.rates:

@@ -19,7 +19,8 @@ from asyncbench import metadata
 from asyncbench.plan import Cell, Scenario, plan_cells, resolve_scenarios
 from asyncbench.processes import reap_orphans
 from asyncbench.store import Invocation, RunDir, RunMeta, StoreError, latest_run
-from servers.config import MysqlUrl
+from servers.config import MysqlUrl, ServerConfig
+from servers.registry import SIZED
 
 DEFAULT_REPEATS = 2
 SEED_RANGE = 2**31
@@ -39,7 +40,10 @@ class RunSettings:
     duration_s: float | None = None
     warmup_s: float | None = None
     repeat: int = DEFAULT_REPEATS
-    workers: int = 4
+    workers: int = ServerConfig.workers
+    threads: int = ServerConfig.threads
+    defaults: str = SIZED  # pool sizes: the harness's fair ones, or LIBRARY defaults
+    spawn_rate: float | None = None  # overrides every scenario's spawn pattern
     reports_dir: str = "reports"
     mysql_url: str | None = None
     quick: bool = False
@@ -63,6 +67,10 @@ class RunSettings:
     def service_urls(self) -> dict[str, str | None]:
         """The user-given URL of each backing service (``services.SERVICES``), if any."""
         return {"database": self.mysql_url, "upstream": self.upstream_url}
+
+    def server_config(self) -> ServerConfig:
+        """The configuration every model starts from (each adapts it: ``ModelSpec.configure``)."""
+        return ServerConfig(workers=self.workers, threads=self.threads)
 
     @property
     def load_processes(self) -> int:
@@ -99,6 +107,7 @@ def effective_scenarios(settings: RunSettings) -> dict[str, Scenario]:
             "users": settings.users,
             "measure_s": settings.duration_s,
             "warmup_s": settings.warmup_s,
+            "spawn_rate": settings.spawn_rate,
         }
         chosen[scenario.name] = replace(
             scenario, **{k: v for k, v in overrides.items() if v is not None}

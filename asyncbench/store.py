@@ -31,7 +31,7 @@ from asyncbench.migrate import (
     upgrade_samples,
 )
 
-_TEXT_COLUMNS = ("reason", "target")
+_TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn")
 
 
 class StoreError(RuntimeError):
@@ -90,6 +90,10 @@ class CellResult:
     cpu_mariadb: float | None = None
     cpu_machine: float | None = None  # mean % of the whole machine
     rss_server_mb: float | None = None
+    rss_server_idle_mb: float | None = None  # before the load started
+    rss_per_inflight_kb: float | None = None  # (RSS − idle RSS) / requests in flight
+    process_requests: str = ""  # requests each serving process answered in the window
+    busiest_process_share: float | None = None  # the busiest process's share of them
     threads_connected_max: float | None = None
     locust_requests: int | None = None  # Locust's own count, to prove no sample was lost
     recorded_samples: int | None = None
@@ -101,6 +105,10 @@ class CellResult:
     p50_uncorrected_ms: float | None = None  # open loop: from the actual send, for comparison
     p99_uncorrected_ms: float | None = None
     locust_processes: int = 1
+    threads: int | None = None  # threaded models: threads per process
+    slot_limit: str = ""  # what binds the slots, e.g. "AsyncHTTPClient max_clients = 10"
+    spawn: str = ""  # how Locust opened its users: "all at once" or "N users/s"
+    defaults: str = "sized"  # pool sizes: the harness's ("sized") or the libraries' ("library")
     target: str | None = None  # set when the server was started elsewhere
     order: int = 0
     started_at: float = 0.0

@@ -1,13 +1,16 @@
-"""The blocking I/O both blocking models share: ``time.sleep``, ``http.client``, ``pymysql``.
+"""The blocking I/O every blocking and threaded model shares: ``time.sleep``, ``http.client``,
+``pymysql``.
 
-``flask-blocking`` and ``tornado-forked`` both call ``BlockingIO.run``, so their work per request
-cannot drift apart.
+``flask-blocking``, ``flask-threaded``, ``tornado-forked`` and ``tornado-threadpool`` all call
+``BlockingIO.run``, so their work per request cannot drift apart. Each thread that calls it gets
+its own MySQL connection (one per worker process, or one per thread of a threaded model).
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -26,12 +29,21 @@ from servers.config import MysqlUrl, ServerConfig
 
 
 class BlockingIO:
-    """The I/O of one worker process. Build it in the worker: it owns one MySQL connection."""
+    """The I/O of one worker process. Build it in the worker: it owns a MySQL connection per
+    thread that calls it."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self._mysql = MysqlUrl.parse(config.mysql_url) if config.mysql_url else None
-        self._conn: pymysql.Connection | None = None
+        self._local = threading.local()
+
+    @property
+    def _conn(self) -> pymysql.Connection | None:
+        return getattr(self._local, "conn", None)
+
+    @_conn.setter
+    def _conn(self, conn: pymysql.Connection | None) -> None:
+        self._local.conn = conn
 
     def run(self, endpoint: str, ms: int) -> None:
         """Do the work of ``/sleep``, ``/fetch`` or ``/sql`` for ``ms`` milliseconds."""

@@ -84,13 +84,15 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 4  # multi-process models: worker processes
-    threads: int = 1  # threaded models: threads per worker (or in the pool)
+    threads: int = 64  # threaded models: threads per process (gthread worker, executor pool)
+    reuse_port: bool = False  # forked models: each child binds its own SO_REUSEPORT socket
     backlog: int = 2048  # listen() backlog, the same on every model
     upstream: str | None = None  # base URL of the slow upstream for /fetch
     mysql_url: str | None = None  # for /sql
     max_clients: int = 1024  # coroutine model: AsyncHTTPClient concurrent fetches
     pool_size: int = 1024  # coroutine model: aiomysql pool maximum
     timeout_s: float = REQUEST_TIMEOUT_S  # worker, upstream and database timeouts
+    stats_dir: str | None = None  # where each process counts its requests (servers.counters)
 
     def to_argv(self) -> list[str]:
         """Command-line flags for ``python -m servers.<model>``.
@@ -101,8 +103,10 @@ class ServerConfig:
         argv: list[str] = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None and f.name != "mysql_url":
-                argv += [f"--{f.name.replace('_', '-')}", str(value)]
+            if value is None or value is False or f.name == "mysql_url":
+                continue
+            flag = f"--{f.name.replace('_', '-')}"
+            argv += [flag] if value is True else [flag, str(value)]
         return argv
 
     def to_env(self) -> dict[str, str]:
@@ -119,14 +123,18 @@ def parse_args(argv: list[str] | None, prog: str) -> ServerConfig:
     parser = argparse.ArgumentParser(prog=prog, description=f"Run the {prog} server model.")
     defaults = ServerConfig()
     for f in fields(ServerConfig):
+        flag, default = f"--{f.name.replace('_', '-')}", getattr(defaults, f.name)
+        if str(f.type) == "bool":
+            parser.add_argument(flag, action="store_true", default=default)
+            continue
         kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}", type=kind, default=getattr(defaults, f.name)
-        )
+        parser.add_argument(flag, type=kind, default=default)
     ns = parser.parse_args(argv)
     if ns.mysql_url is None:
         ns.mysql_url = os.environ.get(MYSQL_URL_ENV) or None
     config = ServerConfig(**vars(ns))
     if config.workers < 1:
         parser.error("--workers must be at least 1")
+    if config.threads < 1:
+        parser.error("--threads must be at least 1")
     return config

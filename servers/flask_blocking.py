@@ -27,6 +27,7 @@ from servers import endpoints
 from servers.backends import IOFailure
 from servers.blocking_io import BlockingIO
 from servers.config import ServerConfig, parse_args
+from servers.counters import RequestCounter
 from servers.startup import die_with_parent, exit_if_address_taken, exit_on_bad_config
 
 MODEL = "flask-blocking"
@@ -37,10 +38,16 @@ def json_response(body: bytes, status: int = 200) -> Response:
     return Response(body, status=status, content_type=endpoints.CONTENT_TYPE)
 
 
-def create_app(config: ServerConfig) -> Flask:
-    """The Flask app; build it in the worker process (its ``BlockingIO`` owns a connection)."""
+def create_app(config: ServerConfig, model: str = MODEL) -> Flask:
+    """The Flask app; build it in the worker process (its ``BlockingIO`` owns connections)."""
     app = Flask(__name__)
     backend = BlockingIO(config)
+    counter = RequestCounter(config.stats_dir)
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        counter.add()
+        return response
 
     @app.get("/hello")
     def hello() -> Response:
@@ -50,7 +57,7 @@ def create_app(config: ServerConfig) -> Flask:
     @app.get("/health")
     def health() -> Response:
         endpoints.parse_no_params(request.query_string)
-        return json_response(endpoints.health_body(MODEL))
+        return json_response(endpoints.health_body(model))
 
     @app.get(f"/<any({', '.join(endpoints.DELAY_ENDPOINTS)}):endpoint>")
     def delay(endpoint: str) -> Response:
@@ -87,7 +94,7 @@ def post_worker_init(worker: Worker) -> None:
     signal.signal(signal.SIGTERM, worker.handle_quit)
 
 
-def gunicorn_options(config: ServerConfig) -> dict[str, Any]:
+def gunicorn_options(config: ServerConfig, model: str = MODEL) -> dict[str, Any]:
     return {
         "bind": f"{config.host}:{config.port}",
         "worker_class": "sync",
@@ -99,7 +106,7 @@ def gunicorn_options(config: ServerConfig) -> dict[str, Any]:
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
-        "proc_name": MODEL,
+        "proc_name": model,
         "control_socket_disable": True,  # else every instance shares ~/.gunicorn/gunicorn.ctl
         "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
         "post_worker_init": post_worker_init,
@@ -109,23 +116,28 @@ def gunicorn_options(config: ServerConfig) -> dict[str, Any]:
 class GunicornApp(BaseApplication):
     """Gunicorn configured from a dict, serving ``create_app(config)`` (loaded in each worker)."""
 
-    def __init__(self, config: ServerConfig) -> None:
-        self.config = config
-        super().__init__(prog=MODEL)
+    def __init__(self, config: ServerConfig, model: str, options: dict[str, Any]) -> None:
+        self.config, self.model, self.options = config, model, options
+        super().__init__(prog=model)
 
     def load_config(self) -> None:
-        for key, value in gunicorn_options(self.config).items():
+        for key, value in self.options.items():
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return create_app(self.config)
+        return create_app(self.config, self.model)
+
+
+def serve(argv: list[str] | None, model: str, options) -> None:
+    """Parse the flags, check them, and run gunicorn with ``options(config)``."""
+    config = parse_args(argv, prog=model)
+    exit_on_bad_config(config, model)
+    exit_if_address_taken(config, model)
+    GunicornApp(config, model, options(config)).run()
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv, prog=MODEL)
-    exit_on_bad_config(config, MODEL)
-    exit_if_address_taken(config, MODEL)
-    GunicornApp(config).run()
+    serve(argv, MODEL, gunicorn_options)
 
 
 if __name__ == "__main__":

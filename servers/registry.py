@@ -13,9 +13,25 @@ database pool) when the model uses a pool, and always by the database's ``max_co
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from servers.config import ServerConfig
+
+SIZED, LIBRARY = "sized", "library"  # pool sizes: the harness's fair ones, or the libraries'
+COMMON_KNOBS = ("backlog", "timeout_s")
+
+
+# The libraries' own defaults (--defaults library), as documented by each library.
+GUNICORN_DEFAULT_THREADS = 1  # gunicorn --threads
+TORNADO_DEFAULT_MAX_CLIENTS = 10  # AsyncHTTPClient(max_clients=10)
+AIOMYSQL_DEFAULT_MAXSIZE = 10  # aiomysql.create_pool(maxsize=10)
+
+
+def executor_default_threads() -> int:
+    """``ThreadPoolExecutor()``'s default ``max_workers`` on this machine."""
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,14 @@ class Concurrency:
             "workers × threads": config.workers * config.threads,
             "threads": config.threads,
             "event loop": math.inf,
+        }[self.name]
+
+    def describe(self, config: ServerConfig) -> str:
+        return {
+            "workers": f"workers = {config.workers}",
+            "workers × threads": f"workers × threads = {config.workers} × {config.threads}",
+            "threads": f"threads = {config.threads}",
+            "event loop": "one event loop (no slot limit)",
         }[self.name]
 
 
@@ -53,6 +77,22 @@ class ModelSpec:
     keep_alive: bool  # whether it keeps client connections open between requests
     label: str  # short name for chart legends
     color: str  # the model's colour in every chart and table
+    knobs: tuple[str, ...] = ()  # the ServerConfig fields it uses (besides COMMON_KNOBS)
+    # Its libraries' own defaults for the pool sizes the harness otherwise sizes (--defaults
+    # library); a function because some depend on the machine.
+    library_defaults: Callable[[], dict] = field(default=dict)
+    overrides: dict = field(default_factory=dict)  # config it always runs with (a variant)
+    default_run: bool = True  # part of a run that names no models
+
+    def configure(self, config: ServerConfig, defaults: str = SIZED) -> ServerConfig:
+        """``config`` as this model runs it: its fixed overrides, and library pool sizes when
+        asked for."""
+        library = self.library_defaults() if defaults == LIBRARY else {}
+        return replace(config, **{**library, **self.overrides})
+
+    def describe(self, config: ServerConfig) -> dict:
+        """The knobs that apply to it, as they were set."""
+        return {k: getattr(config, k) for k in (*self.knobs, *COMMON_KNOBS)}
 
     def processes(self, config: ServerConfig) -> int:
         """How many processes serve once it is ready (the parent included)."""
@@ -66,14 +106,28 @@ class ModelSpec:
         ``resource`` is the backing service a scenario kind's request waits on (``"upstream"``,
         ``"database"``) or None (a plain sleep). ``math.inf`` means no limit.
         """
-        slots = float(self.concurrency.slots(config))
+        return min(limit for limit, _ in self.limits(config, resource, db_max_connections))
+
+    def slot_limit(
+        self, config: ServerConfig, resource: str | None, db_max_connections: int | None
+    ) -> str:
+        """What binds its slots, in words, e.g. ``AsyncHTTPClient max_clients = 10``."""
+        return min(self.limits(config, resource, db_max_connections))[1]
+
+    def limits(
+        self, config: ServerConfig, resource: str | None, db_max_connections: int | None
+    ) -> list[tuple[float, str]]:
+        """Every cap on the requests it holds at once, with its name."""
+        own = float(self.concurrency.slots(config))
+        limits = [(own, self.concurrency.describe(config))]
         if self.pooled_clients and resource == "upstream":
-            slots = min(slots, config.max_clients)
-        if resource == "database":
-            if self.pooled_clients:
-                slots = min(slots, config.pool_size)
-            slots = min(slots, db_max_connections or math.inf)
-        return slots
+            cap = config.max_clients
+            limits.append((cap, f"AsyncHTTPClient max_clients = {cap}"))
+        if self.pooled_clients and resource == "database":
+            limits.append((config.pool_size, f"aiomysql pool maxsize = {config.pool_size}"))
+        if resource == "database" and db_max_connections:
+            limits.append((db_max_connections, f"max_connections = {db_max_connections}"))
+        return limits
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -89,6 +143,20 @@ MODELS: dict[str, ModelSpec] = {
             keep_alive=False,  # gunicorn's sync workers close after every response
             label="Flask (sync workers)",
             color="#d95f02",
+            knobs=("workers",),
+        ),
+        ModelSpec(
+            name="flask-threaded",
+            module="servers.flask_threaded",
+            summary="The same Flask app on gunicorn gthread workers: workers × threads at once",
+            concurrency=PER_THREAD,
+            multi_process=True,
+            pooled_clients=False,
+            keep_alive=True,  # gthread parks idle kept-alive connections in its poller
+            label="Flask (gthread)",
+            color="#e7298a",
+            knobs=("workers", "threads"),
+            library_defaults=lambda: {"threads": GUNICORN_DEFAULT_THREADS},
         ),
         ModelSpec(
             name="tornado-forked",
@@ -100,6 +168,22 @@ MODELS: dict[str, ModelSpec] = {
             keep_alive=True,
             label="Tornado forked",
             color="#7570b3",
+            knobs=("workers", "reuse_port"),
+        ),
+        ModelSpec(
+            name="tornado-forked-reuseport",
+            module="servers.tornado_forked",
+            summary="Forked Tornado where each child binds its own SO_REUSEPORT socket (the "
+            "kernel spreads connections)",
+            concurrency=PER_WORKER,
+            multi_process=True,
+            pooled_clients=False,
+            keep_alive=True,
+            label="Tornado forked (SO_REUSEPORT)",
+            color="#a6761d",
+            knobs=("workers", "reuse_port"),
+            overrides={"reuse_port": True},
+            default_run=False,
         ),
         ModelSpec(
             name="tornado-coroutine",
@@ -112,6 +196,23 @@ MODELS: dict[str, ModelSpec] = {
             keep_alive=True,
             label="Tornado coroutine",
             color="#1b9e77",
+            knobs=("max_clients", "pool_size"),
+            library_defaults=lambda: {"max_clients": TORNADO_DEFAULT_MAX_CLIENTS,
+                                      "pool_size": AIOMYSQL_DEFAULT_MAXSIZE},  # fmt: skip
+        ),
+        ModelSpec(
+            name="tornado-threadpool",
+            module="servers.tornado_threadpool",
+            summary="Tornado async def handlers running the blocking calls in a "
+            "ThreadPoolExecutor(threads) via run_in_executor, one process",
+            concurrency=THREAD_POOL,
+            multi_process=False,
+            pooled_clients=False,
+            keep_alive=True,
+            label="Tornado + thread pool",
+            color="#66a61e",
+            knobs=("threads",),
+            library_defaults=lambda: {"threads": executor_default_threads()},
         ),
     )
 }

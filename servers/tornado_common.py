@@ -1,9 +1,10 @@
-"""What the two Tornado models share: JSON handlers, error bodies, /hello, /health, 404, the app,
-and binding the listening sockets.
+"""What the Tornado models share: JSON handlers, error bodies, /hello, /health, 404, the app,
+request counting and binding the listening sockets.
 
-Each model supplies only its ``/sleep``, ``/fetch``, ``/sql`` handler (blocking or ``async def``)
-and the object doing the I/O; everything else (status codes, body bytes, headers, no ETag, no
-access log) is defined once here, on top of ``servers.endpoints``.
+Each model supplies only its ``/sleep``, ``/fetch``, ``/sql`` handler (blocking, or
+``AwaitingDelayHandler`` over an object whose ``run`` is a coroutine) and the object doing the
+I/O; everything else (status codes, body bytes, headers, no ETag, no access log) is defined once
+here, on top of ``servers.endpoints``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tornado.web
 from servers import endpoints
 from servers.backends import IOFailure
 from servers.config import ServerConfig
+from servers.counters import RequestCounter
 
 
 class JsonError(tornado.web.HTTPError):
@@ -37,6 +39,9 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def compute_etag(self) -> None:
         return None
+
+    def on_finish(self) -> None:
+        self.settings["request_counter"].add()
 
     def send(self, body: bytes, status: int = 200) -> None:
         self.set_status(status)
@@ -66,6 +71,22 @@ def http_error(exc: IOFailure) -> JsonError:
     return JsonError(exc.status, str(exc))
 
 
+class AwaitingDelayHandler(JsonHandler):
+    """``/sleep``, ``/fetch``, ``/sql`` as coroutines: the loop serves others while ``await``ing
+    ``backend.run`` (non-blocking I/O, or blocking I/O handed to a thread pool)."""
+
+    def initialize(self, backend: Any) -> None:
+        self.backend = backend
+
+    async def get(self, endpoint: str) -> None:
+        ms = self.delay_ms()
+        try:
+            await self.backend.run(endpoint, ms)
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        self.send(endpoints.delay_body(endpoint, ms))
+
+
 class HelloHandler(JsonHandler):
     def get(self) -> None:
         self.no_params()
@@ -91,7 +112,7 @@ def _no_access_log(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(
-    model: str, delay_handler: type[JsonHandler], backend: object
+    model: str, delay_handler: type[JsonHandler], backend: object, config: ServerConfig
 ) -> tornado.web.Application:
     """The application: shared routes plus the model's handler for the delay endpoints."""
     routes: list[Any] = [
@@ -104,12 +125,17 @@ def make_app(
         default_handler_class=NotFoundHandler,
         log_function=_no_access_log,
         compress_response=False,
+        request_counter=RequestCounter(config.stats_dir),
     )
 
 
-def bind_or_exit(config: ServerConfig, prog: str) -> list[socket.socket]:
+def bind_or_exit(
+    config: ServerConfig, prog: str, reuse_port: bool = False
+) -> list[socket.socket]:
     """The listening sockets, or exit with one line (no traceback) if the address is unusable."""
     try:
-        return tornado.netutil.bind_sockets(config.port, config.host, backlog=config.backlog)
+        return tornado.netutil.bind_sockets(
+            config.port, config.host, backlog=config.backlog, reuse_port=reuse_port
+        )
     except OSError as exc:
         sys.exit(f"{prog}: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")

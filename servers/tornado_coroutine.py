@@ -19,7 +19,6 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from servers.backends import (
     SLEEP_SQL,
-    IOFailure,
     database_unavailable,
     delay_url,
     mysql_detail,
@@ -28,9 +27,8 @@ from servers.backends import (
     upstream_failed,
 )
 from servers.config import MysqlUrl, ServerConfig, parse_args
-from servers.endpoints import delay_body
 from servers.startup import exit_on_bad_config
-from servers.tornado_common import JsonHandler, bind_or_exit, http_error, make_app
+from servers.tornado_common import AwaitingDelayHandler, bind_or_exit, make_app
 
 MODEL = "tornado-coroutine"
 
@@ -112,21 +110,6 @@ class AsyncIO:
             await self._pool.wait_closed()
 
 
-class CoroutineDelayHandler(JsonHandler):
-    """``/sleep``, ``/fetch``, ``/sql`` as coroutines: the loop serves others meanwhile."""
-
-    def initialize(self, backend: AsyncIO) -> None:
-        self.backend = backend
-
-    async def get(self, endpoint: str) -> None:
-        ms = self.delay_ms()
-        try:
-            await self.backend.run(endpoint, ms)
-        except IOFailure as exc:
-            raise http_error(exc) from None
-        self.send(delay_body(endpoint, ms))
-
-
 async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     """Serve on ``sockets`` until SIGTERM or SIGINT, then stop and close the I/O resources."""
     loop = asyncio.get_running_loop()
@@ -134,7 +117,7 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     backend = AsyncIO(config)
-    server = tornado.httpserver.HTTPServer(make_app(MODEL, CoroutineDelayHandler, backend))
+    server = tornado.httpserver.HTTPServer(make_app(MODEL, AwaitingDelayHandler, backend, config))
     server.add_sockets(sockets)
     await stop.wait()
     server.stop()

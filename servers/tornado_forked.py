@@ -6,6 +6,8 @@ but its handlers block (``servers.blocking_io``), so a child serves one request 
 gunicorn sync worker. The children share the listening socket; whichever child is idle when a
 connection arrives accepts it (and every other connection queued at that moment, which can make
 the load uneven between children: a property of this model, not of the harness).
+With ``--reuse-port`` each child binds its own ``SO_REUSEPORT`` socket instead, and the kernel
+spreads new connections over the children by a hash of the connection: the usual remedy.
 
 Process life cycle: children get ``PR_SET_PDEATHSIG`` (SIGTERM) so they die with the parent;
 SIGTERM to the parent kills it at once (default action) and thereby every child. A child that
@@ -27,10 +29,11 @@ from servers.backends import IOFailure
 from servers.blocking_io import BlockingIO
 from servers.config import ServerConfig, parse_args
 from servers.endpoints import delay_body
-from servers.startup import die_with_parent, exit_on_bad_config
+from servers.startup import die_with_parent, exit_if_address_taken, exit_on_bad_config
 from servers.tornado_common import JsonHandler, bind_or_exit, http_error, make_app
 
 MODEL = "tornado-forked"
+REUSE_PORT_MODEL = "tornado-forked-reuseport"  # the same module with --reuse-port
 
 
 class BlockingDelayHandler(JsonHandler):
@@ -50,7 +53,8 @@ class BlockingDelayHandler(JsonHandler):
 
 async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     """One child: its own app, I/O state and HTTPServer on the shared sockets, until killed."""
-    app = make_app(MODEL, BlockingDelayHandler, BlockingIO(config))
+    name = REUSE_PORT_MODEL if config.reuse_port else MODEL
+    app = make_app(name, BlockingDelayHandler, BlockingIO(config), config)
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
     await asyncio.Event().wait()
@@ -58,13 +62,20 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv, prog=MODEL)
-    exit_on_bad_config(config, MODEL)
-    sockets = bind_or_exit(config, MODEL)
+    name = REUSE_PORT_MODEL if config.reuse_port else MODEL
+    exit_on_bad_config(config, name)
+    if config.reuse_port:  # each child binds its own socket; the kernel spreads connections
+        exit_if_address_taken(config, name)
+        sockets = []
+    else:
+        sockets = bind_or_exit(config, name)
     # Ctrl-C ends every process at once, without one traceback per process.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     parent = os.getpid()
     tornado.process.fork_processes(config.workers)  # only children return from here
     die_with_parent(parent)
+    if config.reuse_port:
+        sockets = bind_or_exit(config, name, reuse_port=True)
     asyncio.run(serve(config, sockets))
 
 

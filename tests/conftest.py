@@ -27,14 +27,18 @@ def upstream_service() -> Iterator[Upstream]:
         yield service
 
 
-SERVER_WORKERS = 2  # the blocking models' workers in server tests
+SERVER_WORKERS = 2  # the multi-process models' workers in server tests
+SERVER_THREADS = 4  # the threaded models' threads per process in server tests
 
 
-def model_config(upstream_url: str | None, mysql_url: str | None) -> ServerConfig:
-    """The configuration the server tests use: a free port and the given backends."""
-    return ServerConfig(
-        port=free_port(), workers=SERVER_WORKERS, upstream=upstream_url, mysql_url=mysql_url
-    )
+def model_config(
+    upstream_url: str | None, mysql_url: str | None, model: str | None = None, **changes
+) -> ServerConfig:
+    """The configuration the server tests use: a free port and the given backends (as
+    ``model`` adapts it, e.g. a variant's fixed options)."""
+    fields = {"workers": SERVER_WORKERS, "threads": SERVER_THREADS, **changes}
+    config = ServerConfig(port=free_port(), upstream=upstream_url, mysql_url=mysql_url, **fields)
+    return MODELS[model].configure(config) if model else config
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +46,8 @@ def servers(mariadb: Database, upstream_service: Upstream) -> Iterator[dict[str,
     """Every model with working backends, started once per test module."""
     with contextlib.ExitStack() as stack:
         yield {
-            name: stack.enter_context(server(name, model_config(upstream_service.url, mariadb.url)))
+            name: stack.enter_context(
+                server(name, model_config(upstream_service.url, mariadb.url, name))
+            )
             for name in MODELS
         }

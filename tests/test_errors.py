@@ -18,6 +18,7 @@ import pytest
 
 from asyncbench.services import MARIADBD_ENV, ServiceError, find_binary, mariadb_binaries
 from servers import MODELS
+from servers.config import ServerConfig
 
 pytestmark = pytest.mark.slow  # real server processes
 
@@ -72,8 +73,9 @@ def test_serve_on_a_port_in_use(taken_port: int) -> None:
 @pytest.mark.parametrize("model", list(MODELS))
 def test_server_model_started_directly_on_a_port_in_use(taken_port: int, model: str) -> None:
     """The race behind `serve`'s check: the model itself says so in one line, promptly."""
+    flags = MODELS[model].configure(ServerConfig(port=taken_port)).to_argv()
     result = subprocess.run(
-        [sys.executable, "-m", MODELS[model].module, "--port", str(taken_port)],
+        [sys.executable, "-m", MODELS[model].module, *flags],
         capture_output=True,
         text=True,
         timeout=30,

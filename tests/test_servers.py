@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import os
 import signal
 import socket
@@ -16,16 +17,19 @@ from urllib.parse import urlsplit
 
 import psutil
 import pytest
-from conftest import SERVER_WORKERS, model_config
+from conftest import SERVER_THREADS, SERVER_WORKERS, model_config
 
 from asyncbench.processes import free_port
 from asyncbench.services import Database, Server, Upstream, server
 from servers import MODELS
+from servers.counters import read_counts
 from servers.endpoints import CONTENT_TYPE, expected_body
+from servers.registry import LIBRARY
 
 pytestmark = pytest.mark.slow  # real server processes
 
 WORKERS = SERVER_WORKERS
+THREADS = SERVER_THREADS
 CONCURRENCY = 20
 SLOW_MS = 300
 SCENARIOS = [("hello", None), ("sleep", 50), ("fetch", 50), ("sql", 50)]
@@ -132,11 +136,19 @@ def test_health(running: Server) -> None:
 # A tornado-forked child accepts every connection queued when it is idle, then serves them one
 # by one while the other child may sit idle: anywhere from an even split (~10) to all 20 in one
 # child (~20). That is how this model behaves, so the test allows it.
+# gthread workers also accept more connections than they have threads and queue them inside:
+# from an even split (ceil(20 / 8) = 3 rounds) to all in one worker (ceil(20 / 4) = 5 rounds).
+# The thread pool is one queue in front of its threads: ceil(20 / 4) = 5 rounds.
 CONCURRENT_DELAYS = {
     "flask-blocking": (0.7 * CONCURRENCY / WORKERS, 1.5 * CONCURRENCY / WORKERS),
+    "flask-threaded": (0.9 * math.ceil(CONCURRENCY / (WORKERS * THREADS)),
+                       1.25 * math.ceil(CONCURRENCY / THREADS)),
     "tornado-forked": (0.7 * CONCURRENCY / WORKERS, 1.25 * CONCURRENCY),
+    "tornado-forked-reuseport": (0.7 * CONCURRENCY / WORKERS, 1.25 * CONCURRENCY),
     "tornado-coroutine": (1.0, 2.0),
-}
+    "tornado-threadpool": (0.9 * math.ceil(CONCURRENCY / THREADS),
+                           1.25 * math.ceil(CONCURRENCY / THREADS)),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("endpoint", ["sleep", "fetch", "sql"])
@@ -145,6 +157,52 @@ def test_concurrency_follows_the_model(running: Server, endpoint: str) -> None:
     assert results == [(200, expected_body(endpoint, SLOW_MS))] * CONCURRENCY
     low, high = CONCURRENT_DELAYS[running.model]
     assert low * SLOW_MS / 1000 <= elapsed < high * SLOW_MS / 1000, f"{elapsed:.2f} s"
+
+
+# (model, workers, threads) → the requests it holds at once: the capacity law in the registry.
+THREAD_SLOTS = [("flask-threaded", 2, 4, 8), ("flask-threaded", 2, 16, 32),
+                ("tornado-threadpool", 1, 8, 8), ("tornado-threadpool", 1, 32, 32)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "workers", "threads", "slots"), THREAD_SLOTS)
+@pytest.mark.parametrize("endpoint", ["sleep", "fetch", "sql"])
+def test_threads_are_the_slots(mariadb, upstream_service, model, workers, threads, slots, endpoint):
+    """20 simultaneous 300 ms requests take ceil(20 / slots) rounds; gthread may take up to
+    ceil(20 / threads) when one worker accepted more than its share."""
+    config = model_config(upstream_service.url, mariadb.url, model, workers=workers,
+                          threads=threads)  # fmt: skip
+    assert MODELS[model].slots(config, "upstream", None) == slots
+    with server(model, config) as running:
+        # a first round starts the threads and opens their database connections
+        concurrent_gets(running.url, f"/{endpoint}?ms=0", CONCURRENCY)
+        elapsed, results = concurrent_gets(running.url, f"/{endpoint}?ms={SLOW_MS}", CONCURRENCY)
+    assert results == [(200, expected_body(endpoint, SLOW_MS))] * CONCURRENCY
+    fewest, most = math.ceil(CONCURRENCY / slots), math.ceil(CONCURRENCY / threads)
+    rounds = elapsed / (SLOW_MS / 1000)
+    assert 0.9 * fewest <= rounds < 1.25 * most + 0.5, f"{elapsed:.2f} s"
+
+
+def test_library_defaults_cap_the_coroutine_models_fetch_at_ten(upstream_service):
+    """AsyncHTTPClient's default max_clients = 10: 20 simultaneous fetches take two rounds."""
+    model = MODELS["tornado-coroutine"]
+    config = model.configure(model_config(upstream_service.url, None), LIBRARY)
+    assert config.max_clients == 10
+    with server(model.name, config) as running:
+        elapsed, results = concurrent_gets(running.url, f"/fetch?ms={SLOW_MS}", CONCURRENCY)
+    assert results == [(200, expected_body("fetch", SLOW_MS))] * CONCURRENCY
+    assert 1.8 <= elapsed / (SLOW_MS / 1000) < 3.0, f"{elapsed:.2f} s"
+
+
+def test_each_process_counts_its_requests(tmp_path, model_name="tornado-forked"):
+    config = model_config(None, None, model_name, stats_dir=str(tmp_path))
+    with server(model_name, config) as running:
+        full_tree(running)
+        for _ in range(30):
+            get(running.url, "/hello")
+        time.sleep(0.2)
+        counts = read_counts(tmp_path)
+        workers = {p.pid for p in running.process.tree()[1:]}
+    assert set(counts) <= workers and sum(counts.values()) >= 30  # /health checks count too
 
 
 def test_sql_survives_the_database_dropping_its_connections(running: Server, mariadb: Database):

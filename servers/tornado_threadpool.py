@@ -1,0 +1,69 @@
+"""The ``tornado-threadpool`` model: ``async def`` handlers that hand blocking calls to threads.
+
+The usual way to keep a blocking library inside an async server: each ``/sleep``, ``/fetch``
+and ``/sql`` runs the very blocking I/O the blocking models use (``servers.blocking_io``:
+``time.sleep``, ``http.client``, ``pymysql`` with one connection per thread) in a
+``ThreadPoolExecutor(max_workers=threads)`` through ``IOLoop.run_in_executor``, while the
+event loop keeps accepting and answering. One process; it holds ``threads`` requests at once,
+the rest wait in the executor's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import tornado.httpserver
+from tornado.ioloop import IOLoop
+
+from servers.blocking_io import BlockingIO
+from servers.config import ServerConfig, parse_args
+from servers.startup import exit_on_bad_config
+from servers.tornado_common import AwaitingDelayHandler, bind_or_exit, make_app
+
+MODEL = "tornado-threadpool"
+
+
+class ThreadPoolIO:
+    """Blocking I/O run on a thread pool, awaited by the handlers."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.blocking = BlockingIO(config)
+        self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="io")
+
+    async def run(self, endpoint: str, ms: int) -> None:
+        await IOLoop.current().run_in_executor(self.executor, self.blocking.run, endpoint, ms)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
+    """Serve on ``sockets`` until SIGTERM or SIGINT, then stop and drop the pool."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    backend = ThreadPoolIO(config)
+    server = tornado.httpserver.HTTPServer(make_app(MODEL, AwaitingDelayHandler, backend, config))
+    server.add_sockets(sockets)
+    await stop.wait()
+    server.stop()
+    backend.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv, prog=MODEL)
+    exit_on_bad_config(config, MODEL)
+    sockets = bind_or_exit(config, MODEL)
+    asyncio.run(serve(config, sockets))
+    # Pool threads still inside a long blocking call would hold the interpreter's exit open
+    # until it returns; a stopped benchmark server has nothing left to finish.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
