@@ -13,10 +13,14 @@ from dataclasses import asdict, dataclass, fields
 from urllib.parse import unquote, urlsplit
 
 from servers.endpoints import MAX_MS
+from servers.room import DEFAULT_HOLD_S
 
 # Longer than any allowed delay, so a slow-but-correct request is never cut off by a timeout.
 REQUEST_TIMEOUT_S = MAX_MS / 1000 + 15
 MYSQL_URL_ENV = "ASYNCBENCH_MYSQL_URL"
+REDIS_URL_ENV = "ASYNCBENCH_REDIS_URL"
+# URLs that may hold a password travel in the environment, never on a command line.
+_URL_ENVS = {"mysql_url": MYSQL_URL_ENV, "redis_url": REDIS_URL_ENV}
 
 
 @dataclass(frozen=True)
@@ -87,30 +91,33 @@ class ServerConfig:
     backlog: int = 2048  # listen() backlog, the same on every model
     upstream: str | None = None  # base URL of the slow upstream for /fetch
     mysql_url: str | None = None  # for /sql
+    redis_url: str | None = None  # the room's message bus (/room/*)
+    hold_s: float = DEFAULT_HOLD_S  # how long /room/poll holds before answering 204
     max_clients: int = 1024  # coroutine model: AsyncHTTPClient concurrent fetches
-    pool_size: int = 1024  # coroutine model: aiomysql pool maximum
+    pool_size: int = 1024  # coroutine model: aiomysql pool and Redis pool maximum
     timeout_s: float = REQUEST_TIMEOUT_S  # worker, upstream and database timeouts
 
     def to_argv(self) -> list[str]:
         """Command-line flags for ``python -m servers.<model>``.
 
-        The MySQL URL may hold a password, so it travels in the environment (``to_env``), never
-        on a command line that ``ps`` shows to every user of the machine.
+        The MySQL and Redis URLs may hold a password, so they travel in the environment
+        (``to_env``), never on a command line that ``ps`` shows to every user of the machine.
         """
         argv: list[str] = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None and f.name != "mysql_url":
+            if value is not None and f.name not in _URL_ENVS:
                 argv += [f"--{f.name.replace('_', '-')}", str(value)]
         return argv
 
     def to_env(self) -> dict[str, str]:
-        return {MYSQL_URL_ENV: self.mysql_url} if self.mysql_url else {}
+        return {env: getattr(self, name) for name, env in _URL_ENVS.items() if getattr(self, name)}
 
     def describe(self) -> dict:
         """The configuration as it may be shown (credentials redacted)."""
         data = asdict(self)
-        data["mysql_url"] = redact_url(self.mysql_url)
+        for name in _URL_ENVS:
+            data[name] = redact_url(getattr(self, name))
         return data
 
 
@@ -123,8 +130,9 @@ def parse_args(argv: list[str] | None, prog: str) -> ServerConfig:
             f"--{f.name.replace('_', '-')}", type=kind, default=getattr(defaults, f.name)
         )
     ns = parser.parse_args(argv)
-    if ns.mysql_url is None:
-        ns.mysql_url = os.environ.get(MYSQL_URL_ENV) or None
+    for name, env in _URL_ENVS.items():
+        if getattr(ns, name) is None:
+            setattr(ns, name, os.environ.get(env) or None)
     config = ServerConfig(**vars(ns))
     if config.workers < 1:
         parser.error("--workers must be at least 1")

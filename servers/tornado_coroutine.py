@@ -3,7 +3,9 @@
 ``/sleep`` awaits ``asyncio.sleep``; ``/fetch`` uses ``AsyncHTTPClient`` (the simple client, a new
 connection per request, ``max_clients`` raised from Tornado's default of 10 so it is not a hidden
 cap); ``/sql`` uses an ``aiomysql`` pool of up to ``pool_size`` connections. The client and the
-pool are created inside the running loop. SIGTERM/SIGINT stop it promptly and close the pool.
+pool are created inside the running loop. ``/room/poll`` and ``/room/send`` use
+``servers.bus_asyncio``: one Redis subscription fanned out to every held poll. SIGTERM/SIGINT stop
+it promptly and close the pools.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from servers.backends import (
     no_upstream,
     upstream_failed,
 )
+from servers.bus_asyncio import AsyncBus
 from servers.config import MysqlUrl, ServerConfig, parse_args
 from servers.endpoints import delay_body
+from servers.room import sent_body
 from servers.startup import exit_on_bad_config
 from servers.tornado_common import JsonHandler, bind_or_exit, http_error, make_app
 
@@ -127,18 +131,51 @@ class CoroutineDelayHandler(JsonHandler):
         self.send(delay_body(endpoint, ms))
 
 
+class CoroutinePollHandler(JsonHandler):
+    """``/room/poll`` held as a coroutine: the loop serves others meanwhile."""
+
+    def initialize(self, bus: AsyncBus) -> None:
+        self.bus = bus
+
+    async def get(self) -> None:
+        after = self.after()
+        try:
+            messages = await self.bus.poll(after)
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        self.send_poll(messages)
+
+
+class CoroutineSendHandler(JsonHandler):
+    """``/room/send`` with a non-blocking publish."""
+
+    def initialize(self, bus: AsyncBus) -> None:
+        self.bus = bus
+
+    async def post(self) -> None:
+        outgoing = self.outgoing()
+        try:
+            message_id = await self.bus.publish(outgoing)
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        self.send(sent_body(message_id))
+
+
 async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     """Serve on ``sockets`` until SIGTERM or SIGINT, then stop and close the I/O resources."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    backend = AsyncIO(config)
-    server = tornado.httpserver.HTTPServer(make_app(MODEL, CoroutineDelayHandler, backend))
+    backend, bus = AsyncIO(config), AsyncBus(config)
+    room_handlers = (CoroutinePollHandler, CoroutineSendHandler)
+    app = make_app(MODEL, CoroutineDelayHandler, backend, room_handlers, bus)
+    server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
     await stop.wait()
     server.stop()
     await backend.close()
+    await bus.close()
 
 
 def main(argv: list[str] | None = None) -> None:
