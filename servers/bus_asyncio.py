@@ -2,8 +2,8 @@
 
 However many polls the process holds, it has one Redis subscription: a reader task receives each
 message once and hands it to every listener (a held poll now; a WebSocket stream next). Commands
-go through a pool of at most ``pool_size`` connections, so a burst of thousands of polls queues
-for a connection rather than opening thousands.
+go through a pool of at most ``bus_pool_size`` connections, so a burst of thousands of polls
+queues for a connection (each holds one for a round trip) rather than opening thousands.
 
 The subscription starts with the first poll and is confirmed by Redis before any poll reads the
 history (the ordering ``servers.bus`` relies on). If it breaks (Redis went away), every listener
@@ -65,7 +65,7 @@ class AsyncBus:
         if config.redis_url:
             pool = redis.asyncio.BlockingConnectionPool.from_url(
                 config.redis_url,
-                max_connections=config.pool_size,
+                max_connections=config.bus_pool_size + 1,  # + the subscription
                 timeout=config.timeout_s,  # waiting for a free connection
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_timeout=config.timeout_s,

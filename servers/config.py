@@ -94,7 +94,10 @@ class ServerConfig:
     redis_url: str | None = None  # the room's message bus (/room/*)
     hold_s: float = DEFAULT_HOLD_S  # how long /room/poll holds before answering 204
     max_clients: int = 1024  # coroutine model: AsyncHTTPClient concurrent fetches
-    pool_size: int = 1024  # coroutine model: aiomysql pool and Redis pool maximum
+    pool_size: int = 1024  # coroutine model: aiomysql pool maximum
+    # Coroutine model: Redis command connections (besides its one subscription). Redis runs
+    # commands on one thread, so more connections add no throughput, only sockets.
+    bus_pool_size: int = 64
     timeout_s: float = REQUEST_TIMEOUT_S  # worker, upstream and database timeouts
 
     def to_argv(self) -> list[str]:
