@@ -174,8 +174,13 @@ class AsyncBus:
         if self._reader is None or self._reader.done():
             self._confirmed = asyncio.get_running_loop().create_future()
             self._reader = asyncio.create_task(self._read(self._confirmed))
-        assert self._confirmed is not None
-        await asyncio.shield(self._confirmed)  # every poll waits for the same confirmation
+        reader, confirmed = self._reader, self._confirmed
+        assert confirmed is not None
+        try:  # every poll waits for the same confirmation, for a bounded time
+            await asyncio.wait_for(asyncio.shield(confirmed), CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            reader.cancel()  # a Redis that accepts but does not answer: the next poll retries
+            raise bus_unavailable("no subscription confirmation") from None
 
     async def _read(self, confirmed: asyncio.Future) -> None:
         """The reader task: subscribe, confirm, fan every message out; fail everyone on error."""
@@ -190,15 +195,16 @@ class AsyncBus:
                 elif event["type"] == "message":
                     for listener in self._listeners:
                         listener.deliver(event["data"])
-        except redis.RedisError as exc:
-            failure = unavailable(exc)
+        except Exception as exc:  # any failure must reach the waiting polls, not vanish
+            failure = unavailable(exc) if isinstance(exc, redis.RedisError) else failure
         finally:
+            if not confirmed.done():
+                confirmed.set_exception(failure)
+                confirmed.exception()  # seen: the polls that wanted it may have given up
+            for listener in self._listeners:
+                listener.deliver(failure)
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
-        if not confirmed.done():
-            confirmed.set_exception(failure)
-        for listener in self._listeners:
-            listener.deliver(failure)
 
     def _require(self) -> None:
         if self._redis is None:
