@@ -152,19 +152,24 @@ def test_poll_answers_in_order_in_batches_with_the_same_bytes(
 def test_held_poll_is_released_by_a_send(
     rooms: dict[str, Server], message_bus: MessageBus, model: str
 ) -> None:
-    running = rooms[model]
+    released_after = assert_released_by_a_send(rooms[model], message_bus)
+    assert released_after < 0.5, f"{released_after:.3f} s after the send"
+
+
+def assert_released_by_a_send(running: Server, bus: MessageBus) -> float:
+    """Hold a poll, send, check it answers the new message; return how long after the send."""
     last = send(running.url)
     with ThreadPoolExecutor(1) as pool:
         held = pool.submit(poll, running.url, last)
-        wait_until(lambda: message_bus.stats().held == 1, HOLD_S / 2, "the poll to be held")
+        wait_until(lambda: bus.stats().held == 1, HOLD_S / 2, "the poll to be held")
         sent_at = time.perf_counter()
         send(running.url)
         status, body = held.result()
         released_after = time.perf_counter() - sent_at
-    assert status == 200
+    assert status == 200, body
     assert [m["id"] for m in json.loads(body)["messages"]] == [last + 1]
-    assert released_after < 0.5, f"{released_after:.3f} s after the send"
-    assert message_bus.stats().held == 0
+    assert bus.stats().held == 0
+    return released_after
 
 
 @pytest.mark.parametrize("model", list(MODELS))
@@ -175,6 +180,20 @@ def test_hold_timeout_answers_204(
     assert poll(rooms[model].url, 0) == (204, b"")
     assert HOLD_S <= time.perf_counter() - start < HOLD_S + 1.5
     assert message_bus.stats() == RoomStats(published=0, held=0, held_max=1)
+
+
+def test_polls_survive_redis_dropping_the_subscriptions(
+    rooms: dict[str, Server], message_bus: MessageBus
+) -> None:
+    send(rooms["tornado-coroutine"].url)
+    for _ in range(2 * SERVER_WORKERS):  # every worker subscribes (then answers at once)
+        for running in rooms.values():
+            assert poll(running.url, 0)[0] == 200
+    with contextlib.closing(message_bus.client()) as client:
+        assert client.client_kill_filter(_type="pubsub") >= len(MODELS)
+    for _ in range(2 * SERVER_WORKERS):
+        for running in rooms.values():
+            assert_released_by_a_send(running, message_bus)
 
 
 # Many members on the coroutine model ---------------------------------------------------------
