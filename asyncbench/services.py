@@ -1,4 +1,5 @@
-"""The processes a cell needs: a throwaway MariaDB, the slow upstream, and the server under test.
+"""The processes a cell needs: a throwaway MariaDB, a throwaway Redis (the room's message bus),
+the slow upstream, and the server under test.
 
 Each is a context manager built on ``processes.managed_process``: it starts the process, waits
 for it to answer, yields a small handle, and always stops and reaps it.
@@ -26,8 +27,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pymysql
+from redis import Redis as RedisClient
+from redis import RedisError
 
 from asyncbench.processes import (
     ManagedProcess,
@@ -41,7 +45,8 @@ from asyncbench.processes import (
 )
 from servers import MODELS
 from servers.backends import UPSTREAM_KEEPALIVE
-from servers.config import MysqlUrl, ServerConfig
+from servers.bus import RoomStats, reset_room, room_stats
+from servers.config import MysqlUrl, ServerConfig, redact_url
 
 DEFAULT_MAX_CONNECTIONS = 2048
 MARIADBD_ENV = "ASYNCBENCH_MARIADBD"  # the server binary to use (the only candidate when set)
@@ -49,6 +54,12 @@ MARIADB_ARGS_ENV = "ASYNCBENCH_MARIADB_ARGS"  # extra options for the throwaway 
 _MARIADB_NAMES = ("mariadbd", "mysqld")
 _INSTALL_DB_NAMES = ("mariadb-install-db", "mysql_install_db")
 _MYSQL_URL_HINT = "--mysql-url mysql://USER:PASSWORD@HOST:PORT/DB"
+# Every held poll of a coroutine model may need a command connection: far above the pool sizes.
+DEFAULT_REDIS_MAX_CLIENTS = 10_000
+_REDIS_MISSING = (
+    "no redis-server found: install it (apt-get install redis-server), "
+    "or use an existing server with --redis-url redis://HOST:PORT"
+)
 
 
 class ServiceError(RuntimeError):
@@ -99,6 +110,34 @@ class Database:
             cur.execute("SHOW GLOBAL VARIABLES LIKE %s", (name,))
             row = cur.fetchone()
         return row[1] if row else ""
+
+
+@dataclass(frozen=True)
+class MessageBus:
+    """A Redis server for the room's message bus, and whether the harness started it."""
+
+    url: str
+    owned: bool
+    process: ManagedProcess | None = None
+
+    def client(self, timeout_s: float = 5.0) -> RedisClient:
+        return RedisClient.from_url(
+            self.url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+
+    def stats(self) -> RoomStats:
+        """Messages published, polls held now and at most (the gauge the harness samples)."""
+        with contextlib.closing(self.client()) as client:
+            return room_stats(client)
+
+    def reset_room(self) -> None:
+        """Empty the room and zero its gauges (before a cell)."""
+        with contextlib.closing(self.client()) as client:
+            reset_room(client)
+
+    def connected_clients(self) -> int:
+        with contextlib.closing(self.client()) as client:
+            return int(client.info("clients")["connected_clients"])
 
 
 @dataclass(frozen=True)
@@ -322,6 +361,90 @@ def _answers(url: str) -> bool:
 
 def _running_as_root() -> bool:
     return os.geteuid() == 0
+
+
+@contextlib.contextmanager
+def redis(
+    redis_url: str | None = None,
+    *,
+    log_dir: Path | None = None,
+    on_start: Callable[[ManagedProcess], None] | None = None,
+) -> Iterator[MessageBus]:
+    """Use the Redis at ``redis_url`` if given (checked answering PING), else a throwaway one."""
+    if redis_url:
+        bus = MessageBus(redis_url, owned=False)
+        try:
+            with contextlib.closing(bus.client()) as client:
+                client.ping()
+        except (RedisError, ValueError) as exc:
+            raise ServiceError(
+                f"cannot reach --redis-url {redact_url(redis_url)}: {_redis_error(exc, redis_url)}"
+            ) from None
+        yield bus
+        return
+    with throwaway_redis(log_dir=log_dir, on_start=on_start) as bus:
+        yield bus
+
+
+@contextlib.contextmanager
+def throwaway_redis(
+    *,
+    max_clients: int = DEFAULT_REDIS_MAX_CLIENTS,
+    log_dir: Path | None = None,
+    on_start: Callable[[ManagedProcess], None] | None = None,
+) -> Iterator[MessageBus]:
+    """A private redis-server: no config file, no persistence, 127.0.0.1 on a free port, a
+    random password, a temp working directory; always reaped.
+
+    The password is on its command line only until redis-server starts: it then overwrites its
+    argv with its process title (``redis-server 127.0.0.1:PORT``).
+    """
+    server_bin = find_binary(("redis-server",))
+    if not server_bin:
+        raise ServiceError(_REDIS_MISSING)
+    with tempfile.TemporaryDirectory(prefix="asyncbench-redis-") as tmp:
+        log_path = (log_dir or Path(tmp)) / "redis.log"
+        port, password = free_port(), secrets.token_urlsafe(18)
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        argv = [
+            server_bin,
+            *("--bind", "127.0.0.1", "--port", str(port), "--protected-mode", "yes"),
+            *("--requirepass", password, "--maxclients", str(max_clients)),
+            *("--save", "", "--appendonly", "no", "--dir", tmp),
+            *("--daemonize", "no", "--logfile", "", "--loglevel", "warning"),
+        ]
+        with contextlib.ExitStack() as stack:
+            try:
+                proc = stack.enter_context(
+                    managed_process(
+                        argv,
+                        name="redis",
+                        log_path=log_path,
+                        ready=lambda: _pings(MessageBus(url, owned=True)),
+                        ready_timeout_s=30,
+                        on_start=on_start,
+                    )
+                )
+            except ProcessError as exc:
+                where = f"see {log_path}" if log_dir else "its log follows"
+                lines = [f"{exc.summary} ({server_bin}); {where}", *log_tail(log_path)]
+                raise ServiceError("\n".join(lines)) from None
+            yield MessageBus(url, owned=True, process=proc)
+
+
+def _pings(bus: MessageBus) -> bool:
+    try:
+        with contextlib.closing(bus.client(timeout_s=1)) as client:
+            return bool(client.ping())
+    except RedisError:
+        return False
+
+
+def _redis_error(exc: Exception, url: str) -> str:
+    """The error's text, with the URL's password (if any) masked."""
+    text = f"{type(exc).__name__}: {exc}"
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@
 and the failures it reports.
 
 ``IOFailure`` and its constructors are the failure vocabulary of every model: 502 when the
-upstream failed, 503 when a backing service is unavailable or not configured. Handlers turn them
+upstream failed, 503 when a backing service (the database, the room's message bus) is
+unavailable or not configured. Handlers turn them
 into ``error_body`` answers. No URL and no SQL text ever comes from a request: ``delay_url`` and
 ``SLEEP_SQL`` are the only ones there are.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import pymysql
 
-from servers.config import MYSQL_URL_ENV
+from servers.config import MYSQL_URL_ENV, REDIS_URL_ENV
 
 # /fetch opens a new upstream connection per request and closes it after (``Connection: close``),
 # as Tornado's simple AsyncHTTPClient does. The orchestrator records this in the run metadata.
@@ -47,6 +48,14 @@ def no_upstream() -> IOFailure:
 
 def no_database() -> IOFailure:
     return IOFailure(503, f"no database configured (set {MYSQL_URL_ENV})")
+
+
+def bus_unavailable(detail: str) -> IOFailure:
+    return IOFailure(503, f"message bus unavailable: {detail}")
+
+
+def no_bus() -> IOFailure:
+    return IOFailure(503, f"no message bus configured (set {REDIS_URL_ENV})")
 
 
 def delay_url(upstream: str, ms: int) -> str:

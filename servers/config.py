@@ -13,10 +13,14 @@ from dataclasses import asdict, dataclass, fields
 from urllib.parse import unquote, urlsplit
 
 from servers.endpoints import MAX_MS
+from servers.room import DEFAULT_HOLD_S
 
 # Longer than any allowed delay, so a slow-but-correct request is never cut off by a timeout.
 REQUEST_TIMEOUT_S = MAX_MS / 1000 + 15
 MYSQL_URL_ENV = "ASYNCBENCH_MYSQL_URL"
+REDIS_URL_ENV = "ASYNCBENCH_REDIS_URL"
+# URLs that may hold a password travel in the environment, never on a command line.
+_URL_ENVS = {"mysql_url": MYSQL_URL_ENV, "redis_url": REDIS_URL_ENV}
 
 
 @dataclass(frozen=True)
@@ -89,33 +93,39 @@ class ServerConfig:
     backlog: int = 2048  # listen() backlog, the same on every model
     upstream: str | None = None  # base URL of the slow upstream for /fetch
     mysql_url: str | None = None  # for /sql
+    redis_url: str | None = None  # the room's message bus (/room/*)
+    hold_s: float = DEFAULT_HOLD_S  # how long /room/poll holds before answering 204
     max_clients: int = 1024  # coroutine model: AsyncHTTPClient concurrent fetches
     pool_size: int = 1024  # coroutine model: aiomysql pool maximum
+    # Coroutine model: Redis command connections (besides its one subscription). Redis runs
+    # commands on one thread, so more connections add no throughput, only sockets.
+    bus_pool_size: int = 64
     timeout_s: float = REQUEST_TIMEOUT_S  # worker, upstream and database timeouts
     stats_dir: str | None = None  # where each process counts its requests (servers.counters)
 
     def to_argv(self) -> list[str]:
         """Command-line flags for ``python -m servers.<model>``.
 
-        The MySQL URL may hold a password, so it travels in the environment (``to_env``), never
-        on a command line that ``ps`` shows to every user of the machine.
+        The MySQL and Redis URLs may hold a password, so they travel in the environment
+        (``to_env``), never on a command line that ``ps`` shows to every user of the machine.
         """
         argv: list[str] = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or value is False or f.name == "mysql_url":
+            if value is None or value is False or f.name in _URL_ENVS:
                 continue
             flag = f"--{f.name.replace('_', '-')}"
             argv += [flag] if value is True else [flag, str(value)]
         return argv
 
     def to_env(self) -> dict[str, str]:
-        return {MYSQL_URL_ENV: self.mysql_url} if self.mysql_url else {}
+        return {env: getattr(self, name) for name, env in _URL_ENVS.items() if getattr(self, name)}
 
     def describe(self) -> dict:
         """The configuration as it may be shown (credentials redacted)."""
         data = asdict(self)
-        data["mysql_url"] = redact_url(self.mysql_url)
+        for name in _URL_ENVS:
+            data[name] = redact_url(getattr(self, name))
         return data
 
 
@@ -130,8 +140,9 @@ def parse_args(argv: list[str] | None, prog: str) -> ServerConfig:
         kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
         parser.add_argument(flag, type=kind, default=default)
     ns = parser.parse_args(argv)
-    if ns.mysql_url is None:
-        ns.mysql_url = os.environ.get(MYSQL_URL_ENV) or None
+    for name, env in _URL_ENVS.items():
+        if getattr(ns, name) is None:
+            setattr(ns, name, os.environ.get(env) or None)
     config = ServerConfig(**vars(ns))
     if config.workers < 1:
         parser.error("--workers must be at least 1")

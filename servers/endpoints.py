@@ -24,9 +24,9 @@ class BadRequest(ValueError):
 
 def parse_no_params(query: str | bytes) -> None:
     """Validate the query of an endpoint that takes no parameters (``/hello``, ``/health``)."""
-    fields = _parse(query)
+    fields = query_fields(query)
     if fields:
-        name = _shorten(sorted(fields)[0])
+        name = shorten(sorted(fields)[0])
         raise BadRequest(f"unknown parameter {name!r}: this endpoint takes none")
 
 
@@ -37,10 +37,10 @@ def parse_delay(query: str | bytes) -> int:
     digits. Anything else (missing, repeated, signed, float, unknown extra parameters such as a
     would-be target host) raises ``BadRequest``.
     """
-    fields = _parse(query)
+    fields = query_fields(query)
     extra = sorted(set(fields) - {"ms"})
     if extra:
-        raise BadRequest(f"unknown parameter {_shorten(extra[0])!r}: only 'ms' is accepted")
+        raise BadRequest(f"unknown parameter {shorten(extra[0])!r}: only 'ms' is accepted")
     values = fields.get("ms")
     if not values:
         raise BadRequest("missing parameter 'ms' (integer milliseconds, 0..60000)")
@@ -48,7 +48,7 @@ def parse_delay(query: str | bytes) -> int:
         raise BadRequest("parameter 'ms' given more than once")
     raw = values[0]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
-        raise BadRequest(f"'ms' must be an integer from 0 to {MAX_MS}, got {_shorten(raw)!r}")
+        raise BadRequest(f"'ms' must be an integer from 0 to {MAX_MS}, got {shorten(raw)!r}")
     ms = int(raw)
     if ms > MAX_MS:
         raise BadRequest(f"'ms' must be at most {MAX_MS}, got {ms}")
@@ -56,23 +56,23 @@ def parse_delay(query: str | bytes) -> int:
 
 
 def hello_body() -> bytes:
-    return _json({"endpoint": "hello", "message": "Hello, world"})
+    return json_line({"endpoint": "hello", "message": "Hello, world"})
 
 
 def delay_body(endpoint: str, ms: int) -> bytes:
     """The body of a successful ``/sleep``, ``/fetch`` or ``/sql`` answer."""
     if endpoint not in DELAY_ENDPOINTS:
         raise ValueError(f"not a delay endpoint: {endpoint}")
-    return _json({"endpoint": endpoint, "ms": ms})
+    return json_line({"endpoint": endpoint, "ms": ms})
 
 
 def health_body(model: str) -> bytes:
-    return _json({"status": "ok", "model": model})
+    return json_line({"status": "ok", "model": model})
 
 
 def error_body(message: str) -> bytes:
     """A one-line JSON error (the newline ends it)."""
-    return _json({"error": message})
+    return json_line({"error": message})
 
 
 def expected_body(endpoint: str, ms: int | None) -> bytes:
@@ -80,7 +80,8 @@ def expected_body(endpoint: str, ms: int | None) -> bytes:
     return hello_body() if endpoint == "hello" else delay_body(endpoint, int(ms or 0))
 
 
-def _parse(query: str | bytes) -> dict[str, list[str]]:
+def query_fields(query: str | bytes) -> dict[str, list[str]]:
+    """The query's fields (ASCII, at most a few, strictly decoded), or ``BadRequest``."""
     if isinstance(query, bytes):
         try:
             query = query.decode("ascii")
@@ -94,9 +95,11 @@ def _parse(query: str | bytes) -> dict[str, list[str]]:
         raise BadRequest("malformed query string") from None
 
 
-def _shorten(text: str, limit: int = 20) -> str:
+def shorten(text: str, limit: int = 20) -> str:
+    """``text`` cut to ``limit`` characters, for quoting client input in an error message."""
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _json(payload: dict) -> bytes:
+def json_line(payload: dict) -> bytes:
+    """Compact, ASCII-only JSON and a newline: the body format of every answer."""
     return (json.dumps(payload, separators=(",", ":"), ensure_ascii=True) + "\n").encode()

@@ -1,9 +1,11 @@
 """The ``flask-blocking`` model: a Flask app on gunicorn ``sync`` workers, started in-process.
 
 Each of ``workers`` processes serves one request at a time with the blocking I/O of
-``servers.blocking_io``. Gunicorn's sync worker closes the connection after every response
-(``Connection: close``; its ``keepalive`` setting is ignored), so clients reconnect per request
-on this model, while the Tornado models keep connections alive: the orchestrator records it.
+``servers.blocking_io`` and ``servers.bus_blocking`` (a held ``/room/poll`` occupies its worker;
+other connections wait in the accept queue: the finding the room scenario measures).
+Gunicorn's sync worker closes the connection after every response (``Connection: close``; its
+``keepalive`` setting is ignored), so clients reconnect per request on this model, while the
+Tornado models keep connections alive: the orchestrator records it.
 
 SIGTERM to the master stops every worker within a fraction of a second: workers treat SIGTERM
 like gunicorn's quick-exit SIGQUIT (a benchmark server has nothing to drain), and get
@@ -23,9 +25,10 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.base import Worker
 from werkzeug.exceptions import HTTPException
 
-from servers import endpoints
+from servers import endpoints, room
 from servers.backends import IOFailure
 from servers.blocking_io import BlockingIO
+from servers.bus_blocking import BlockingBus
 from servers.config import ServerConfig, parse_args
 from servers.counters import RequestCounter
 from servers.startup import die_with_parent, exit_if_address_taken, exit_on_bad_config
@@ -42,6 +45,7 @@ def create_app(config: ServerConfig, model: str = MODEL) -> Flask:
     """The Flask app; build it in the worker process (its ``BlockingIO`` owns connections)."""
     app = Flask(__name__)
     backend = BlockingIO(config)
+    bus = BlockingBus(config)
     counter = RequestCounter(config.stats_dir)
 
     @app.after_request
@@ -64,6 +68,17 @@ def create_app(config: ServerConfig, model: str = MODEL) -> Flask:
         ms = endpoints.parse_delay(request.query_string)
         backend.run(endpoint, ms)
         return json_response(endpoints.delay_body(endpoint, ms))
+
+    @app.get("/room/poll")
+    def room_poll() -> Response:
+        messages = bus.poll(room.parse_after(request.query_string))
+        return json_response(room.poll_body(messages)) if messages else json_response(b"", 204)
+
+    @app.post("/room/send")
+    def room_send() -> Response:
+        endpoints.parse_no_params(request.query_string)
+        outgoing = room.parse_send(request.stream.read(room.MAX_BODY_BYTES + 1))
+        return json_response(room.sent_body(bus.publish(outgoing)))
 
     app.register_error_handler(endpoints.BadRequest, bad_request)
     app.register_error_handler(IOFailure, io_failure)

@@ -11,13 +11,15 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
-from servers.config import MysqlUrl, ServerConfig
+from servers.config import MysqlUrl, ServerConfig, redact_url
+from servers.room import MAX_HOLD_S
 
 _PR_SET_PDEATHSIG = 1
 
 
 def check_config(config: ServerConfig) -> None:
-    """Reject an unusable ``--upstream`` or MySQL URL at startup (``ValueError``, one line)."""
+    """Reject an unusable ``--upstream``, MySQL or Redis URL or hold timeout at startup
+    (``ValueError``, one line)."""
     if config.upstream:
         parts = urlsplit(config.upstream)
         if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
@@ -25,6 +27,14 @@ def check_config(config: ServerConfig) -> None:
         _ = parts.port  # raises ValueError on a bad port
     if config.mysql_url:
         MysqlUrl.parse(config.mysql_url)
+    if config.redis_url:
+        parts = urlsplit(config.redis_url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            shown = redact_url(config.redis_url)
+            raise ValueError(f"--redis-url must look like redis://HOST:PORT, got {shown!r}")
+        _ = parts.port
+    if not 0 < config.hold_s <= MAX_HOLD_S:
+        raise ValueError(f"--hold-s must be above 0 and at most {MAX_HOLD_S:.0f}")
 
 
 def exit_on_bad_config(config: ServerConfig, prog: str) -> None:

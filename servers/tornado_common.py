@@ -1,10 +1,10 @@
 """What the Tornado models share: JSON handlers, error bodies, /hello, /health, 404, the app,
 request counting and binding the listening sockets.
 
-Each model supplies only its ``/sleep``, ``/fetch``, ``/sql`` handler (blocking, or
-``AwaitingDelayHandler`` over an object whose ``run`` is a coroutine) and the object doing the
+Each model supplies only its ``/sleep``, ``/fetch``, ``/sql`` and ``/room/*`` handlers (blocking,
+or ``AwaitingDelayHandler`` over an object whose ``run`` is a coroutine) and the objects doing the
 I/O; everything else (status codes, body bytes, headers, no ETag, no access log) is defined once
-here, on top of ``servers.endpoints``.
+here, on top of ``servers.endpoints`` and ``servers.room``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import tornado.netutil
 import tornado.web
 
-from servers import endpoints
+from servers import endpoints, room
 from servers.backends import IOFailure
 from servers.config import ServerConfig
 from servers.counters import RequestCounter
@@ -65,6 +65,29 @@ class JsonHandler(tornado.web.RequestHandler):
         except endpoints.BadRequest as exc:
             raise JsonError(400, str(exc)) from None
 
+    def after(self) -> int:
+        """The ``after`` id of a ``/room/poll``."""
+        try:
+            return room.parse_after(self.request.query)
+        except endpoints.BadRequest as exc:
+            raise JsonError(400, str(exc)) from None
+
+    def outgoing(self) -> room.Outgoing:
+        """The message of a ``/room/send`` (no query parameters, a valid body)."""
+        self.no_params()
+        try:
+            return room.parse_send(self.request.body)
+        except endpoints.BadRequest as exc:
+            raise JsonError(400, str(exc)) from None
+
+    def send_poll(self, messages: list[bytes]) -> None:
+        """A ``/room/poll`` answer: the messages, or 204 when the hold timed out."""
+        if messages:
+            self.send(room.poll_body(messages))
+        else:
+            self.set_status(204)
+            self.finish()
+
 
 def http_error(exc: IOFailure) -> JsonError:
     """The answer for a failed backing service (502 or 503 with a JSON error)."""
@@ -85,6 +108,39 @@ class AwaitingDelayHandler(JsonHandler):
         except IOFailure as exc:
             raise http_error(exc) from None
         self.send(endpoints.delay_body(endpoint, ms))
+
+
+class AwaitingPollHandler(JsonHandler):
+    """``/room/poll`` held as a coroutine (``await bus.poll``): the loop serves others meanwhile."""
+
+    def initialize(self, bus: Any) -> None:
+        self.bus = bus
+
+    async def get(self) -> None:
+        after = self.after()
+        try:
+            messages = await self.bus.poll(after)
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        self.send_poll(messages)
+
+
+class AwaitingSendHandler(JsonHandler):
+    """``/room/send`` awaiting ``bus.publish``."""
+
+    def initialize(self, bus: Any) -> None:
+        self.bus = bus
+
+    async def post(self) -> None:
+        outgoing = self.outgoing()
+        try:
+            message_id = await self.bus.publish(outgoing)
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        self.send(room.sent_body(message_id))
+
+
+AWAITING_ROOM_HANDLERS = (AwaitingPollHandler, AwaitingSendHandler)
 
 
 class HelloHandler(JsonHandler):
@@ -112,13 +168,22 @@ def _no_access_log(handler: tornado.web.RequestHandler) -> None:
 
 
 def make_app(
-    model: str, delay_handler: type[JsonHandler], backend: object, config: ServerConfig
+    model: str,
+    delay_handler: type[JsonHandler],
+    backend: object,
+    room_handlers: tuple[type[JsonHandler], type[JsonHandler]],
+    bus: object,
+    config: ServerConfig,
 ) -> tornado.web.Application:
-    """The application: shared routes plus the model's handler for the delay endpoints."""
+    """The application: shared routes plus the model's handlers for the delay endpoints and
+    the room (``/room/poll``, ``/room/send``)."""
+    poll_handler, send_handler = room_handlers
     routes: list[Any] = [
         (r"/hello", HelloHandler),
         (r"/health", HealthHandler, {"model": model}),
         (rf"/({'|'.join(endpoints.DELAY_ENDPOINTS)})", delay_handler, {"backend": backend}),
+        (r"/room/poll", poll_handler, {"bus": bus}),
+        (r"/room/send", send_handler, {"bus": bus}),
     ]
     return tornado.web.Application(
         routes,

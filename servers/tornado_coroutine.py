@@ -3,7 +3,9 @@
 ``/sleep`` awaits ``asyncio.sleep``; ``/fetch`` uses ``AsyncHTTPClient`` (the simple client, a new
 connection per request, ``max_clients`` raised from Tornado's default of 10 so it is not a hidden
 cap); ``/sql`` uses an ``aiomysql`` pool of up to ``pool_size`` connections. The client and the
-pool are created inside the running loop. SIGTERM/SIGINT stop it promptly and close the pool.
+pool are created inside the running loop. ``/room/poll`` and ``/room/send`` use
+``servers.bus_asyncio``: one Redis subscription fanned out to every held poll. SIGTERM/SIGINT stop
+it promptly and close the pools.
 """
 
 from __future__ import annotations
@@ -26,9 +28,15 @@ from servers.backends import (
     no_upstream,
     upstream_failed,
 )
+from servers.bus_asyncio import AsyncBus
 from servers.config import MysqlUrl, ServerConfig, parse_args
 from servers.startup import exit_on_bad_config
-from servers.tornado_common import AwaitingDelayHandler, bind_or_exit, make_app
+from servers.tornado_common import (
+    AWAITING_ROOM_HANDLERS,
+    AwaitingDelayHandler,
+    bind_or_exit,
+    make_app,
+)
 
 MODEL = "tornado-coroutine"
 
@@ -116,12 +124,14 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    backend = AsyncIO(config)
-    server = tornado.httpserver.HTTPServer(make_app(MODEL, AwaitingDelayHandler, backend, config))
+    backend, bus = AsyncIO(config), AsyncBus(config)
+    app = make_app(MODEL, AwaitingDelayHandler, backend, AWAITING_ROOM_HANDLERS, bus, config)
+    server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
     await stop.wait()
     server.stop()
     await backend.close()
+    await bus.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,12 +2,13 @@
 
 The parent binds the listening sockets, then ``fork_processes`` forks the children and stays in
 there waiting on them. Each child builds its app and ``HTTPServer`` and runs its own event loop,
-but its handlers block (``servers.blocking_io``), so a child serves one request at a time, like a
-gunicorn sync worker. The children share the listening socket; whichever child is idle when a
-connection arrives accepts it (and every other connection queued at that moment, which can make
-the load uneven between children: a property of this model, not of the harness).
-With ``--reuse-port`` each child binds its own ``SO_REUSEPORT`` socket instead, and the kernel
-spreads new connections over the children by a hash of the connection: the usual remedy.
+but its handlers block (``servers.blocking_io``, ``servers.bus_blocking``), so a child serves one
+request at a time, like a gunicorn sync worker: a held ``/room/poll`` blocks its child. The
+children share the listening socket; whichever child is idle when a connection arrives accepts it
+(and every other connection queued at that moment, which can make the load uneven between
+children: a property of this model, not of the harness). With ``--reuse-port`` each child binds
+its own ``SO_REUSEPORT`` socket instead, and the kernel spreads new connections over the
+children by a hash of the connection: the usual remedy.
 
 Process life cycle: children get ``PR_SET_PDEATHSIG`` (SIGTERM) so they die with the parent;
 SIGTERM to the parent kills it at once (default action) and thereby every child. A child that
@@ -27,8 +28,10 @@ import tornado.process
 
 from servers.backends import IOFailure
 from servers.blocking_io import BlockingIO
+from servers.bus_blocking import BlockingBus
 from servers.config import ServerConfig, parse_args
 from servers.endpoints import delay_body
+from servers.room import sent_body
 from servers.startup import die_with_parent, exit_if_address_taken, exit_on_bad_config
 from servers.tornado_common import JsonHandler, bind_or_exit, http_error, make_app
 
@@ -51,10 +54,42 @@ class BlockingDelayHandler(JsonHandler):
         self.send(delay_body(endpoint, ms))
 
 
+class BlockingPollHandler(JsonHandler):
+    """``/room/poll`` held by a blocking wait: the child serves nothing else meanwhile."""
+
+    def initialize(self, bus: BlockingBus) -> None:
+        self.bus = bus
+
+    def get(self) -> None:
+        after = self.after()
+        try:
+            messages = self.bus.poll(after)
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        self.send_poll(messages)
+
+
+class BlockingSendHandler(JsonHandler):
+    """``/room/send`` with a blocking publish."""
+
+    def initialize(self, bus: BlockingBus) -> None:
+        self.bus = bus
+
+    def post(self) -> None:
+        outgoing = self.outgoing()
+        try:
+            message_id = self.bus.publish(outgoing)
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        self.send(sent_body(message_id))
+
+
 async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     """One child: its own app, I/O state and HTTPServer on the shared sockets, until killed."""
     name = REUSE_PORT_MODEL if config.reuse_port else MODEL
-    app = make_app(name, BlockingDelayHandler, BlockingIO(config), config)
+    room_handlers = (BlockingPollHandler, BlockingSendHandler)
+    backend, bus = BlockingIO(config), BlockingBus(config)
+    app = make_app(name, BlockingDelayHandler, backend, room_handlers, bus, config)
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
     await asyncio.Event().wait()

@@ -20,22 +20,39 @@ import tornado.httpserver
 from tornado.ioloop import IOLoop
 
 from servers.blocking_io import BlockingIO
+from servers.bus_blocking import BlockingBus
 from servers.config import ServerConfig, parse_args
+from servers.room import Outgoing
 from servers.startup import exit_on_bad_config
-from servers.tornado_common import AwaitingDelayHandler, bind_or_exit, make_app
+from servers.tornado_common import (
+    AWAITING_ROOM_HANDLERS,
+    AwaitingDelayHandler,
+    bind_or_exit,
+    make_app,
+)
 
 MODEL = "tornado-threadpool"
 
 
 class ThreadPoolIO:
-    """Blocking I/O run on a thread pool, awaited by the handlers."""
+    """Blocking I/O and the room's blocking bus run on one thread pool, awaited by the handlers
+    (a held ``/room/poll`` holds a pool thread, like any other request)."""
 
     def __init__(self, config: ServerConfig) -> None:
-        self.blocking = BlockingIO(config)
+        self.blocking, self.bus = BlockingIO(config), BlockingBus(config)
         self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="io")
 
     async def run(self, endpoint: str, ms: int) -> None:
-        await IOLoop.current().run_in_executor(self.executor, self.blocking.run, endpoint, ms)
+        await self._in_pool(self.blocking.run, endpoint, ms)
+
+    async def poll(self, after: int) -> list[bytes]:
+        return await self._in_pool(self.bus.poll, after)
+
+    async def publish(self, outgoing: Outgoing) -> int:
+        return await self._in_pool(self.bus.publish, outgoing)
+
+    async def _in_pool(self, call, *args):
+        return await IOLoop.current().run_in_executor(self.executor, call, *args)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -48,7 +65,8 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     backend = ThreadPoolIO(config)
-    server = tornado.httpserver.HTTPServer(make_app(MODEL, AwaitingDelayHandler, backend, config))
+    app = make_app(MODEL, AwaitingDelayHandler, backend, AWAITING_ROOM_HANDLERS, backend, config)
+    server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
     await stop.wait()
     server.stop()

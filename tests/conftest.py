@@ -8,7 +8,16 @@ from collections.abc import Iterator
 import pytest
 
 from asyncbench.processes import free_port
-from asyncbench.services import Database, Server, Upstream, server, throwaway_mariadb, upstream
+from asyncbench.services import (
+    Database,
+    MessageBus,
+    Server,
+    Upstream,
+    server,
+    throwaway_mariadb,
+    throwaway_redis,
+    upstream,
+)
 from servers import MODELS
 from servers.config import ServerConfig
 
@@ -18,6 +27,13 @@ def mariadb() -> Iterator[Database]:
     """A private MariaDB on a free loopback port (never the system server)."""
     with throwaway_mariadb() as db:
         yield db
+
+
+@pytest.fixture(scope="session")
+def message_bus() -> Iterator[MessageBus]:
+    """A private redis-server on a free loopback port (never the system server on 6379)."""
+    with throwaway_redis() as bus:
+        yield bus
 
 
 @pytest.fixture(scope="session")

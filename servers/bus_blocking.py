@@ -1,0 +1,145 @@
+"""The room's message bus for blocking handlers: redis-py calls that block the calling thread.
+
+``flask-blocking`` and ``tornado-forked`` call it from the one thread of each worker process, so
+a held poll occupies its worker, by design. Threaded models (gunicorn ``gthread``, Tornado with a
+``ThreadPoolExecutor``) may call it from many threads: each thread keeps its own subscription (a
+held poll occupies its thread anyway) and commands share one thread-safe connection pool.
+
+A subscription lives as long as its thread and is reused by every poll: messages that reach it
+between two polls are discarded when the next poll starts (that poll reads the history instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.client import PubSub
+from redis.retry import Retry
+
+from servers import room
+from servers.backends import no_bus
+from servers.bus import (
+    CHANNEL,
+    CONNECT_TIMEOUT_S,
+    HELD,
+    HISTORY,
+    POLL_SCRIPT,
+    PUBLISH_SCRIPT,
+    RELEASE_SCRIPT,
+    follows,
+    poll_args,
+    publish_args,
+    unavailable,
+)
+from servers.config import ServerConfig
+
+
+class BlockingBus:
+    """Publish and poll from any thread. Build it in the worker process (it owns connections)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.hold_s = config.hold_s
+        self._redis = None
+        if config.redis_url:
+            # No retries: a lost connection is a failed request (503), reported at once.
+            self._redis = redis.Redis.from_url(
+                config.redis_url,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=config.timeout_s,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._publish = self._redis.register_script(PUBLISH_SCRIPT)
+            self._poll = self._redis.register_script(POLL_SCRIPT)
+            self._release = self._redis.register_script(RELEASE_SCRIPT)
+        self._local = threading.local()
+
+    def publish(self, outgoing: room.Outgoing) -> int:
+        """Publish one message; return its id."""
+        self._require()
+        keys, args = publish_args(outgoing)
+        try:
+            return int(self._publish(keys, args))
+        except redis.RedisError as exc:
+            raise unavailable(exc) from None
+
+    def poll(self, after: int) -> list[bytes]:
+        """The messages after ``after``: at once, else the next one published, else ``[]``
+        once ``hold_s`` has passed."""
+        self._require()
+        try:
+            subscription = self._subscription()
+            newer = self._poll(*poll_args(after))
+            if newer:
+                return newer
+            try:
+                return self._wait(subscription, after)
+            finally:
+                with contextlib.suppress(redis.RedisError):  # an outage: the gauge goes too
+                    self._release([HELD])
+        except redis.RedisError as exc:
+            self._drop_subscription()
+            raise unavailable(exc) from None
+
+    def _wait(self, subscription: PubSub, after: int) -> list[bytes]:
+        deadline = time.monotonic() + self.hold_s
+        while (left := deadline - time.monotonic()) > 0:
+            event = subscription.get_message(timeout=left)
+            if not event or event["type"] != "message":
+                continue
+            if follows(event["data"], after):
+                return [event["data"]]
+            if room.message_id(event["data"]) > after:  # a gap: the history has them all
+                return self._history(after)
+        return []
+
+    def _history(self, after: int) -> list[bytes]:
+        assert self._redis is not None
+        return self._redis.zrangebyscore(HISTORY, f"({after}", "+inf", 0, room.BATCH_LIMIT)
+
+    def _subscription(self) -> PubSub:
+        """This thread's subscription, confirmed by Redis, with nothing stale waiting on it."""
+        subscription: PubSub | None = getattr(self._local, "subscription", None)
+        if subscription is not None:
+            try:
+                if self._alive(subscription):
+                    return subscription
+            except redis.RedisError:
+                pass
+            self._drop_subscription()  # e.g. Redis restarted or dropped it: subscribe again
+        assert self._redis is not None
+        subscription = self._redis.pubsub()
+        self._local.subscription = subscription
+        subscription.subscribe(CHANNEL)
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            event = subscription.get_message(timeout=left)
+            if event and event["type"] == "subscribe":
+                return subscription
+        raise redis.TimeoutError("no subscription confirmation")
+
+    @staticmethod
+    def _alive(subscription: PubSub) -> bool:
+        """Drain what waited on it, then a PING round trip: a subscription Redis dropped can
+        look idle without an error, and a poll on it would never hear a message."""
+        subscription.ping()
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while (left := deadline - time.monotonic()) > 0:
+            event = subscription.get_message(timeout=left)
+            if event and event["type"] == "pong":
+                return True
+        return False
+
+    def _drop_subscription(self) -> None:
+        subscription = getattr(self._local, "subscription", None)
+        self._local.subscription = None
+        if subscription is not None:
+            with contextlib.suppress(Exception):
+                subscription.close()
+
+    def _require(self) -> None:
+        if self._redis is None:
+            raise no_bus()
