@@ -38,7 +38,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import numpy as np
@@ -105,6 +105,10 @@ def open_loop_throughput(
     nor the span from first to last completion (which drops the edge gaps and would overstate a
     server that stopped answering mid-window). A Poisson schedule's gaps have CV ≈ 1, so its
     relative standard error is about ``1 / √(rate · T)``: that is the process's own noise.
+
+    Gaps between completions are not independent (a late answer shortens the next gap), so
+    with enough of them their variance comes from batch means of consecutive gaps, which sees
+    through that; with few, from the delta method like a closed loop.
     """
     start, latency = _float_arrays(start_time, latency_ms)
     span = _window_length(window_start, window_end)
@@ -112,7 +116,24 @@ def open_loop_throughput(
     count = np.count_nonzero((done >= window_start) & (done < window_end))
     stream = np.zeros(len(done), dtype=np.int64)
     rate = _stream_rates(stream, done, np.r_[done[1:], np.nan], window_start, window_end)
+    touching = (done[1:] > window_start) & (done[:-1] < window_end)
+    rel_error = _batch_means_rel_error(np.diff(done)[touching])
+    if rel_error is not None:
+        rate = replace(rate, stderr=rate.rps * rel_error)
     return _estimate(rate, count / span, "open-loop completions", 0)
+
+
+BATCH_GAPS = 10  # at least this many consecutive gaps per batch
+BATCHES = (5, 20)  # at least 5 batches (else the delta method), at most 20
+
+
+def _batch_means_rel_error(gaps: np.ndarray) -> float | None:
+    """Relative standard error of the mean gap from batch means; None with too few gaps."""
+    batches = min(BATCHES[1], len(gaps) // BATCH_GAPS)
+    if batches < BATCHES[0]:
+        return None
+    means = np.array([part.mean() for part in np.array_split(gaps, batches)])
+    return float(np.std(means, ddof=1) / math.sqrt(batches) / gaps.mean())
 
 
 @dataclass(frozen=True)
@@ -296,18 +317,20 @@ def _ratio(a: np.ndarray, b: np.ndarray, statistic: Statistic) -> float:
 def _welch_half_width(
     a: np.ndarray, b: np.ndarray, confidence: float, floor: float, floor_df: float
 ) -> tuple[float, float]:
-    """Half-width of the t-interval on log(mean a / mean b), and its degrees of freedom
-    (Welch-Satterthwaite; each side's relative variance is its own or the floor, whichever is
-    larger, with the degrees of freedom of the one used)."""
-    parts, denominators = [], []
-    for x in (a, b):
-        own = float(np.var(x, ddof=1) / np.mean(x) ** 2) if len(x) > 1 else 0.0
-        rel_var, df = (own, len(x) - 1) if own > floor**2 else (floor**2, floor_df)
-        part = rel_var / len(x)
-        parts.append(part)
-        denominators.append(part**2 / df)
-    var = sum(parts)
-    df = var**2 / sum(denominators) if sum(denominators) > 0 else math.inf
+    """Half-width of the t-interval on log(mean a / mean b), and its degrees of freedom.
+
+    Each side's relative variance is its own or the floor's, whichever is larger, with the
+    degrees of freedom of the one used (Welch-Satterthwaite). When both sides use the floor they
+    share one estimate, so its degrees of freedom count once."""
+    own = [float(np.var(x, ddof=1) / np.mean(x) ** 2) if len(x) > 1 else 0.0 for x in (a, b)]
+    sizes = [len(a), len(b)]
+    if all(v <= floor**2 for v in own):
+        var, df = floor**2 * (1 / sizes[0] + 1 / sizes[1]), floor_df
+    else:
+        parts = [max(v, floor**2) / n for v, n in zip(own, sizes, strict=True)]
+        dfs = [n - 1 if v > floor**2 else floor_df for v, n in zip(own, sizes, strict=True)]
+        var = sum(parts)
+        df = var**2 / sum(p**2 / d for p, d in zip(parts, dfs, strict=True))
     quantile = float(stats.t.ppf(0.5 + confidence / 2, df))
     return quantile * math.sqrt(var), df
 
