@@ -1,0 +1,507 @@
+"""Confidence: exact throughput estimators, ratio intervals, the A/A noise floor and verdicts.
+
+Everything here is pure: numpy/pandas arrays in, frozen dataclasses out.
+
+**Throughput without quantisation.** Counting the requests that started in a window of length T
+is off by up to one request per user (the phase of each user's cycle against the window edges).
+Both estimators here read each *stream* of events instead — one Locust user's request starts
+(closed loop), or the merged completions (open loop) — as a sequence of cycles ``[t_i, t_i+1)``
+and compute ``(1/T) ∫_window dt / C(t)``, with ``C(t)`` the length of the cycle in progress at
+time ``t``. Cycles cut by a window edge count by the fraction inside it. For a stationary renewal
+process this is unbiased for the rate ``1/E[C]``: the cycle covering a point is length-biased
+(density ``c f(c) / E[C]``), so ``E[1/C(t)] = 1/E[C]`` exactly. For a regular schedule it is
+exact, where the count is off by the phase. Pass *all* of a cell's samples (warm-up and the
+requests after the window too): the cycles that straddle the edges come from them.
+
+**Its standard error** is the delta method on a renewal process: a stream's rate ``r`` over
+``n`` cycles with coefficient of variation ``CV`` has ``SE(r) = r · CV / √n`` (the renewal
+central limit theorem: ``Var N(T) ≈ T σ² / μ³``). The cycle-time variance is pooled *within*
+streams (users differ systematically, e.g. on an unevenly balanced forked server; that is not
+sampling noise), and streams add as independent. Users competing for a few slots are negatively
+correlated, which makes this conservative; a stall that hits every user at once is a between-cell
+effect the A/A noise floor measures instead. Batch means were rejected for the closed loop: they
+need batches much longer than a cycle, and a slow cell (64 users x 1 s in a 3 s window) has about
+three cycles per user. The open loop's one stream has hundreds of gaps that are *not*
+independent (a late answer shortens the next gap), so there batch means of consecutive gaps are
+used when there are enough of them.
+
+**Ratios with honest intervals from 2-5 repeats.** ``ratio_interval`` takes the repeat as the
+unit (two independent samples) and returns the union of two intervals on the log ratio: scipy's
+percentile bootstrap (it keeps any skew, informative from about five repeats) and a Welch
+t-interval (delta method, Welch-Satterthwaite degrees of freedom). With two repeats per side
+the bootstrap alone cannot reach beyond the observed range and covers the truth only about half
+the time; the t quantile with ~2 degrees of freedom (4.3 instead of 1.96) is what honesty costs.
+No repeat is assumed steadier than ``rel_sd_floor`` (the A/A cells' spread, or the cells' own
+standard errors), so identical repeats never produce a zero-width interval; without any floor,
+identical repeats or a single repeat give an *undetermined* interval, never a false certainty.
+
+**Noise floor and verdicts.** The A/A pair's floor is the larger of the difference it showed and
+the two-sided 99 % bound its cells' spread allows (a report makes dozens of comparisons). A
+verdict calls a win only when the interval excludes 1 *and* the ratio is beyond ``1 + floor``.
+Measured on synthetic runs (two repeats a side, four A/A cells, seeded): pure noise gives a false
+win or loss in about 0.15 % of comparisons (3 % cell noise; 0.2 % for 10 % lognormal p99 noise);
+a 20 % effect is called in 99 % of runs at 1 % cell noise and 85 % at 2 % — with three repeats a
+side (and a 3 + 3 A/A pair) in all of 1,000 runs at 2 %. The regression gate is in ``gate.py``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# --- Throughput ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThroughputEstimate:
+    """One cell's throughput, its standard error, and the count-based figure kept beside it."""
+
+    rps: float  # requests per second; nan when no cycle of any stream covers the window
+    stderr: float  # standard error of ``rps``; nan when it cannot be estimated
+    rel_stderr: float  # stderr / rps
+    count_rps: float  # starts (closed) or completions (open) inside the window / its length
+    users: int  # closed loop: users whose cycles cover the window; open loop: 0
+    cycles: float  # fractional cycles inside the window, summed over streams
+    method: str  # "closed-loop cycles" or "open-loop completions"
+
+
+def closed_loop_throughput(
+    start_time: np.ndarray,
+    latency_ms: np.ndarray,
+    user: np.ndarray,
+    window_start: float,
+    window_end: float,
+) -> ThroughputEstimate:
+    """A closed loop's throughput from each user's own sequence of requests.
+
+    Per user, the cycle of a request runs from its start to the user's next start; the cycle of
+    the user's last request ends at its completion plus the user's usual client gap (median of
+    next start − completion). The cell's rate is the sum of the users' rates. A user whose
+    single request spans the whole window contributes ``T / C`` of a cycle.
+    """
+    start, latency = _float_arrays(start_time, latency_ms)
+    users = np.asarray(user)
+    _same_length(start, users)
+    span = _window_length(window_start, window_end)
+    order = np.lexsort((start, users))
+    start, latency, users = start[order], latency[order], users[order]
+    same_user_next = np.r_[users[1:] == users[:-1], False]
+    next_start = np.r_[start[1:], np.nan]
+    done = start + np.nan_to_num(latency) / 1000
+    gap = _client_gap(users, same_user_next, next_start - done)
+    end = np.where(same_user_next, next_start, done + gap)
+    count = np.count_nonzero((start >= window_start) & (start < window_end))
+    rate = _stream_rates(users, start, end, window_start, window_end)
+    return _estimate(rate, count / span, "closed-loop cycles", rate.streams)
+
+
+def open_loop_throughput(
+    start_time: np.ndarray,
+    latency_ms: np.ndarray,
+    window_start: float,
+    window_end: float,
+) -> ThroughputEstimate:
+    """An open loop's achieved throughput from the completions around the window.
+
+    The completions of all senders form one stream of cycles (the gaps between consecutive
+    completions), read like a closed-loop user: the gaps that straddle the window edges count
+    by their fraction inside, so the figure covers exactly the window — neither the ±1 of a count
+    nor the span from first to last completion (which drops the edge gaps and would overstate a
+    server that stopped answering mid-window). A Poisson schedule's gaps have CV ≈ 1, so its
+    relative standard error is about ``1 / √(rate · T)``: that is the process's own noise.
+
+    Gaps between completions are not independent (a late answer shortens the next gap), so
+    with enough of them their variance comes from batch means of consecutive gaps, which sees
+    through that; with few, from the delta method like a closed loop.
+    """
+    start, latency = _float_arrays(start_time, latency_ms)
+    span = _window_length(window_start, window_end)
+    done = np.sort((start + latency / 1000)[np.isfinite(latency)])
+    count = np.count_nonzero((done >= window_start) & (done < window_end))
+    stream = np.zeros(len(done), dtype=np.int64)
+    rate = _stream_rates(stream, done, np.r_[done[1:], np.nan], window_start, window_end)
+    touching = (done[1:] > window_start) & (done[:-1] < window_end)
+    rel_error = _batch_means_rel_error(np.diff(done)[touching])
+    if rel_error is not None:
+        rate = replace(rate, stderr=rate.rps * rel_error)
+    return _estimate(rate, count / span, "open-loop completions", 0)
+
+
+BATCH_GAPS = 10  # at least this many consecutive gaps per batch
+BATCHES = (5, 20)  # at least 5 batches (else the delta method), at most 20
+
+
+def _batch_means_rel_error(gaps: np.ndarray) -> float | None:
+    """Relative standard error of the mean gap from batch means; None with too few gaps."""
+    batches = min(BATCHES[1], len(gaps) // BATCH_GAPS)
+    if batches < BATCHES[0]:
+        return None
+    means = np.array([part.mean() for part in np.array_split(gaps, batches)])
+    return float(np.std(means, ddof=1) / math.sqrt(batches) / gaps.mean())
+
+
+@dataclass(frozen=True)
+class _StreamRates:
+    rps: float
+    stderr: float
+    cycles: float
+    streams: int
+
+
+def _stream_rates(
+    stream: np.ndarray, begin: np.ndarray, end: np.ndarray, w0: float, w1: float
+) -> _StreamRates:
+    """Sum over streams of ``(1/T) ∫ dt / C(t)``, with the delta-method standard error.
+
+    ``begin``/``end`` are each stream's contiguous cycles (``end`` nan when unknown). An edge of
+    the window no known cycle covers (samples filtered to the window, or a request abandoned at
+    the stop) is a censored cycle: its length is at least the uncovered part, and is taken as the
+    larger of that and the stream's mean cycle, so it adds at most one cycle — no more than the
+    count would.
+    """
+    span = w1 - w0
+    length = end - begin
+    known = np.isfinite(length) & (length > 0)
+    stream, begin, end, length = stream[known], begin[known], end[known], length[known]
+    inside = np.clip(np.minimum(end, w1) - np.maximum(begin, w0), 0, None)
+    touch = inside > 0
+    if not touch.any():
+        return _StreamRates(math.nan, math.nan, 0.0, 0)
+    ids, index = np.unique(stream[touch], return_inverse=True)
+    k = np.bincount(index).astype(float)
+    cycles = np.bincount(index, inside[touch] / length[touch])
+    mean_cycle = np.bincount(index, length[touch]) / k
+    first = np.full(len(ids), np.inf)
+    last = np.full(len(ids), -np.inf)
+    np.minimum.at(first, index, begin[touch])
+    np.maximum.at(last, index, end[touch])
+    cycles += _censored(first - w0, mean_cycle) + _censored(w1 - last, mean_cycle)
+    deviation = length[touch] - mean_cycle[index]
+    sd = _pooled_sd(deviation, k, length[touch])
+    rate = cycles / span
+    stderr = rate * (sd / mean_cycle) / np.sqrt(np.maximum(cycles, 1.0))
+    return _StreamRates(
+        float(rate.sum()), float(np.sqrt((stderr**2).sum())), float(cycles.sum()), len(ids)
+    )
+
+
+def _censored(uncovered: np.ndarray, mean_cycle: np.ndarray) -> np.ndarray:
+    gap = np.clip(uncovered, 0, None)
+    return np.where(gap > 0, gap / np.maximum(gap, mean_cycle), 0.0)
+
+
+def _pooled_sd(deviation: np.ndarray, per_stream: np.ndarray, lengths: np.ndarray) -> float:
+    """Cycle-time sd pooled within streams; across all cycles when no stream has two."""
+    dof = float((per_stream - 1).sum())
+    if dof > 0:
+        return math.sqrt(float((deviation**2).sum()) / dof)
+    return float(np.std(lengths, ddof=1)) if len(lengths) > 1 else math.nan
+
+
+def _client_gap(users: np.ndarray, same_next: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """Per row, its user's median gap between a completion and the next start (the client's own
+    time); the median over all users for a user with one request; 0 when nobody has two."""
+    frame = pd.DataFrame({"user": users, "gap": np.where(same_next, gaps, np.nan)})
+    by_user = frame.groupby("user")["gap"].transform("median")
+    overall = frame["gap"].median()
+    filled = by_user.fillna(0.0 if math.isnan(overall) else overall).to_numpy()
+    return np.clip(filled, 0, None)
+
+
+def _estimate(rate: _StreamRates, count_rps: float, method: str, users: int) -> ThroughputEstimate:
+    rel = rate.stderr / rate.rps if rate.rps > 0 else math.nan
+    return ThroughputEstimate(
+        rps=rate.rps, stderr=rate.stderr, rel_stderr=rel, count_rps=float(count_rps),
+        users=users, cycles=rate.cycles, method=method,
+    )  # fmt: skip
+
+
+def _float_arrays(start_time: np.ndarray, latency_ms: np.ndarray) -> tuple[np.ndarray, ...]:
+    start, latency = np.asarray(start_time, dtype=float), np.asarray(latency_ms, dtype=float)
+    _same_length(start, latency)
+    return start, latency
+
+
+def _same_length(a: np.ndarray, b: np.ndarray) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"sample arrays differ in length: {len(a)} and {len(b)}")
+
+
+def _window_length(window_start: float, window_end: float) -> float:
+    span = float(window_end) - float(window_start)
+    if not span > 0:
+        raise ValueError(f"empty window: start {window_start} is not before end {window_end}")
+    return span
+
+
+# --- Ratios between two sets of repeats ---------------------------------------------------------
+
+Statistic = Literal["mean", "median"]
+_STATISTICS = {"mean": np.mean, "median": np.median}
+_RNG_KEYWORD = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """``statistic(a) / statistic(b)`` with a confidence interval, repeats as the unit."""
+
+    ratio: float
+    low: float  # nan when undetermined
+    high: float
+    confidence: float
+    n_a: int
+    n_b: int
+    method: str  # how the interval was obtained, or why it could not be
+
+    @property
+    def determined(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+def ratio_interval(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    statistic: Statistic = "mean",
+    confidence: float = 0.95,
+    rel_sd_floor: float = 0.0,
+    floor_df: float = math.inf,
+    seed: int = 0,
+    n_resamples: int = 4999,
+) -> RatioInterval:
+    """The ratio of ``a`` to ``b`` (e.g. one model's repeats to another's) with its interval:
+    the union of the percentile bootstrap and a Welch t-interval, both on the log ratio (see the
+    module docstring). Non-finite values (failed cells) are dropped.
+
+    ``rel_sd_floor`` is the least relative spread assumed for one repeat (the A/A cells', or the
+    cells' own standard errors) and ``floor_df`` the degrees of freedom it was estimated with
+    (infinite for a known value): a side whose spread comes from the floor carries its degrees of
+    freedom instead of its own."""
+    a, b = _positive(a), _positive(b)
+    undetermined = _undetermined_reason(a, b, rel_sd_floor)
+    ratio = _ratio(a, b, statistic) if len(a) and len(b) else math.nan
+    if undetermined:
+        return RatioInterval(ratio, math.nan, math.nan, confidence, len(a), len(b), undetermined)
+    centre = math.log(ratio)
+    half, df = _welch_half_width(a, b, confidence, rel_sd_floor, floor_df)
+    low, high = centre - half, centre + half
+    method = f"Welch t (df {df:.1f})"
+    boot = _bootstrap_log_ratio(a, b, statistic, confidence, seed, n_resamples)
+    if boot is not None:
+        low, high = min(low, boot[0]), max(high, boot[1])
+        method += " ∪ percentile bootstrap"
+    method += f", repeats as the unit ({len(a)} vs {len(b)})"
+    return RatioInterval(ratio, math.exp(low), math.exp(high), confidence, len(a), len(b), method)
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _undetermined_reason(a: np.ndarray, b: np.ndarray, floor: float) -> str:
+    if not len(a) or not len(b):
+        return "undetermined: no finite value on one side"
+    if (a <= 0).any() or (b <= 0).any():
+        return "undetermined: a value is zero or negative"
+    if floor > 0:
+        return ""
+    if len(a) < 2 or len(b) < 2:
+        return "undetermined: one repeat on a side and no noise floor to bound its spread"
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return "undetermined: identical repeats and no noise floor to bound their spread"
+    return ""
+
+
+def _ratio(a: np.ndarray, b: np.ndarray, statistic: Statistic) -> float:
+    f = _STATISTICS[statistic]
+    return float(f(a) / f(b))
+
+
+def _welch_half_width(
+    a: np.ndarray, b: np.ndarray, confidence: float, floor: float, floor_df: float
+) -> tuple[float, float]:
+    """Half-width of the t-interval on log(mean a / mean b), and its degrees of freedom.
+
+    Each side's relative variance is its own or the floor's, whichever is larger, with the
+    degrees of freedom of the one used (Welch-Satterthwaite). When both sides use the floor they
+    share one estimate, so its degrees of freedom count once."""
+    own = [float(np.var(x, ddof=1) / np.mean(x) ** 2) if len(x) > 1 else 0.0 for x in (a, b)]
+    sizes = [len(a), len(b)]
+    if all(v <= floor**2 for v in own):
+        var, df = floor**2 * (1 / sizes[0] + 1 / sizes[1]), floor_df
+    else:
+        parts = [max(v, floor**2) / n for v, n in zip(own, sizes, strict=True)]
+        dfs = [n - 1 if v > floor**2 else floor_df for v, n in zip(own, sizes, strict=True)]
+        var = sum(parts)
+        df = var**2 / sum(p**2 / d for p, d in zip(parts, dfs, strict=True))
+    quantile = float(stats.t.ppf(0.5 + confidence / 2, df))
+    return quantile * math.sqrt(var), df
+
+
+def _bootstrap_log_ratio(
+    a: np.ndarray, b: np.ndarray, statistic: Statistic, confidence: float, seed: int, n: int
+) -> tuple[float, float] | None:
+    """scipy's percentile bootstrap of the log ratio, resampling repeats within each side; None
+    when it cannot say anything (a side with one repeat, or nothing varies)."""
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return None
+    f = _STATISTICS[statistic]
+
+    def log_ratio(x, y, axis):
+        return np.log(f(x, axis=axis)) - np.log(f(y, axis=axis))
+
+    result = stats.bootstrap(
+        (a, b), log_ratio, n_resamples=n, vectorized=True, paired=False,
+        confidence_level=confidence, method="percentile",
+        **{_RNG_KEYWORD: np.random.default_rng(seed)},
+    )  # fmt: skip
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+# --- Noise floor and verdicts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """What an A/A pair (one configuration measured twice, shuffled like any cell) shows."""
+
+    relative: float  # the difference an identical configuration shows (0.04 = ±4 %); nan: none
+    ratio: float  # what this A/A pair measured (mean of one half / mean of the other)
+    cell_rel_sd: float  # relative sd of one cell, pooled over every A/A cell
+    cell_df: int  # degrees of freedom of cell_rel_sd (A/A cells − 1)
+
+    def sentence(self) -> str:
+        if not math.isfinite(self.relative):
+            return "noise floor not measured (the A/A pair needs two differing cells)"
+        return (
+            f"noise floor ±{self.relative * 100:.1f} %: the A/A pair measured "
+            f"{format_ratio(self.ratio)}×, one cell varies by {self.cell_rel_sd * 100:.1f} %"
+        )
+
+
+# A report makes dozens of comparisons: at 95 % one identical pair in twenty would cross the floor,
+# so the floor is the two-sided 99 % bound (t quantile: the spread comes from a few cells).
+NOISE_FLOOR_COVERAGE = 0.99
+
+
+def noise_floor(aa_a: np.ndarray, aa_b: np.ndarray) -> NoiseFloor:
+    """The noise floor of one metric from the repeats of the two halves of an A/A pair.
+
+    ``relative`` is the larger of the difference this pair showed (``max(r, 1/r) − 1``) and the
+    difference its cells' spread allows a ratio of that many repeats 99 times in 100
+    (``t · sd · √(1/n_a + 1/n_b)``, sd pooled over all A/A cells, t with their degrees of
+    freedom): one lucky close pair does not make the floor vanish. nan when fewer than two
+    differing cells were measured."""
+    a, b = _positive(aa_a), _positive(aa_b)
+    pooled = np.concatenate([a, b])
+    if not len(a) or not len(b) or len(pooled) < 2 or np.ptp(pooled) == 0:
+        ratio = _ratio(a, b, "mean") if len(a) and len(b) else math.nan
+        return NoiseFloor(math.nan, ratio, math.nan, max(len(pooled) - 1, 0))
+    sd = float(np.std(pooled, ddof=1) / np.mean(pooled))
+    ratio = _ratio(a, b, "mean")
+    quantile = float(stats.t.ppf(0.5 + NOISE_FLOOR_COVERAGE / 2, len(pooled) - 1))
+    bound = quantile * sd * math.sqrt(1 / len(a) + 1 / len(b))
+    return NoiseFloor(max(max(ratio, 1 / ratio) - 1, bound), ratio, sd, len(pooled) - 1)
+
+
+Verdict = Literal["wins", "loses", "no clear difference", "insufficient data"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``a`` against ``b`` on one metric: the ratio a/b, its interval, and the verdict for ``a``.
+
+    ``wins`` only when the interval excludes 1 on the better side *and* the effect exceeds the
+    noise floor; ``loses`` likewise on the worse side; otherwise ``no clear difference`` (or
+    ``insufficient data`` when no interval could be determined)."""
+
+    a: str
+    b: str
+    metric: str
+    higher_is_better: bool
+    ratio: float
+    low: float
+    high: float
+    confidence: float
+    verdict: Verdict
+    noise_floor: float  # relative; 0 when none was measured
+    n_a: int
+    n_b: int
+    method: str
+
+    def sentence(self) -> str:
+        """One line for the report, e.g. ``tornado-coroutine wins on rps: 15.2× flask-blocking
+        (95 % CI 14.1–16.0×)``."""
+        ratio, low, high = (format_ratio(v) for v in (self.ratio, self.low, self.high))
+        interval = f"{self.confidence * 100:g} % CI {low}–{high}×"
+        if self.verdict == "insufficient data":
+            return f"{self.metric}: insufficient data to compare {self.a} with {self.b} " \
+                   f"({self.method})"  # fmt: skip
+        if self.verdict in ("wins", "loses"):
+            return f"{self.a} {self.verdict} on {self.metric}: {ratio}× {self.b} ({interval})"
+        text = f"no clear difference in {self.metric} between {self.a} and {self.b}: " \
+               f"{ratio}× ({interval})"  # fmt: skip
+        if self.low > 1 or self.high < 1:
+            text += f", within the ±{self.noise_floor * 100:.1f} % noise floor"
+        return text
+
+
+def compare(
+    a: np.ndarray,
+    b: np.ndarray,
+    noise_floor: float | NoiseFloor,
+    *,
+    a_label: str = "A",
+    b_label: str = "B",
+    metric: str = "rps",
+    higher_is_better: bool = True,
+    confidence: float = 0.95,
+    rel_sd_floor: float | None = None,
+    seed: int = 0,
+) -> Comparison:
+    """Compare the repeats of ``a`` with those of ``b`` on one metric (rps: higher is better;
+    p99: lower is better). ``noise_floor`` is relative (0.04 = 4 %), nan or 0 when none was
+    measured (the interval alone then decides). A ``NoiseFloor`` also lends its cells' spread
+    (with its degrees of freedom) as the least spread of one repeat; ``rel_sd_floor`` overrides
+    that with a known value (e.g. the cells' own relative standard errors)."""
+    floor = noise_floor.relative if isinstance(noise_floor, NoiseFloor) else float(noise_floor)
+    floor = floor if math.isfinite(floor) and floor > 0 else 0.0
+    sd, df = 0.0, math.inf
+    if rel_sd_floor is not None:
+        sd = rel_sd_floor
+    elif isinstance(noise_floor, NoiseFloor) and math.isfinite(noise_floor.cell_rel_sd):
+        sd, df = noise_floor.cell_rel_sd, noise_floor.cell_df
+    iv = ratio_interval(a, b, confidence=confidence, rel_sd_floor=sd, floor_df=df, seed=seed)
+    return Comparison(
+        a=a_label, b=b_label, metric=metric, higher_is_better=higher_is_better, ratio=iv.ratio,
+        low=iv.low, high=iv.high, confidence=confidence,
+        verdict=_verdict(iv, floor, higher_is_better), noise_floor=floor, n_a=iv.n_a,
+        n_b=iv.n_b, method=iv.method,
+    )  # fmt: skip
+
+
+def _verdict(iv: RatioInterval, floor: float, higher_is_better: bool) -> Verdict:
+    if not iv.determined:
+        return "insufficient data"
+    # Orient so that above 1 means "a is better".
+    ratio, low, high = (iv.ratio, iv.low, iv.high) if higher_is_better else (
+        1 / iv.ratio, 1 / iv.high, 1 / iv.low)  # fmt: skip
+    if low > 1 and ratio > 1 + floor:
+        return "wins"
+    if high < 1 and 1 / ratio > 1 + floor:
+        return "loses"
+    return "no clear difference"
+
+
+def format_ratio(value: float) -> str:
+    """Three significant digits, keeping trailing zeros: 15.2, 1.03, 0.950, 16.0."""
+    if not math.isfinite(value):
+        return "?"
+    return f"{value:#.3g}".rstrip(".")

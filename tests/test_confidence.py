@@ -1,0 +1,300 @@
+"""Confidence: estimators on synthetic schedules with known rates, verdicts on known effects, gate.
+
+Everything is pure and seeded: synthetic closed-loop users (each sends its next request when the
+last one answered, after a small client gap) and open-loop schedules whose true rate is known.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from asyncbench.confidence import (
+    closed_loop_throughput,
+    compare,
+    noise_floor,
+    open_loop_throughput,
+    ratio_interval,
+)
+
+W0, W1 = 1_700_000_000.0, 1_700_000_003.0  # the default 3 s window, at an epoch-like time
+CLIENT_GAP_S = 0.0003  # the load generator's own time between an answer and the next request
+
+
+def closed_loop(users, cycle_s, jitter_s, rng, *, until=W1 + 2.0, stop_answering=math.inf):
+    """Samples of ``users`` closed-loop users whose cycles are ``cycle_s`` ± normal jitter,
+    running from well before the window (warm-up) to after it. Requests that would complete
+    after ``stop_answering`` never do (abandoned: no sample)."""
+    start, latency, user = [], [], []
+    for u in range(users):
+        t = W0 - 2.0 - rng.uniform(0, cycle_s) - 2 * cycle_s
+        while t < until:
+            cycle = (
+                max(cycle_s + rng.normal(0, jitter_s), 2 * CLIENT_GAP_S) if jitter_s else cycle_s
+            )
+            if t + cycle - CLIENT_GAP_S > stop_answering:
+                break
+            start.append(t)
+            latency.append((cycle - CLIENT_GAP_S) * 1000)
+            user.append(u)
+            t += cycle
+    return np.array(start), np.array(latency), np.array(user)
+
+
+# (users, delay, jitter): the levels of the default suite, and slow cells where each user has
+# about three starts (64 × 1 s) or a single request spans the whole window (64 × 10 s).
+LEVELS = [
+    (1, 0.1, 0.002),
+    (4, 0.1, 0.002),
+    (16, 0.1, 0.003),
+    (64, 0.1, 0.005),
+    (64, 1.0, 0.02),
+    (64, 10.0, 0.2),
+    (512, 0.1, 0.01),
+]
+
+
+@pytest.mark.parametrize(("users", "delay", "jitter"), LEVELS)
+def test_closed_loop_lands_within_its_stated_error(users, delay, jitter):
+    rng = np.random.default_rng(users * 1000 + int(delay * 10))
+    estimate = closed_loop_throughput(*closed_loop(users, delay, jitter, rng), W0, W1)
+    truth = users / delay
+    assert estimate.users == users
+    assert abs(estimate.rps - truth) <= 4 * estimate.stderr
+    assert estimate.rel_stderr <= 0.01  # the issue's bound for every I/O-bound level
+    assert estimate.rel_stderr == pytest.approx(estimate.stderr / estimate.rps)
+
+
+def test_closed_loop_standard_error_is_calibrated():
+    """Over many cells, the errors divided by the stated standard error spread like N(0, 1):
+    the stated error is neither hiding noise nor padded to pass."""
+    z = []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        estimate = closed_loop_throughput(*closed_loop(4, 0.1, 0.01, rng), W0, W1)
+        z.append((estimate.rps - 40.0) / estimate.stderr)
+    assert abs(np.mean(z)) < 0.25
+    assert 0.7 < np.std(z) < 1.3
+
+
+def test_closed_loop_removes_the_quantisation_of_the_count():
+    """A regular schedule: the estimator is exact whatever the users' phases; the count of starts
+    moves by whole requests (±1/3 req/s per user in a 3 s window)."""
+    cycle = 3.0 / 28.5  # each user fits 28 or 29 starts into the window, by its phase
+    counts, errors = set(), []
+    for seed in range(20):
+        estimate = closed_loop_throughput(
+            *closed_loop(4, cycle, 0.0, np.random.default_rng(seed)), W0, W1
+        )
+        errors.append(abs(estimate.rps / (4 / cycle) - 1))
+        counts.add(round(estimate.count_rps * 3))
+        assert estimate.stderr == pytest.approx(0.0, abs=1e-6)
+    assert max(errors) < 1e-5  # float timestamps near 1.7e9 s carry ~0.2 µs of rounding
+    assert max(counts) - min(counts) >= 2  # whole requests of quantisation
+
+
+def test_a_request_spanning_the_window_counts_by_its_fraction():
+    """Cycles of 10 s in a 3 s window: every user contributes exactly 0.3 of a cycle, where the
+    count sees 0 or 1 start per user."""
+    estimate = closed_loop_throughput(*closed_loop(8, 10.0, 0.0, np.random.default_rng(1)), W0, W1)
+    assert estimate.rps == pytest.approx(0.8, rel=1e-9)
+    assert estimate.cycles == pytest.approx(2.4, rel=1e-9)
+    assert estimate.count_rps != pytest.approx(0.8)
+
+
+def test_closed_loop_with_only_the_windows_samples_is_off_by_at_most_one_cycle_per_user():
+    """Samples filtered to the window lose the cycle that straddles its start; the censored
+    edge adds at most one cycle per user — the count's own bound — never more."""
+    start, latency, user = closed_loop(16, 0.1, 0.002, np.random.default_rng(3))
+    inside = (start >= W0) & (start < W1)
+    estimate = closed_loop_throughput(start[inside], latency[inside], user[inside], W0, W1)
+    assert abs(estimate.rps - 160.0) <= 16 / 3.0
+
+
+def test_a_server_that_stops_answering_is_not_credited_with_the_silence():
+    """Answers stop half-way through the window: the estimate stays near what was achieved
+    (about half), crediting at most one censored cycle per user."""
+    start, latency, user = closed_loop(
+        4, 0.1, 0.002, np.random.default_rng(4), stop_answering=W0 + 1.5
+    )
+    estimate = closed_loop_throughput(start, latency, user, W0, W1)
+    achieved = 4 * 15 / 3.0
+    assert achieved - 1 <= estimate.rps <= achieved + 4 / 3.0 + 1
+
+
+def test_open_loop_constant_schedule_is_exact_within_its_error():
+    rng = np.random.default_rng(5)
+    intended = np.arange(W0 - 2.0, W1 + 2.0, 1 / 200)
+    latency = 100 + rng.normal(0, 1.0, len(intended))
+    estimate = open_loop_throughput(intended, latency, W0, W1)
+    assert abs(estimate.rps - 200.0) <= 4 * estimate.stderr
+    assert estimate.rel_stderr <= 0.01
+    assert estimate.users == 0 and estimate.method == "open-loop completions"
+
+
+def test_open_loop_poisson_error_is_the_processs_own():
+    """A Poisson schedule's completions vary like a Poisson count: relative error ≈ 1/√(λT)."""
+    stated, z = [], []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        intended = W0 - 2.0 + np.cumsum(rng.exponential(1 / 100, 800))
+        estimate = open_loop_throughput(intended, np.full(len(intended), 50.0), W0, W1)
+        stated.append(estimate.rel_stderr)
+        z.append((estimate.rps - 100.0) / estimate.stderr)
+    assert np.median(stated) == pytest.approx(1 / math.sqrt(100 * 3), rel=0.15)
+    assert 0.7 < np.std(z) < 1.3
+
+
+def test_open_loop_stalled_server_is_not_judged_by_its_busy_span():
+    """Completions stop after 1 s of the window: the rate over the span of completions would
+    be the full 200/s; the estimate covers the whole window."""
+    intended = np.arange(W0 - 1.0, W0 + 1.0, 1 / 200)
+    estimate = open_loop_throughput(intended, np.full(len(intended), 10.0), W0, W1)
+    assert estimate.rps == pytest.approx(estimate.count_rps, rel=0.02)
+    assert estimate.rps < 70
+
+
+@pytest.mark.parametrize(
+    ("start", "latency", "user", "window", "message"),
+    [
+        ([1.0, 2.0], [1.0], [0, 0], (0.0, 3.0), "differ in length"),
+        ([1.0], [1.0], [0], (3.0, 3.0), "empty window"),
+    ],
+)
+def test_estimator_rejects_bad_input(start, latency, user, window, message):
+    with pytest.raises(ValueError, match=message):
+        closed_loop_throughput(np.array(start), np.array(latency), np.array(user), *window)
+
+
+def test_no_samples_gives_an_undefined_rate_not_an_exception():
+    empty = np.array([])
+    estimate = closed_loop_throughput(empty, empty, empty, W0, W1)
+    assert math.isnan(estimate.rps) and estimate.count_rps == 0.0 and estimate.users == 0
+    assert math.isnan(open_loop_throughput(empty, empty, W0, W1).rps)
+
+
+# --- Ratios, noise floor, verdicts --------------------------------------------------------------
+
+
+def noisy(rng, mean, rel_sd, n=2):
+    return rng.normal(mean, mean * rel_sd, n)
+
+
+def test_pure_noise_never_wins_over_fifty_seeds():
+    """Everything from one distribution (3 % cell-to-cell spread, two repeats a side, the noise
+    floor from an A/A pair): no seed may call a win or a loss (measured rate: ~0.15 % of
+    comparisons over 10,000 seeds)."""
+    verdicts = []
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        floor = noise_floor(noisy(rng, 100, 0.03), noisy(rng, 100, 0.03))
+        verdicts.append(compare(noisy(rng, 100, 0.03), noisy(rng, 100, 0.03), floor).verdict)
+    assert set(verdicts) == {"no clear difference"}
+
+
+def test_pure_noise_p99_never_wins_over_fifty_seeds():
+    """p99 with 10 % lognormal cell-to-cell noise. With two repeats a side and a four-cell A/A
+    pair the method's measured false-verdict rate is about 0.2 % per comparison (10,000 seeds):
+    an A/A pair whose cells happen to agree far better than the truth lowers the floor."""
+    verdicts = []
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        floor = noise_floor(*np.exp(rng.normal(np.log(120), 0.1, (2, 2))))
+        a, b = np.exp(rng.normal(np.log(120), 0.1, (2, 2)))
+        verdicts.append(compare(a, b, floor, metric="p99", higher_is_better=False).verdict)
+    assert set(verdicts) == {"no clear difference"}
+
+
+def test_a_twenty_percent_effect_with_small_noise_is_detected():
+    found = []
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        floor = noise_floor(noisy(rng, 100, 0.01), noisy(rng, 100, 0.01))
+        faster = compare(noisy(rng, 120, 0.01), noisy(rng, 100, 0.01), floor)
+        found.append(faster.verdict)
+        assert faster.low <= faster.ratio <= faster.high
+    assert found.count("wins") >= 18
+    assert "loses" not in found
+
+
+def test_the_interval_covers_the_truth_at_two_repeats():
+    """Two repeats a side: the percentile bootstrap alone spans only the observed values and
+    covers the true ratio about half the time; the interval returned must keep its 95 %."""
+    covered = 0
+    for seed in range(300):
+        rng = np.random.default_rng(1000 + seed)
+        interval = ratio_interval(noisy(rng, 100, 0.05), noisy(rng, 100, 0.05), seed=seed,
+                                  n_resamples=999)  # fmt: skip
+        covered += interval.low <= 1.0 <= interval.high
+    assert covered / 300 >= 0.93
+
+
+def test_lower_p99_wins_and_higher_loses():
+    fast = np.array([30.0, 31.0])
+    slow = np.array([100.0, 104.0])
+    floor = noise_floor([100.0, 101.0], [99.0, 100.5])
+    assert compare(fast, slow, floor, metric="p99", higher_is_better=False).verdict == "wins"
+    assert compare(slow, fast, floor, metric="p99", higher_is_better=False).verdict == "loses"
+    assert compare(slow, fast, floor).verdict == "wins"  # as throughput, higher is better
+
+
+def test_an_effect_inside_the_noise_floor_is_no_clear_difference():
+    """The interval excludes 1 (the repeats are steady) but the A/A pair varied by more."""
+    comparison = compare([105.0, 105.1], [100.0, 100.1], 0.08, rel_sd_floor=0.001)
+    assert comparison.low > 1
+    assert comparison.verdict == "no clear difference"
+    assert "within the ±8.0 % noise floor" in comparison.sentence()
+
+
+def test_sentences_state_the_ratio_and_interval():
+    floor = noise_floor([10.0, 10.2], [10.1, 9.9])
+    win = compare([152.0, 151.0], [10.0, 10.1], floor, a_label="tornado-coroutine",
+                  b_label="flask-blocking")  # fmt: skip
+    assert win.verdict == "wins"
+    assert win.sentence().startswith(
+        "tornado-coroutine wins on rps: 15.1× flask-blocking (95 % CI "
+    )
+    tie = compare([101.0, 103.0], [100.0, 99.0], floor, a_label="x", b_label="y")
+    assert tie.sentence().startswith("no clear difference in rps between x and y: 1.03× (95 % CI")
+    assert floor.sentence().startswith("noise floor ±")
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "reason"),
+    [
+        ([100.0, 100.0], [50.0, 50.0], "identical repeats"),
+        ([100.0], [50.0, 51.0], "one repeat"),
+        ([math.nan, math.nan], [50.0, 51.0], "no finite value"),
+        ([], [50.0], "no finite value"),
+        ([0.0, 1.0], [50.0, 51.0], "zero or negative"),
+    ],
+)
+def test_degenerate_inputs_are_undetermined_not_certain(a, b, reason):
+    interval = ratio_interval(a, b)
+    assert not interval.determined and reason in interval.method
+    comparison = compare(a, b, 0.05)
+    assert comparison.verdict == "insufficient data"
+    assert "insufficient data" in comparison.sentence()
+
+
+def test_a_spread_floor_gives_degenerate_repeats_an_honest_width():
+    identical = ratio_interval([100.0, 100.0], [50.0, 50.0], rel_sd_floor=0.02)
+    single = ratio_interval([100.0], [50.0], rel_sd_floor=0.02)
+    for interval in (identical, single):
+        assert interval.determined
+        assert interval.low < 2.0 < interval.high
+        assert interval.high / interval.low > 1.05
+    assert ratio_interval([100.0, math.nan, 101.0], [50.0, 51.0]).n_a == 2
+
+
+def test_noise_floor_is_at_least_what_the_pair_showed():
+    floor = noise_floor([100.0, 101.0], [110.0, 111.0])
+    assert floor.relative >= 0.1
+    assert floor.cell_df == 3
+    steady = noise_floor([100.0, 100.0], [100.0, 100.0])
+    assert math.isnan(steady.relative)
+    assert "not measured" in steady.sentence()
+    # No floor measured: the interval alone decides, never an exception.
+    assert compare([150.0, 151.0], [100.0, 101.0], steady).verdict == "wins"
