@@ -172,7 +172,7 @@ def _base_result(
         warmup_s=scenario.warmup_s, measure_s=scenario.measure_s, order=order,
         started_at=time.time(), threads=config.threads if "threads" in model.knobs else None,
         slot_limit=limit if scenario.kind.predicted else "", spawn=scenario.spawn,
-        defaults=ctx.settings.defaults,
+        defaults=ctx.settings.defaults, replica=cell.replica,
     )  # fmt: skip
 
 

@@ -7,6 +7,12 @@ again on the stored files, so a rebuilt report re-judges every cell with today's
 
 Percentiles use numpy's default (linear interpolation between the closest ranks) over the exact
 float latencies of the requests that *started* inside the measured window.
+
+Throughput (``rps``) is ``confidence``'s exact estimator with its standard error: a closed loop's
+from each user's own cycles, an open loop's from the completions over the exact window. The
+count-based figure stays beside it (``rps_count``). Samples without user ids (recorded before
+schema 2) fall back to the count, with the Poisson error ``rps / √n`` (conservative for a closed
+loop, whose count varies less), and ``rps_method`` says so.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+
+from asyncbench.confidence import closed_loop_throughput, open_loop_throughput
+from asyncbench.migrate import UNKNOWN_USER
 
 LOAD_GENERATOR_CPU_LIMIT = 90.0  # % of one core: above it Locust, not the server, sets the pace
 AUXILIARY_CPU_LIMIT = 90.0  # % of one core for the single-threaded upstream
@@ -37,7 +46,11 @@ class CellStats:
 
     requests: int = 0
     failures: int = 0
-    rps: float | None = None
+    rps: float | None = None  # the exact estimator (or the count, see ``rps_method``)
+    rps_count: float | None = None
+    rps_stderr: float | None = None  # req/s
+    rps_rel_stderr: float | None = None  # fraction of ``rps``
+    rps_method: str = ""
     mean_ms: float | None = None
     p50_ms: float | None = None
     p90_ms: float | None = None
@@ -165,7 +178,7 @@ def cell_stats(samples: pd.DataFrame, start: float, end: float, rate: float = 0.
     fields: dict = {
         "requests": len(window),
         "failures": int(is_failure(window).sum()),
-        "rps": counted / (end - start),
+        **throughput(samples, start, end, open_loop, counted),
     }
     if len(latencies):
         fields["mean_ms"] = float(latencies.mean())
@@ -175,6 +188,34 @@ def cell_stats(samples: pd.DataFrame, start: float, end: float, rate: float = 0.
     if open_loop:
         fields.update(_open_loop_stats(window, start, end, rate))
     return CellStats(**fields)
+
+
+COUNT_FALLBACK = "count of requests (no user ids in these samples): Poisson error √n"
+
+
+def throughput(
+    samples: pd.DataFrame, start: float, end: float, open_loop: bool, counted: int
+) -> dict:
+    """``rps`` (the exact estimator), ``rps_count``, the standard error and the method.
+
+    ``samples`` must be *all* of the cell's samples: the cycles cut by the window's edges come
+    from the requests just outside it."""
+    count_rps = counted / (end - start)
+    estimate = None
+    if samples.empty:
+        pass
+    elif open_loop:
+        estimate = open_loop_throughput(samples["start_time"], samples["latency_ms"], start, end)
+    elif "user" in samples and (samples["user"] != UNKNOWN_USER).all():
+        estimate = closed_loop_throughput(
+            samples["start_time"], samples["latency_ms"], samples["user"], start, end
+        )
+    if estimate is None or not math.isfinite(estimate.rps):
+        rel = 1 / math.sqrt(counted) if counted else math.nan
+        return {"rps": count_rps, "rps_count": count_rps, "rps_stderr": count_rps * rel,
+                "rps_rel_stderr": rel, "rps_method": COUNT_FALLBACK}  # fmt: skip
+    return {"rps": estimate.rps, "rps_count": count_rps, "rps_stderr": estimate.stderr,
+            "rps_rel_stderr": estimate.rel_stderr, "rps_method": estimate.method}  # fmt: skip
 
 
 def _open_loop_stats(window: pd.DataFrame, start: float, end: float, rate: float) -> dict:

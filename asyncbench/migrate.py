@@ -15,6 +15,11 @@ Versions:
   3 — results.csv gains ``threads``, ``slot_limit``, ``spawn``, ``defaults``, idle RSS, RSS per
       request in flight and requests per serving process; resource samples may carry
       ``process_requests`` and an ``idle`` row taken before the load.
+  4 — results.csv: ``rps`` is the exact estimator (closed loop: each user's cycles; open loop:
+      completions over the exact window), beside it ``rps_count`` (the count-based figure every
+      earlier version stored as ``rps``), ``rps_stderr`` (req/s), ``rps_rel_stderr`` (a fraction
+      of ``rps``) and ``rps_method``; ``replica`` ("aa" for the copy of an A/A pair, else "").
+      Older rows get ``rps_count = rps``, method "count", no standard error.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 
@@ -107,5 +112,14 @@ def _results_2_to_3(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{k: v for k, v in added.items() if k not in table})
 
 
-_META_STEPS = {1: _meta_1_to_2, 2: lambda data: data}
-_RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3}
+def _results_3_to_4(table: pd.DataFrame) -> pd.DataFrame:
+    # Every earlier version stored the count-based figure as ``rps``; ``asyncbench report``
+    # re-evaluates cells whose samples are kept, so only sample-less (failed) rows keep these.
+    added = {"rps_count": table["rps"] if "rps" in table else math.nan,
+             "rps_stderr": math.nan, "rps_rel_stderr": math.nan, "rps_method": "count",
+             "replica": ""}  # fmt: skip
+    return table.assign(**{k: v for k, v in added.items() if k not in table})
+
+
+_META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data}
+_RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4}

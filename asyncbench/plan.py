@@ -3,6 +3,11 @@
 A cell is one measurement: one scenario on one server model at one load level, one repeat.
 Cells run in a shuffled order whose seed is recorded, so drift on the machine (thermal, other
 load) spreads over all models instead of biasing whichever runs last.
+
+A scenario may declare an A/A pair (``aa = {server = "...", users = N}``): that level is
+measured a second time, as cells of ``replica`` "aa" shuffled among the others. What the two
+halves differ by is the run's noise floor (``noise.py``). It may also declare ``[thresholds]``
+(``gate.Thresholds``) that ``asyncbench run --check`` and ``asyncbench compare`` apply.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from asyncbench.gate import ComparisonInputError, Thresholds
 from asyncbench.kinds import ENDPOINTS, ScenarioKind, kind_of_endpoint
 from servers import MODELS
 from servers.endpoints import MAX_MS
@@ -20,11 +26,21 @@ SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 MAX_USERS = 5000
 MAX_SPAWN_RATE = 100_000.0
 _PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
-_KEYS = {"description", "endpoint", "delay_ms", "servers", "quick", "spawn_rate"} | _PROFILE_KEYS
+_KEYS = {"description", "endpoint", "delay_ms", "servers", "quick", "spawn_rate", "aa",
+         "thresholds"} | _PROFILE_KEYS  # fmt: skip
+AA = "aa"  # the ``replica`` of an A/A pair's second half
 
 
 class ScenarioError(ValueError):
     """A scenario file or choice is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class AAPair:
+    """The level a scenario measures twice: its noise floor (the same model, the same load)."""
+
+    server: str
+    users: int
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,12 @@ class Scenario:
     # How Locust opens its users: None = all at once (every user starts in the same instant,
     # as wrk does), else gradually at this many users per second.
     spawn_rate: float | None = None
+    aa: AAPair | None = None
+    thresholds: dict | None = None  # validated ``gate.Thresholds`` fields, e.g. max_p99_ms
+
+    @property
+    def limits(self) -> Thresholds:
+        return Thresholds(**(self.thresholds or {}))
 
     @property
     def spawn(self) -> str:
@@ -77,6 +99,7 @@ class Cell:
     users: int
     repeat: int
     rate: float = 0.0
+    replica: str = ""  # AA: the second half of an A/A pair
 
     @property
     def level(self) -> str:
@@ -84,7 +107,8 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        return f"{self.scenario}.{self.server}.{self.level}.r{self.repeat}"
+        replica = f".{self.replica}" if self.replica else ""
+        return f"{self.scenario}.{self.server}.{self.level}{replica}.r{self.repeat}"
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -117,6 +141,8 @@ def load_scenario(path: Path) -> Scenario:
         check.known_keys(table, _PROFILE_KEYS, "quick.")
         quick = _profile_fields(_Checker(where, "quick."), table, required=False)
     return Scenario(
+        aa=check.aa_pair(data) if "aa" in data else None,
+        thresholds=check.thresholds(data) if "thresholds" in data else None,
         name=path.stem,
         description=check.text(data, "description"),
         endpoint=endpoint,
@@ -212,6 +238,26 @@ class _Checker:
         return tuple(dict.fromkeys(value))
 
 
+    def aa_pair(self, data: dict) -> AAPair:
+        table = data["aa"]
+        if not isinstance(table, dict):
+            self.fail("aa", 'must be a table like {server = "tornado-coroutine", users = 64}')
+        self.known_keys(table, {"server", "users"}, "aa.")
+        check = _Checker(self.where, "aa.")
+        server = check.choice(table, "server", tuple(MODELS))
+        return AAPair(server, check.integer(table, "users", 1, MAX_USERS))
+
+    def thresholds(self, data: dict) -> dict:
+        table = data["thresholds"]
+        if not isinstance(table, dict):
+            self.fail("thresholds", "must be a table, e.g. [thresholds] max_p99_ms = 250")
+        try:
+            Thresholds.from_mapping(table, where=f"{self.where}: thresholds")
+        except ComparisonInputError as exc:
+            raise ScenarioError(str(exc)) from None
+        return {name: float(value) for name, value in table.items()}
+
+
 def available_scenarios(directory: Path = SCENARIO_DIR) -> dict[str, Path]:
     return {p.stem: p for p in sorted(directory.glob("*.toml"))}
 
@@ -257,5 +303,19 @@ def plan_cells(
         for users, rate in (levels or [(u, 0.0) for u in s.users])
         for r in range(1, repeat + 1)
     ]
+    cells += [cell for s in scenarios for cell in _aa_cells(s, servers, repeat, rates)]
     random.Random(seed).shuffle(cells)
     return cells
+
+
+def _aa_cells(
+    scenario: Scenario, servers: list[str] | None, repeat: int, rates: tuple[float, ...] | None
+) -> list[Cell]:
+    """The A/A pair's second half: only when its level is in the plan (its first half)."""
+    pair = scenario.aa
+    if pair is None or rates or pair.users not in scenario.users:
+        return []
+    if pair.server not in (servers or scenario.servers):
+        return []
+    return [Cell(scenario.name, pair.server, pair.users, r, replica=AA)
+            for r in range(1, repeat + 1)]  # fmt: skip

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from asyncbench import metadata
-from asyncbench.plan import Cell, Scenario, plan_cells, resolve_scenarios
+from asyncbench.plan import AAPair, Cell, Scenario, plan_cells, resolve_scenarios
 from asyncbench.processes import reap_orphans
 from asyncbench.store import Invocation, RunDir, RunMeta, StoreError, latest_run
 from servers.config import MysqlUrl, ServerConfig
@@ -166,6 +166,8 @@ def scenario_from_stored(data: dict) -> Scenario:
     data = dict(data)
     for key in ("users", "servers"):
         data[key] = tuple(data[key])
+    if data.get("aa"):
+        data["aa"] = AAPair(**data["aa"])
     return Scenario(**data)
 
 

@@ -31,7 +31,8 @@ from asyncbench.migrate import (
     upgrade_samples,
 )
 
-_TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn")
+_TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn", "rps_method",
+                 "replica")
 
 
 class StoreError(RuntimeError):
@@ -76,7 +77,11 @@ class CellResult:
     window_end: float | None = None
     requests: int = 0
     failures: int = 0
-    rps: float | None = None
+    rps: float | None = None  # the exact estimator (``confidence``): cycles, not a count
+    rps_count: float | None = None  # requests started (open loop: completed) in the window / T
+    rps_stderr: float | None = None  # standard error of ``rps``, req/s
+    rps_rel_stderr: float | None = None  # the same as a fraction of ``rps``
+    rps_method: str = ""  # how ``rps`` was estimated (and why, when it fell back to the count)
     mean_ms: float | None = None
     p50_ms: float | None = None
     p90_ms: float | None = None
@@ -110,6 +115,7 @@ class CellResult:
     spawn: str = ""  # how Locust opened its users: "all at once" or "N users/s"
     defaults: str = "sized"  # pool sizes: the harness's ("sized") or the libraries' ("library")
     target: str | None = None  # set when the server was started elsewhere
+    replica: str = ""  # "aa": the second half of the A/A pair (same level measured again)
     order: int = 0
     started_at: float = 0.0
     finished_at: float = 0.0

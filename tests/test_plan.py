@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,9 @@ def test_scenario_by_path(tmp_path):
 def test_plan_is_complete_and_seeded():
     scenarios = [load_scenario(p) for p in available_scenarios().values()]
     cells = plan_cells(scenarios, None, repeat=2, seed=7)
-    expected = sum(len(s.users) * len(s.servers) for s in scenarios) * 2
+    pairs = sum(1 for s in scenarios if s.aa)
+    expected = (sum(len(s.users) * len(s.servers) for s in scenarios) + pairs) * 2
+    assert pairs >= 1, "the default suite measures its noise floor"
     assert len(cells) == expected == len({c.cell_id for c in cells})
     assert cells == plan_cells(scenarios, None, repeat=2, seed=7)
     assert cells != plan_cells(scenarios, None, repeat=2, seed=8)
@@ -119,3 +122,45 @@ def test_plan_is_complete_and_seeded():
 def test_plan_rejects_unknown_server():
     with pytest.raises(ScenarioError, match="unknown server"):
         plan_cells(resolve_scenarios(["sleep"]), ["nginx"], repeat=1, seed=1)
+
+
+def test_aa_pair_is_planned_as_shuffled_replica_cells():
+    sleep = resolve_scenarios(["sleep"])[0]
+    assert sleep.aa is not None
+    cells = plan_cells([sleep], None, repeat=2, seed=3)
+    copies = [c for c in cells if c.replica == "aa"]
+    assert [(c.server, c.users) for c in copies] == [(sleep.aa.server, sleep.aa.users)] * 2
+    assert {c.cell_id for c in copies} == {
+        f"sleep.{sleep.aa.server}.u{sleep.aa.users}.aa.r{r}" for r in (1, 2)
+    }
+    # no A/A copy when its first half is not planned: other levels, other models, open loop
+    assert not any(c.replica for c in plan_cells([replace(sleep, users=(1, 4))], None, 2, 3))
+    assert not any(c.replica for c in plan_cells([sleep], ["flask-blocking"], 2, 3))
+    assert not any(c.replica for c in plan_cells([sleep], None, 2, 3, rates=(50.0,)))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('aa = { server = "nginx", users = 4 }', "aa.server: must be one of"),
+        ('aa = { server = "tornado-coroutine", users = 0 }', "aa.users: must be an integer"),
+        ('aa = { server = "tornado-coroutine", users = 4, x = 1 }', "aa.x: unknown key"),
+        ("[thresholds]\nmax_p99 = 3", "thresholds: unknown threshold 'max_p99'"),
+        ("[thresholds]\nmin_rps = -1", "thresholds.min_rps: expected a positive number"),
+    ],
+)
+def test_aa_and_thresholds_errors_name_file_and_field(tmp_path, extra, message):
+    path = tmp_path / "s.toml"
+    path.write_text('description = "d"\nendpoint = "/sleep"\ndelay_ms = 10\nusers = [1]\n'
+                    f'warmup_s = 0\nmeasure_s = 1\n{extra}\n')  # fmt: skip
+    with pytest.raises(ScenarioError, match=f"{path}: {message}".replace("(", r"\(")):
+        load_scenario(path)
+
+
+def test_thresholds_are_read_from_the_scenario(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('description = "d"\nendpoint = "/sleep"\ndelay_ms = 10\nusers = [1]\n'
+                    'warmup_s = 0\nmeasure_s = 1\n[thresholds]\nmax_p99_ms = 250\n')  # fmt: skip
+    scenario = load_scenario(path)
+    assert scenario.thresholds == {"max_p99_ms": 250.0}
+    assert scenario.limits.max_p99_ms == 250.0
