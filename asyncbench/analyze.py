@@ -13,12 +13,15 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
+from asyncbench.confidence import Comparison, compare
 from asyncbench.evaluate import (
     ResourceUsage,
     corrected_latency_ms,
     evaluate_cell,
     in_window,
 )
+from asyncbench.noise import NoiseFloors
+from asyncbench.plan import AA
 
 # --- Across cells: the comparison the report shows ----------------------------------------------
 #
@@ -29,7 +32,7 @@ from asyncbench.evaluate import (
 # compared separately (``loop`` is "closed" or "open").
 
 LEVEL = ["scenario", "server", "rate", "users"]
-TIE_RATIO = 1.10  # less than 10 % apart with overlapping min–max ranges: no winner
+CONFIDENCE = 0.95  # of every interval on a comparison
 SPREAD_METRICS = ("rps", "p50_ms", "p90_ms", "p99_ms")
 UNSTABLE_COV = 0.10  # a spread across repeats above this is flagged, not hidden (as pyperf does)
 PLATEAU_GROWTH = 0.25  # rps "stops growing": it gains < 25% of what more load ideally adds
@@ -67,6 +70,7 @@ def cell_table(
             )  # fmt: skip
             for column, value in evaluation.columns().items():
                 cells.loc[i, column] = value
+    cells["replica"] = cells["replica"].fillna("") if "replica" in cells else ""
     cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
     cells["loop"] = np.where(cells["rate"] > 0, "open", "closed")
     cells["load"] = np.where(cells["rate"] > 0, cells["rate"], cells["users"]).astype(float)
@@ -242,29 +246,66 @@ def cdf_points(latencies: np.ndarray, points: int = 200) -> tuple[list[float], l
     return np.quantile(latencies, probs).tolist(), probs.tolist()
 
 
+def split_replicas(cells: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``cell_table`` rows → (the regular cells, the A/A pair's copies). Only the regular cells
+    enter aggregates, tables, figures and verdicts; the copies only measure the noise floor."""
+    copy = cells["replica"].eq(AA) if "replica" in cells else pd.Series(False, cells.index)
+    return cells[~copy], cells[copy]
+
+
+def repeat_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per included regular cell: the per-repeat values comparisons take as the unit."""
+    regular, _ = split_replicas(cells)
+    kept = regular[regular["included"]] if len(regular) else regular
+    return kept[["scenario", "server", "users", "rate", "repeat", "rps", "p99_ms"]]
+
+
 @dataclass(frozen=True)
-class Margin:
-    """How a level's best model compares with another model at the same load."""
+class ModelComparison:
+    """The level's best model against another model at the comparison level: the ratios of
+    their repeats' throughput and p99, each with its interval and verdict."""
 
-    ratio: float  # the winner's median rps over the other's
-    tied: bool  # within the spread across repeats: neither wins
-
-
-def margin(winner: pd.Series, other: pd.Series) -> Margin:
-    """The win/tie decision: a tie when the ratio is under ``TIE_RATIO`` and the min–max ranges
-    of the repeats overlap."""
-    ratio = winner["rps_median"] / other["rps_median"] if other["rps_median"] else math.inf
-    return Margin(ratio, bool(winner["rps_min"] <= other["rps_max"] and ratio < TIE_RATIO))
+    other: str
+    rps: Comparison
+    p99: Comparison
 
 
-def compare_runs(agg: pd.DataFrame, baseline: pd.DataFrame) -> pd.DataFrame:
-    """``agg`` with the relative change of median rps and p99 against another run's same level."""
+def compare_models(
+    cells: pd.DataFrame, load: float, winner: str, others: list[str], floors: NoiseFloors
+) -> list[ModelComparison]:
+    """The win/tie decision at one load of a section (``cells``: its included regular cells):
+    ``confidence.compare`` on the repeats, repeats as the unit. A win needs the interval to
+    exclude 1 *and* the ratio to exceed the noise floor; otherwise "no clear difference"."""
+    at = cells[(cells["load"] == load) & cells["included"]]
+    mine = at[at["server"] == winner]
+    out = []
+    for other in others:
+        theirs = at[at["server"] == other]
+        rps, p99 = (
+            compare(mine[column], theirs[column], floors.of(column), a_label=winner,
+                    b_label=other, metric=metric, higher_is_better=higher,
+                    confidence=CONFIDENCE)
+            for column, metric, higher in (("rps", "rps", True), ("p99_ms", "p99", False))
+        )  # fmt: skip
+        out.append(ModelComparison(other, rps, p99))
+    return out
+
+
+def compare_runs(
+    agg: pd.DataFrame, baseline: pd.DataFrame, intervals: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``agg`` with the relative change of median rps and p99 against another run's same level,
+    and (``intervals``: ``gate.GateResult.to_frame()``) the run/baseline ratios with their
+    intervals and verdicts as ``base_rps_ratio``, ``base_rps_low`` … ``base_p99_verdict``."""
     base = baseline[[*LEVEL, "rps_median", "p99_ms_median"]].rename(
         columns={"rps_median": "base_rps", "p99_ms_median": "base_p99_ms"}
     )
     out = agg.merge(base, on=LEVEL, how="left")
     out["rps_change"] = out["rps_median"] / out["base_rps"] - 1
     out["p99_change"] = out["p99_ms_median"] / out["base_p99_ms"] - 1
+    if intervals is not None and len(intervals):
+        named = {c: f"base_{c}" for c in intervals.columns if c not in LEVEL}
+        out = out.merge(intervals.rename(columns=named), on=LEVEL, how="left")
     return out
 
 

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from asyncbench.gate import ComparisonInputError
 from asyncbench.plan import ScenarioError, available_scenarios, load_scenario
 from asyncbench.processes import ProcessError
 from asyncbench.services import ServiceError
@@ -23,7 +24,8 @@ class UsageError(Exception):
 
 
 # What a user can cause and fix: one line each. Anything else is a bug and shows its traceback.
-USER_ERRORS = (UsageError, ScenarioError, ServiceError, StoreError, ProcessError, SessionError)
+USER_ERRORS = (UsageError, ScenarioError, ServiceError, StoreError, ProcessError, SessionError,
+               ComparisonInputError)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +120,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--upstream", metavar="URL", help="use an upstream started elsewhere")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run: run the cells it has no result for")
+    run.add_argument("--check", action="store_true",
+                     help="apply the scenarios' [thresholds] to this run; exit 1 if one fails")
     run.set_defaults(handler=_cmd_run)
+
+    compare = sub.add_parser(
+        "compare", help="compare a run with a baseline level by level (exit 1: regressed)")
+    compare.add_argument("run_dir", metavar="RUN", help="the run directory to judge")
+    compare.add_argument("--baseline", required=True, metavar="OTHER",
+                         help="the run directory to compare with")
+    compare.add_argument("--confidence", type=_confidence, default=0.95,
+                         help="confidence of the intervals (default 0.95)")
+    compare.set_defaults(handler=_cmd_compare)
 
     worker = sub.add_parser("loadgen-worker",
                             help="join runs as a Locust worker (on a load-generator machine)")
@@ -163,6 +176,16 @@ def _positive_list(kind: type, what: str, example: str):
         return values
 
     return parse
+
+
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a level like 0.95 (0.5 to <1), got {text!r}")
+    return value
 
 
 _int_list = _positive_list(int, "load levels", "1,10,50")
@@ -218,7 +241,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     report = run.path / "index.html"
     if report.exists():
         print(f"report:  {report}")
-    return 0
+    return _check(run.path) if args.check else 0
+
+
+def _check(run_path: Path) -> int:
+    """``run --check``: the thresholds of each scenario on the run just made."""
+    from asyncbench import regression
+
+    result = regression.check(regression.load(run_path))
+    for failure in result.failures:
+        print(f"threshold failed: {failure}")
+    print(f"check: {regression.summary(result)}")
+    return result.status
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from asyncbench import regression
+
+    run, baseline = regression.load(Path(args.run_dir)), regression.load(Path(args.baseline))
+    result = regression.compare(run, baseline, args.confidence)
+    print("\n".join(regression.lines(result, run.floors.larger(baseline.floors))))
+    return result.status
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

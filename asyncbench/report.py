@@ -20,9 +20,12 @@ import markupsafe
 import pandas as pd
 import plotly.io as pio
 
-from asyncbench import analyze, figures, view
+from asyncbench import analyze, figures, regression, view
 from asyncbench import metadata as run_metadata
+from asyncbench.export import HLOG_DIR, write_hlogs
+from asyncbench.gate import ComparisonInputError
 from asyncbench.kinds import ENDPOINTS
+from asyncbench.noise import NoiseFloors, noise_floors
 from asyncbench.store import RunDir, RunMeta
 from asyncbench.tables import level_table
 from asyncbench.verdicts import verdict
@@ -34,8 +37,11 @@ PLOT_CONFIG = {"displaylogo": False, "displayModeBar": False, "responsive": True
 
 
 def build_report(run: RunDir, baseline: RunDir | None = None) -> Path:
-    """Write ``<run>/index.html`` (replacing it atomically) and return its path."""
-    html = render(report_data(run, baseline))
+    """Write ``<run>/index.html`` (replacing it atomically) and the run's HdrHistogram logs
+    (``<run>/hlog/``), and return the page's path."""
+    data, cells, samples = _report_data(run, baseline)
+    write_hlogs(run.path, cells, samples)
+    html = render(data)
     target = run.path / "index.html"
     tmp = target.with_suffix(".html.tmp")
     tmp.write_text(html, encoding="utf-8")
@@ -48,22 +54,27 @@ def build_report(run: RunDir, baseline: RunDir | None = None) -> Path:
 
 def report_data(run: RunDir, baseline: RunDir | None = None) -> dict:
     """Everything the page shows, as plain JSON-serialisable data."""
+    return _report_data(run, baseline)[0]
+
+
+def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """The page's data, and the cell table and samples it came from (for the raw export)."""
     meta = run.read_meta()
     samples = run.samples()
-    cells = analyze.cell_table(run.results(), samples, run.resources())
+    every_cell = analyze.cell_table(run.results(), samples, run.resources())
+    floors = noise_floors(every_cell)
+    cells, _ = analyze.split_replicas(every_cell)
     agg = analyze.aggregate(cells)
+    notes = []
     if baseline is not None:
-        base_cells = analyze.cell_table(
-            baseline.results(), baseline.samples(), baseline.resources()
-        )
-        agg = analyze.compare_runs(agg, analyze.aggregate(base_cells))
+        agg, notes = _with_baseline(run, agg, every_cell, floors, baseline)
     models = _model_order(meta, cells)
     palette = figures.colors(models)
     blocks = [
-        _section_data(section, meta, samples, models, palette, baseline is not None)
+        _section_data(section, meta, samples, models, palette, floors, baseline is not None)
         for section in _sections(meta, cells, agg)
     ]
-    return {
+    data = {
         "title": f"asyncbench · run {meta.run_id}",
         "run_id": meta.run_id,
         "status": meta.status,
@@ -75,13 +86,51 @@ def report_data(run: RunDir, baseline: RunDir | None = None) -> dict:
             run_metadata.package_versions(("asyncbench", "plotly", "jinja2", "pandas")).items()
         ),
         "baseline": baseline.run_id if baseline is not None else None,
-        "banners": _banners(meta, cells, baseline),
+        "banners": _banners(meta, cells, baseline) + notes,
+        "noise": floors.sentence(),
+        "throughput": _throughput_note(cells),
         "verdicts": [{"name": b["name"], "anchor": b["anchor"], **b["verdict"]} for b in blocks],
         "models": [{"name": m, "color": palette[m]} for m in models],
         "has_excluded": bool((~cells["included"]).any()),
         "scenarios": blocks,
         "config": _config(meta),
+        "hlog": f"{HLOG_DIR}/ in the run directory: one HdrHistogram interval log (.hlog) per "
+        "level, the included repeats' requests in 1 s intervals, latency in µs (open loop: "
+        "corrected), readable by any HdrHistogram tool (e.g. HistogramLogProcessor)",
     }
+    return data, cells, samples
+
+
+def _with_baseline(run, agg, every_cell, floors: NoiseFloors, baseline: RunDir):
+    """The aggregates with the change against the baseline and the run/baseline intervals of
+    ``asyncbench compare``, and a banner saying what the intervals found."""
+    base_cells = analyze.cell_table(baseline.results(), baseline.samples(), baseline.resources())
+    base_agg = analyze.aggregate(analyze.split_replicas(base_cells)[0])
+    floors = floors.larger(noise_floors(base_cells))
+    try:
+        result = regression.gate(analyze.repeat_table(every_cell),
+                                 analyze.repeat_table(base_cells), floors,
+                                 regression.thresholds_of(run))  # fmt: skip
+    except ComparisonInputError as exc:
+        note = {"level": "warn", "text": f"No interval against the baseline: {exc}."}
+        return analyze.compare_runs(agg, base_agg), [note]
+    note = {"level": "error" if result.status else "info",
+            "text": f"Against baseline {baseline.run_id} (as `asyncbench compare`): "
+            f"{regression.summary(result)}. {floors.sentence()}"}  # fmt: skip
+    return analyze.compare_runs(agg, base_agg, result.to_frame()), [note]
+
+
+def _throughput_note(cells: pd.DataFrame) -> str:
+    """How throughput was estimated, and its worst relative standard error among the included
+    cells."""
+    kept = cells[cells["included"]] if len(cells) else cells
+    if kept.empty or "rps_rel_stderr" not in kept or kept["rps_rel_stderr"].isna().all():
+        return ""
+    worst = kept.loc[kept["rps_rel_stderr"].idxmax()]
+    methods = ", ".join(sorted(set(kept["rps_method"].fillna(""))))
+    return (f"Throughput: {methods}; the count-based figure is kept beside it in results.csv "
+            f"(rps_count). Worst standard error among included cells: "
+            f"{worst['rps_rel_stderr']:.2%} ({worst['cell_id']}).")  # fmt: skip
 
 
 def _sections(meta: RunMeta, cells: pd.DataFrame, agg: pd.DataFrame) -> list[Section]:
@@ -98,7 +147,9 @@ def _sections(meta: RunMeta, cells: pd.DataFrame, agg: pd.DataFrame) -> list[Sec
     return out
 
 
-def _section_data(sec: Section, meta, samples, models, palette, with_baseline: bool) -> dict:
+def _section_data(
+    sec: Section, meta, samples, models, palette, floors: NoiseFloors, with_baseline: bool
+) -> dict:
     level = analyze.comparison_level(sec.agg, sec.scenario, sec.loop)
     charts = [
         figures.throughput(f"fig-{sec.slug}-throughput", sec.agg, sec.cells, models, palette,
@@ -118,7 +169,7 @@ def _section_data(sec: Section, meta, samples, models, palette, with_baseline: b
         "anchor": f"scenario-{sec.slug}",
         "description": sec.spec.get("description", ""),
         "path": _request_path(sec.spec),
-        "verdict": asdict(verdict(sec, meta)),
+        "verdict": asdict(verdict(sec, meta, floors)),
         "figures": charts,
         "table": level_table(sec, models, palette, with_baseline),
     }

@@ -60,9 +60,24 @@ OPEN_LOOP = (
     Column("uncorrected p50 · p99", _uncorrected),
     Column("late · dropped sends", _missed),
 )
+def _against_base(metric: str):
+    """The change against the baseline with ``asyncbench compare``'s interval, e.g.
+    ``+2% (−3% to +7%)``; a regression beyond the noise floor is marked."""
+
+    def text(r: pd.Series) -> str:
+        low, high = r.get(f"base_{metric}_low"), r.get(f"base_{metric}_high")
+        change = view.pct(r.get(f"{'rps' if metric == 'rps' else 'p99'}_change"))
+        if view.missing(low) or view.missing(high):
+            return change
+        worse = " worse" if r.get(f"base_{metric}_verdict") == "loses" else ""
+        return f"{change} ({view.pct(low - 1)} to {view.pct(high - 1)}){worse}"
+
+    return text
+
+
 BASELINE = (
-    Column("Δ req/s", lambda r: view.pct(r.get("rps_change"))),
-    Column("Δ p99", lambda r: view.pct(r.get("p99_change"))),
+    Column("Δ req/s (95 % CI)", _against_base("rps")),
+    Column("Δ p99 (95 % CI)", _against_base("p99")),
 )
 
 

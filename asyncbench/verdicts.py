@@ -1,6 +1,7 @@
 """The verdict of each report section, in words computed from the aggregates: who wins at the
 comparison level, where each model stops growing, and how far the measurement is from the
-prediction. Who wins or ties is decided in ``analyze``; this module only says it."""
+prediction. Who wins or ties is decided in ``analyze`` (intervals on the repeats and the noise
+floor); this module only says it, always with the interval."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from asyncbench import analyze, view
+from asyncbench.analyze import ModelComparison
+from asyncbench.confidence import Comparison, format_ratio
+from asyncbench.noise import NoiseFloors
 from asyncbench.store import RunMeta
 from asyncbench.view import Section
 
@@ -24,8 +28,9 @@ class Verdict:
     text: str
 
 
-def verdict(sec: Section, meta: RunMeta) -> Verdict:
-    """The section's verdict, computed from the aggregates: a headline and its evidence."""
+def verdict(sec: Section, meta: RunMeta, floors: NoiseFloors) -> Verdict:
+    """The section's verdict, computed from the aggregates and the repeats at the comparison
+    level (``floors``: the run's noise floor): a headline and its evidence."""
     level = analyze.comparison_level(sec.agg, sec.scenario, sec.loop)
     if level is None:
         reasons = sorted({r for r in sec.cells["reason"] if r}) or ["no cell has results yet"]
@@ -42,27 +47,19 @@ def verdict(sec: Section, meta: RunMeta) -> Verdict:
         headline = f"Only {winner['server']} has valid cells at {at}."
         sentences.append(f"It served {view.rps(winner['rps_median'])} req/s.")
     else:
-        margins = [_margin(winner, other) for _, other in others.iterrows()]
-        runner_up = others.iloc[0]
-        if analyze.margin(winner, runner_up).tied:
-            headline = (
-                f"No clear winner at {at}: {winner['server']} and {runner_up['server']} are "
-                "within the spread across repeats."
-            )
-        else:
-            ratio = winner["rps_median"] / runner_up["rps_median"]
-            lead = f"{ratio:.1f}×" if ratio >= CLEAR_WIN else f"{ratio - 1:.0%} more than"
-            headline = (
-                f"{winner['server']} wins at {at}: {lead} {runner_up['server']}'s throughput."
-            )
+        found = analyze.compare_models(sec.cells, level, winner["server"],
+                                       list(others["server"]), floors)  # fmt: skip
+        headline = _headline(winner["server"], found[0], at)
         sentences.append(
             f"At {at}, the highest load where the most models have valid cells, it served "
-            f"{view.rps(winner['rps_median'])} req/s: " + ", ".join(margins) + "."
+            f"{view.rps(winner['rps_median'])} req/s: "
+            + "; ".join(_margin(c, others) for c in found) + "."
         )
         p99 = ", ".join(
             f"{r['server']} {view.ms(r['p99_ms_median'])} ms" for _, r in rows.iterrows()
         )
-        sentences.append(f"Median p99 there: {p99}.")
+        sentences.append(f"Median p99 there: {p99}. {winner['server']}'s p99 is "
+                         + "; ".join(_p99(c.p99) for c in found) + ".")  # fmt: skip
     sentences += _knee_sentences(sec) if sec.loop == "open" else _plateau_sentences(sec, meta)
     sentences += _prediction_sentences(sec)
     excluded = int((~sec.cells["included"]).sum())
@@ -79,15 +76,54 @@ def verdict(sec: Section, meta: RunMeta) -> Verdict:
     return Verdict(headline, " ".join(sentences))
 
 
-def _margin(winner: pd.Series, other: pd.Series) -> str:
-    """How the winner compares with one other model, e.g. ``7.6× tornado-forked (40.0 req/s)``."""
-    found = analyze.margin(winner, other)
-    theirs = f"{other['server']} ({view.rps(other['rps_median'])} req/s)"
-    if found.tied:
-        return f"tied with {theirs} within the spread across repeats"
-    if found.ratio >= CLEAR_WIN:
-        return f"{found.ratio:.1f}× {theirs}"
-    return f"{found.ratio - 1:.0%} more than {theirs}"
+def _headline(winner: str, first: ModelComparison, at: str) -> str:
+    c = first.rps
+    if c.verdict == "wins":
+        return f"{winner} wins at {at}: {_lead(c.ratio)} {c.b}'s throughput ({interval(c)})."
+    if c.verdict == "insufficient data":
+        return f"No verdict at {at}: too few repeats to compare {winner} with {c.b}."
+    return (f"No clear winner at {at}: {winner} and {c.b} differ by {format_ratio(c.ratio)}× "
+            f"({interval(c)}), {_within(c)}.")  # fmt: skip
+
+
+def _lead(ratio: float) -> str:
+    return f"{ratio:.1f}×" if ratio >= CLEAR_WIN else f"{ratio - 1:.0%} more than"
+
+
+def interval(c: Comparison) -> str:
+    """E.g. ``95 % CI 14.1–16.0×``."""
+    return f"{c.confidence * 100:g} % CI {format_ratio(c.low)}–{format_ratio(c.high)}×"
+
+
+def _within(c: Comparison) -> str:
+    if c.low > 1 or c.high < 1:
+        return f"within the ±{c.noise_floor:.1%} noise floor"
+    return "an interval that includes 1"
+
+
+def _margin(c: ModelComparison, others: pd.DataFrame) -> str:
+    """How the winner compares with one other model on throughput, with the interval, e.g.
+    ``7.6× tornado-forked (40.0 req/s; 95 % CI 7.1–8.2×)``."""
+    rps = others.loc[others["server"] == c.other, "rps_median"].iloc[0]
+    theirs = f"{c.other} ({view.rps(rps)} req/s; {interval(c.rps)})"
+    if c.rps.verdict == "wins":
+        return f"{_lead(c.rps.ratio)} {theirs}"
+    if c.rps.verdict == "insufficient data":
+        return f"too few repeats to compare with {c.other} ({c.rps.method})"
+    if c.rps.verdict == "loses":
+        return f"{format_ratio(c.rps.ratio)}× {theirs}, less on the mean of its repeats"
+    return f"no clear difference from {theirs}, {_within(c.rps)}"
+
+
+def _p99(c: Comparison) -> str:
+    """The winner's p99 against another model's, e.g. ``0.95× tornado-forked's (lower; 95 % CI
+    0.91–0.99×)``."""
+    if c.verdict == "insufficient data":
+        return f"not comparable with {c.b}'s (too few repeats)"
+    word = {"wins": "lower", "loses": "higher"}.get(c.verdict, "no clear difference")
+    if c.verdict == "no clear difference" and (c.low > 1 or c.high < 1):
+        word += f", within the ±{c.noise_floor:.1%} noise floor"
+    return f"{format_ratio(c.ratio)}× {c.b}'s ({word}; {interval(c)})"
 
 
 def _plateau_sentences(sec: Section, meta: RunMeta) -> list[str]:

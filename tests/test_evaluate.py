@@ -94,3 +94,35 @@ def test_stored_usage_stands_in_for_lost_resource_samples():
     assert not evaluation.judgement.valid
     columns = evaluation.columns()
     assert columns["status"] == "invalid" and columns["cpu_machine"] == 99.0
+
+
+def closed_loop_schedule(users: int, cycle_s: float, span_s: float, user_ids: bool = True):
+    """Each user sends its next request as soon as the last answered: a regular schedule whose
+    phases differ per user, so a count of starts is off by the phases."""
+    rows = []
+    for user in range(users):
+        t = user * cycle_s / users / 3
+        while t < span_s:
+            rows.append({"start_time": t, "latency_ms": cycle_s * 1000, "status": 200,
+                         "error": None, "user": user if user_ids else -1})  # fmt: skip
+            t += cycle_s
+    return pd.DataFrame(rows)
+
+
+def test_throughput_is_the_cycle_estimator_with_the_count_beside_it():
+    samples = closed_loop_schedule(users=4, cycle_s=0.3, span_s=6.0)
+    stats = cell_stats(samples, 1.05, 4.2)  # 10.5 cycles per user: the count is off by phase
+    assert stats.rps == pytest.approx(4 / 0.3, rel=1e-9)  # exact for a regular schedule
+    assert stats.rps_count == pytest.approx(stats.requests / 3.15)
+    assert stats.rps_count != pytest.approx(stats.rps, rel=1e-2)
+    assert stats.rps_method == "closed-loop cycles"
+    assert stats.rps_rel_stderr == pytest.approx(0, abs=1e-9)  # no cycle varies
+    assert stats.rps_stderr == pytest.approx(stats.rps * stats.rps_rel_stderr)
+
+
+def test_samples_without_user_ids_fall_back_to_the_count_and_say_so():
+    samples = closed_loop_schedule(users=4, cycle_s=0.3, span_s=6.0, user_ids=False)
+    stats = cell_stats(samples, 1.05, 4.05)
+    assert stats.rps == stats.rps_count == stats.requests / 3.0
+    assert stats.rps_rel_stderr == pytest.approx(1 / math.sqrt(stats.requests))
+    assert "no user ids" in stats.rps_method

@@ -174,11 +174,36 @@ def test_baseline_adds_change_columns(tmp_path):
     assert data["baseline"] == "b"
     for block in data["scenarios"]:
         table = block["table"]
-        assert table["columns"][-2:] == ["Δ req/s", "Δ p99"]
+        assert table["columns"][-2:] == ["Δ req/s (95 % CI)", "Δ p99 (95 % CI)"]
         assert all(1 + len(row["values"]) == len(table["columns"]) for row in table["rows"])
         measured = [r for r in table["rows"] if "↳" not in r["label"] and r["css"] != "excluded"]
-        assert measured and all(r["values"][-2:] == ["+0%", "+0%"] for r in measured)
+        assert measured
+        for row in measured:  # the same run: no change, an interval around it, no regression
+            for value in row["values"][-2:]:
+                assert value.startswith("+0% (-") and " to +" in value and "worse" not in value
+    assert any(b["text"].startswith("Against baseline b (as `asyncbench compare`): OK:")
+               for b in data["banners"])  # fmt: skip
     assert "Δ req/s" in render(data)
+
+
+def test_every_verdict_carries_an_interval_and_the_noise_floor_is_stated(data, page_html):
+    compared = [v for v in data["verdicts"] if not v["headline"].startswith("Only ")]
+    assert compared
+    for verdict in compared:
+        assert "% CI " in verdict["headline"] or "No verdict" in verdict["headline"]
+        assert verdict["text"].count("% CI ") >= 2  # throughput and p99
+    # the fixture predates A/A pairs: the page says the default floor is used
+    assert "no usable A/A pair" in data["noise"]
+    assert str(markupsafe.escape(data["noise"])) in page_html
+
+
+def test_report_writes_one_hlog_per_level(built):
+    run, _, _ = built
+    cells = analyze.cell_table(run.results(), run.samples())
+    levels = cells[cells["included"]].groupby(["scenario", "server", "users"]).ngroups
+    logs = sorted((run.path / "hlog").glob("*.hlog"))
+    assert len(logs) == levels
+    assert (run.path / "hlog" / "sleep.tornado-coroutine.u64.hlog") in logs
 
 
 @pytest.mark.slow

@@ -1,0 +1,105 @@
+"""``asyncbench compare`` and ``run --check`` on copies of the real fixture run: exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from asyncbench import regression
+from asyncbench.cli import main
+from asyncbench.migrate import SCHEMA_VERSION
+from asyncbench.store import RunDir
+
+FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
+SLOWED = "sleep.tornado-coroutine.u16"  # a level with two steady repeats in the fixture
+
+
+def copy_run(tmp_path: Path, name: str) -> Path:
+    shutil.copytree(FIXTURE, tmp_path / name)
+    return tmp_path / name
+
+
+def slow_down(run: Path, level: str, factor: float) -> None:
+    """Make one level ``factor`` times slower in its raw samples: every latency longer, and
+    every request start later (so fewer start inside the window)."""
+    for path in (run / "samples.parquet").glob(f"{level}.r*.parquet"):
+        table = pq.read_table(path)
+        frame = table.to_pandas()
+        first = frame["start_time"].min()
+        frame["start_time"] = first + (frame["start_time"] - first) * factor
+        frame["latency_ms"] *= factor
+        pq.write_table(pa_table(frame, table.schema.metadata), path)
+
+
+def pa_table(frame: pd.DataFrame, metadata) -> pa.Table:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    return table.replace_schema_metadata(metadata)
+
+
+def compare(run: Path, baseline: Path, capsys) -> tuple[int, str, str]:
+    code = main(["compare", str(run), "--baseline", str(baseline)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_run_against_itself_passes(tmp_path, capsys):
+    run = copy_run(tmp_path, "a")
+    code, out, err = compare(run, copy_run(tmp_path, "b"), capsys)
+    assert code == 0, out
+    assert out.splitlines()[-1].startswith("OK: 22 levels, none regressed")
+    assert "sleep / tornado-coroutine / 16 users" in out and "1.00× (" in out
+    assert "Noise floor" in out and err == ""
+
+
+def test_a_level_30_percent_slower_fails(tmp_path, capsys):
+    baseline, run = copy_run(tmp_path, "base"), copy_run(tmp_path, "slow")
+    slow_down(run, SLOWED, 1.3)
+    code, out, _ = compare(run, baseline, capsys)
+    assert code == 1, out
+    regressed = [line for line in out.splitlines() if line.endswith("REGRESSED")]
+    assert len(regressed) == 1 and regressed[0].startswith("sleep / tornado-coroutine / 16 users")
+    assert "run loses on rps" in out.splitlines()[-1] and "run loses on p99" in out
+
+
+def test_run_check_applies_the_scenario_thresholds(tmp_path, capsys):
+    run = copy_run(tmp_path, "a")
+    meta = json.loads((run / "run.json").read_text())
+    meta["scenarios"]["sleep"]["thresholds"] = {"max_p99_ms": 10000}
+    (run / "run.json").write_text(json.dumps(meta))
+    stored = regression.load(run)
+    assert regression.check(stored).status == 0
+    meta["scenarios"]["sleep"]["thresholds"] = {"max_p99_ms": 150}
+    (run / "run.json").write_text(json.dumps(meta))
+    result = regression.check(regression.load(run))
+    assert result.status == 1
+    assert all(f.startswith("sleep / ") and "above max_p99_ms 150" in f for f in result.failures)
+
+
+def test_missing_run_is_one_line_and_exit_2(tmp_path, capsys):
+    code, out, err = compare(tmp_path / "nothing", copy_run(tmp_path, "b"), capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "is not a run directory" in err
+
+
+def test_schema_mismatch_is_one_line_and_exit_2(tmp_path, capsys):
+    old, new = copy_run(tmp_path, "old"), copy_run(tmp_path, "new")
+    rewritten = RunDir.open(new)  # as if written by this asyncbench: every file at the current
+    rewritten.write_meta(rewritten.read_meta())
+    rewritten.results().to_csv(rewritten.results_csv, index=False)
+    assert regression.stored_versions(rewritten) == (SCHEMA_VERSION,)
+    code, out, err = compare(new, old, capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1
+    assert f"(schema version {SCHEMA_VERSION}) with" in err and "(schema version 1)" in err
+
+
+def test_bad_confidence_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", str(tmp_path), "--baseline", str(tmp_path), "--confidence", "95"])
+    assert exc.value.code == 2
