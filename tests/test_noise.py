@@ -1,0 +1,52 @@
+"""The run's noise floor from its A/A pair, and the stated default without one."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from asyncbench.noise import DEFAULT_FLOORS, noise_floors
+
+
+def cells(aa_rps=(101.0, 99.0), aa_included=True) -> pd.DataFrame:
+    rows = [("", 1, 100.0, 110.0, True), ("", 2, 102.0, 112.0, True),
+            ("aa", 1, aa_rps[0], 111.0, aa_included), ("aa", 2, aa_rps[1], 115.0, aa_included),
+            ("", 1, 10.0, 900.0, True)]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["replica", "repeat", "rps", "p99_ms", "included"])
+    frame["scenario"], frame["users"], frame["rate"] = "sleep", 64, 0.0
+    frame["server"] = ["tornado-coroutine"] * 4 + ["flask-blocking"]
+    return frame
+
+
+def test_floor_comes_from_the_aa_pair():
+    floors = noise_floors(cells())
+    assert floors.measured("rps") and floors.measured("p99_ms")
+    assert floors.pair == "sleep / tornado-coroutine / 64 users" and floors.cells == (2, 2)
+    assert floors.rps.ratio == pytest.approx(101 / 100)
+    assert 0.01 < floors.relative("rps") < DEFAULT_FLOORS["rps"] * 4
+    assert floors.sentence().startswith("Noise floor ±")
+    assert "measured by the A/A pair sleep / tornado-coroutine / 64 users" in floors.sentence()
+
+
+def test_a_wider_pair_gives_a_wider_floor():
+    assert noise_floors(cells((110.0, 90.0))).relative("rps") > noise_floors(cells()).relative(
+        "rps"
+    )
+
+
+def test_without_a_usable_pair_the_default_is_used_and_said():
+    for frame in (cells(aa_included=False), cells().query("replica == ''")):
+        floors = noise_floors(frame)
+        assert not floors.measured("rps") and not floors.measured("p99_ms")
+        assert floors.relative("rps") == DEFAULT_FLOORS["rps"]
+        assert floors.rps.cell_rel_sd > 0 and math.isnan(floors.rps.ratio)
+        assert "no usable A/A pair" in floors.sentence()
+
+
+def test_comparing_two_runs_takes_the_larger_floor():
+    measured, default = noise_floors(cells()), noise_floors(cells(aa_included=False))
+    both = measured.larger(default)
+    assert both.relative("rps") == max(measured.relative("rps"), DEFAULT_FLOORS["rps"])
+    assert both.relative("p99_ms") == max(measured.relative("p99_ms"), DEFAULT_FLOORS["p99_ms"])
