@@ -24,8 +24,8 @@ def sleep_run(tmp_path_factory) -> RunDir:
     """sleep at 100 ms, 2 and 24 users, 3 s windows, 2 workers for the blocking models."""
     reports = tmp_path_factory.mktemp("reports")
     settings = RunSettings(
-        scenarios=("sleep",), users=(2, 24), duration_s=3, warmup_s=1, repeat=1, workers=2,
-        reports_dir=str(reports), seed=11, new=True,
+        scenarios=("sleep",), servers=MODELS, users=(2, 24), duration_s=3, warmup_s=1,
+        repeat=1, workers=2, reports_dir=str(reports), seed=11, new=True,
     )  # fmt: skip
     return run_matrix(settings)
 
@@ -101,7 +101,12 @@ def test_percentiles_come_from_raw_samples_in_the_window(sleep_run: RunDir):
         assert row.p50_ms == pytest.approx(np.percentile(latencies, 50))
         assert row.p99_ms == pytest.approx(np.percentile(latencies, 99))
         assert row.max_ms == pytest.approx(latencies[-1])
-        assert row.rps == pytest.approx(len(latencies) / (row.window_end - row.window_start))
+        span = row.window_end - row.window_start
+        assert row.rps_count == pytest.approx(len(latencies) / span)
+        # the cycle estimator: the count's phase error is at most one request per user
+        assert row.rps_method == "closed-loop cycles"
+        assert row.rps == pytest.approx(row.rps_count, abs=row.users / span)
+        assert 0 <= row.rps_rel_stderr < 0.05
         # Exact, not Locust's rounding: latencies are not all multiples of 10 ms.
         assert any(v % 10 for v in latencies)
 
