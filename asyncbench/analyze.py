@@ -106,11 +106,8 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
             "cells": len(group), "repeats": len(kept),
             "invalid": int((group["status"] == "invalid").sum()),
             "failed": int((group["status"] == "failed").sum()),
-            "delay_ms": _first(group["delay_ms"]), "workers": _first(group["workers"]),
-            "slots": _first(group["slots"]), "predicted_rps": _first(group["predicted_rps"]),
-            "cpu_server": _median(kept, "cpu_server"), "cpu_locust": _median(kept, "cpu_locust"),
-            "cpu_machine": _median(kept, "cpu_machine"),
-            **{c: _median(kept, c) for c in OPEN_LOOP_MEDIANS},
+            **{c: _first(group[c]) if c in group else None for c in LEVEL_FACTS},
+            **{c: _median(kept, c) for c in LEVEL_MEDIANS},
             "reasons": "; ".join(sorted({r for r in group.loc[~group["included"], "reason"] if r})),
         }  # fmt: skip
         for metric in SPREAD_METRICS:
@@ -127,14 +124,18 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
     return agg
 
 
+# Facts shared by a level's repeats (taken from the first that has them).
+LEVEL_FACTS = ("delay_ms", "workers", "threads", "slots", "slot_limit", "predicted_rps", "spawn")
 # Open loop only: the uncorrected latency (from the actual send) and the missed schedule.
 OPEN_LOOP_MEDIANS = ("p50_uncorrected_ms", "p99_uncorrected_ms", "late_sends", "dropped_sends")
+# Medians over a level's included repeats.
+LEVEL_MEDIANS = ("cpu_server", "cpu_locust", "cpu_machine", *OPEN_LOOP_MEDIANS, "rss_server_mb",
+                 "rss_per_inflight_kb", "busiest_process_share")  # fmt: skip
 
 
 def _aggregate_columns() -> list[str]:
-    head = [*LEVEL, "loop", "load", "cells", "repeats", "invalid", "failed", "delay_ms",
-            "workers", "slots", "predicted_rps", "cpu_server", "cpu_locust", "cpu_machine",
-            *OPEN_LOOP_MEDIANS, "reasons"]  # fmt: skip
+    head = [*LEVEL, "loop", "load", "cells", "repeats", "invalid", "failed", *LEVEL_FACTS,
+            *LEVEL_MEDIANS, "reasons"]  # fmt: skip
     spread = [f"{m}_{s}" for m in SPREAD_METRICS for s in ("median", "min", "max", "cov")]
     tail = ["rps_gap", "best_rps", "rps_ratio", "p99_ratio", "best", "unstable"]
     return head + spread + tail
@@ -156,7 +157,11 @@ def _spread(values: np.ndarray, metric: str) -> dict:
 
 def _first(column: pd.Series):
     values = column.dropna()
-    return values.iloc[0].item() if len(values) else None
+    values = values[values != ""] if values.dtype == object else values
+    if not len(values):
+        return None
+    value = values.iloc[0]
+    return value.item() if hasattr(value, "item") else value
 
 
 def _median(frame: pd.DataFrame, column: str) -> float:
@@ -206,6 +211,7 @@ def plateaus(agg: pd.DataFrame, scenario: str, loop: str = "closed") -> dict[str
                     "ceiling_rps": float(ceiling),
                     "in_service": float(ceiling * delay / 1000) if delay else None,
                     "slots": _first(group["slots"]),
+                    "slot_limit": _first(group["slot_limit"]) if "slot_limit" in group else None,
                 }  # fmt: skip
                 break
     return out

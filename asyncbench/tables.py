@@ -34,6 +34,20 @@ def _uncorrected(r: pd.Series) -> str:
     return f"{view.ms(r['p50_uncorrected_ms'])} · {view.ms(r['p99_uncorrected_ms'])}"
 
 
+def _memory(rss, per_request) -> str:
+    """Server RSS, and what each request in flight costs over the idle server."""
+    if view.missing(rss):
+        return "—"
+    return f"{rss:.0f} · {'—' if view.missing(per_request) else f'{per_request:,.0f}'}"
+
+
+def _share(share, workers) -> str:
+    """The busiest serving process's share of the window's requests, against a fair 1/workers."""
+    if view.missing(share) or share >= 0.999:  # one process: nothing to balance
+        return "—"
+    return f"{share:.0%} (fair {1 / workers:.0%})" if workers else f"{share:.0%}"
+
+
 def _load(r: pd.Series) -> str:
     return f"{r['load']:g}"
 
@@ -51,6 +65,10 @@ COMMON = (
     Column("p90 ms", lambda r: view.ms(r["p90_ms_median"]), lambda c: view.ms(c["p90_ms"])),
     Column("p99 ms", lambda r: view.ms(r["p99_ms_median"]), lambda c: view.ms(c["p99_ms"])),
     Column("p99 min–max", lambda r: view.span(r["p99_ms_min"], r["p99_ms_max"], view.ms)),
+    Column("RSS MB · KB/req", lambda r: _memory(r["rss_server_mb"], r["rss_per_inflight_kb"]),
+           lambda c: _memory(c["rss_server_mb"], c.get("rss_per_inflight_kb"))),
+    Column("busiest worker", lambda r: _share(r["busiest_process_share"], r["workers"]),
+           lambda c: _share(c.get("busiest_process_share"), c["workers"])),
     Column("CPU server · locust · all",
            lambda r: view.cpus(r["cpu_server"], r["cpu_locust"], r["cpu_machine"]),
            lambda c: view.cpus(c["cpu_server"], c["cpu_locust"], c.get("cpu_machine"))),

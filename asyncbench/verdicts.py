@@ -101,10 +101,11 @@ def _plateau_sentences(sec: Section, meta: RunMeta) -> list[str]:
         if p["in_service"] is None:
             cpu_bound.append(f"{where} ({view.rps(p['ceiling_rps'])} req/s)")
         elif p["slots"]:
-            kind = meta.servers.get(server, {}).get("slot_unit", "slots")
+            unit_name = meta.servers.get(server, {}).get("slot_unit", "slots")
+            limit = p.get("slot_limit") or f"{p['slots']:.0f} {unit_name}"
             limited.append(
-                f"{where} at {view.rps(p['ceiling_rps'])} req/s, {p['in_service']:.1f} requests in "
-                f"service (rps × {delay} ms) for its {p['slots']:.0f} {kind}"
+                f"{where} at {view.rps(p['ceiling_rps'])} req/s, {p['in_service']:.1f} requests "
+                f"in service (rps × {delay} ms): {limit}"
             )
         else:
             unexplained.append(
