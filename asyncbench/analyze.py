@@ -13,12 +13,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from asyncbench.evaluate import (
-    ResourceUsage,
-    corrected_latency_ms,
-    evaluate_cell,
-    in_window,
-)
+from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
+from asyncbench.kinds import KINDS
+from asyncbench.workloads import REQUEST_RESPONSE
+
+KIND_OF_ENDPOINT = {k.endpoint: k for k in KINDS.values()}
 
 # --- Across cells: the comparison the report shows ----------------------------------------------
 #
@@ -42,11 +41,16 @@ def included(results: pd.DataFrame) -> pd.Series:
 
 
 def cell_table(
-    results: pd.DataFrame, samples: pd.DataFrame, resources: pd.DataFrame | None = None
+    results: pd.DataFrame,
+    samples: pd.DataFrame,
+    resources: pd.DataFrame | None = None,
+    deliveries: pd.DataFrame | None = None,
+    messages: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``results.csv`` with every measured cell re-evaluated from its stored raw facts (samples,
-    resource samples, window, abandoned requests) by ``evaluate_cell``: the same judgement the
-    runner made, with today's rules. Adds ``included``, ``loop`` and ``load`` columns.
+    resource samples, window, abandoned requests; a room's deliveries and messages) by its
+    workload: the same judgement the runner made, with today's rules. Adds ``included``,
+    ``loop`` and ``load`` columns.
 
     A cell without samples (a failed one) keeps its stored numbers and status.
     """
@@ -54,18 +58,16 @@ def cell_table(
     cells["reason"] = cells["reason"].fillna("").astype(str)
     cells["rate"] = cells["rate"].fillna(0.0) if "rate" in cells else 0.0
     if not samples.empty and len(cells):
-        by_cell = dict(tuple(samples.groupby("cell_id", sort=False)))
-        usage = _by_cell(resources)
+        facts = {name: _by_cell(frame) for name, frame in (
+            ("samples", samples), ("resources", resources), ("deliveries", deliveries),
+            ("messages", messages))}  # fmt: skip
         for i, row in cells.iterrows():
-            own = by_cell.get(row["cell_id"])
-            if own is None or row["status"] == "failed" or pd.isna(row["window_start"]):
+            own = {name: found.get(row["cell_id"], pd.DataFrame()) for name, found in facts.items()}
+            if own["samples"].empty or row["status"] == "failed" or pd.isna(row["window_start"]):
                 continue
-            evaluation = evaluate_cell(
-                own, usage.get(row["cell_id"], pd.DataFrame()), row["window_start"],
-                row["window_end"], rate=row["rate"], abandoned=_count(row.get("abandoned")),
-                stored_usage=_stored_usage(row),
-            )  # fmt: skip
-            for column, value in evaluation.columns().items():
+            kind = KIND_OF_ENDPOINT.get(row["endpoint"])
+            workload = kind.workload if kind else REQUEST_RESPONSE
+            for column, value in workload.reevaluate(row, own, _stored_usage(row)).items():
                 cells.loc[i, column] = value
     cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
     cells["loop"] = np.where(cells["rate"] > 0, "open", "closed")
@@ -84,10 +86,6 @@ def _by_cell(frame: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
     if frame is None or frame.empty or "cell_id" not in frame:
         return {}
     return dict(tuple(frame.groupby("cell_id", sort=False)))
-
-
-def _count(value) -> int:
-    return 0 if value is None or pd.isna(value) else int(value)
 
 
 def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
@@ -125,12 +123,16 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 # Facts shared by a level's repeats (taken from the first that has them).
-LEVEL_FACTS = ("delay_ms", "workers", "threads", "slots", "slot_limit", "predicted_rps", "spawn")
+LEVEL_FACTS = ("delay_ms", "workers", "threads", "slots", "slot_limit", "predicted_rps", "spawn",
+               "predicted_held")  # fmt: skip
 # Open loop only: the uncorrected latency (from the actual send) and the missed schedule.
 OPEN_LOOP_MEDIANS = ("p50_uncorrected_ms", "p99_uncorrected_ms", "late_sends", "dropped_sends")
 # Medians over a level's included repeats.
+ROOM_MEDIANS = ("delivery_p50_ms", "delivery_p99_ms", "last_member_p50_ms", "members_held",
+                "members_held_max", "mem_per_member_kb", "probe_p50_ms", "probe_p99_ms", "lost",
+                "member_errors")  # fmt: skip
 LEVEL_MEDIANS = ("cpu_server", "cpu_locust", "cpu_machine", *OPEN_LOOP_MEDIANS, "rss_server_mb",
-                 "rss_per_inflight_kb", "busiest_process_share")  # fmt: skip
+                 "rss_per_inflight_kb", "busiest_process_share", *ROOM_MEDIANS)  # fmt: skip
 
 
 def _aggregate_columns() -> list[str]:

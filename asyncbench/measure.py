@@ -57,6 +57,8 @@ class LoadPlan:
     rate: float = 0.0  # open loop: requests per second (0: closed loop)
     arrival: str = "constant"
     spawn_rate: float | None = None  # users per second; None: all users at once
+    user_classes: tuple[str, ...] = ("BenchUser",)  # the locustfile's users this run starts
+    extra_args: tuple[str, ...] = ()  # the workload's own locustfile options
     seed: int = 0
     local_workers: int = 0  # Locust worker processes on this machine (0: one standalone process)
     remote_workers: int = 0  # workers joining from other machines (``loadgen-worker``)
@@ -98,6 +100,7 @@ class LocustOutcome:
     workers: tuple[str, ...]
     abandoned: int  # requests started in the window and still unanswered when Locust stopped
     stuck: int  # requests started before the window ended and still unanswered at the stop
+    deliveries: pd.DataFrame | None = None  # a room's: one row per message a member received
 
 
 def locust_command() -> str:
@@ -122,11 +125,14 @@ def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
         "--samples-out", str(out_dir / "samples.parquet"),
         "--meta-out", str(out_dir / "meta.json"),
         "--progress-out", str(out_dir / "progress.json"),
+        "--deliveries-out", str(out_dir / "deliveries.parquet"),
+        *plan.extra_args,
         "--only-summary",
         "--loglevel", "WARNING",
         "--exit-code-on-error", "0",
         "--stop-timeout", str(math.ceil(plan.stop_timeout_s)),
     ]  # fmt: skip
+    argv += list(plan.user_classes)
     if plan.distributed:
         argv += [
             "--master",
@@ -221,6 +227,8 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
         raise CellFailed("Locust stopped before the measured window ended")
     samples = pd.read_parquet(samples_path)
     check_sample_columns(samples.columns, str(samples_path))
+    deliveries_path = out_dir / "deliveries.parquet"
+    deliveries = pd.read_parquet(deliveries_path) if deliveries_path.exists() else None
     return LocustOutcome(
         samples=samples,
         window_start=window_start,
@@ -230,6 +238,7 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
         workers=tuple(meta.workers),
         abandoned=sum(window_start <= t < window_end for t in meta.abandoned),
         stuck=sum(t < window_end for t in meta.abandoned),
+        deliveries=deliveries,
     )
 
 
@@ -247,8 +256,9 @@ class ResourceSampler:
     component's process groups (one list of processes per group, e.g. a process tree, or one
     per Locust process). CPU is in percent of one core: ``cpu_<name>`` sums every group, and
     ``cpu_<name>_max`` is the busiest group, since a single process saturates at one core.
-    ``db_threads`` returns MariaDB's ``Threads_connected`` or None; ``process_requests`` the
-    requests each serving process answered so far (``"pid:count ..."``). The first row, taken
+    ``db_threads`` returns MariaDB's ``Threads_connected`` or None; each of ``gauges`` a value
+    stored under its name (e.g. the requests each serving process answered so far, the room's
+    held polls); a gauge that fails is stored as None. The first row, taken
     when sampling starts and before the load does, has ``phase`` ``"idle"`` and no CPU figures
     (its RSS is the server's idle baseline).
     """
@@ -258,11 +268,11 @@ class ResourceSampler:
         components: dict[str, Callable[[], list[list[psutil.Process]]]],
         db_threads: Callable[[], int | None] | None = None,
         interval_s: float = SAMPLE_INTERVAL_S,
-        process_requests: Callable[[], str] | None = None,
+        gauges: dict[str, Callable[[], object]] | None = None,
     ) -> None:
         self.components = components
         self.db_threads = db_threads
-        self.process_requests = process_requests
+        self.gauges = gauges or {}
         self.interval_s = interval_s
         self.rows: list[dict] = []
         self._procs: dict[int, psutil.Process] = {}
@@ -297,8 +307,11 @@ class ResourceSampler:
             row[f"rss_{name}_mb"] = sum(rss for _, rss in usage) / 2**20
         if self.db_threads and not prime:
             row["threads_connected"] = self.db_threads()
-        if self.process_requests:
-            row["process_requests"] = self.process_requests()
+        for name, gauge in self.gauges.items():
+            try:
+                row[name] = gauge()
+            except Exception:  # a gauge's service just died: the cell's own checks say so
+                row[name] = None
         return row
 
     def _usage(self, group: list[psutil.Process]) -> tuple[float, float]:

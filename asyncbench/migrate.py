@@ -15,6 +15,9 @@ Versions:
   3 — results.csv gains ``threads``, ``slot_limit``, ``spawn``, ``defaults``, idle RSS, RSS per
       request in flight and requests per serving process; resource samples may carry
       ``process_requests`` and an ``idle`` row taken before the load.
+  4 — the chat room: results.csv gains the room's columns (members held, deliveries, lost,
+      delivery and probe percentiles, memory per member); samples carry the request's
+      ``endpoint``; a room cell's deliveries and published messages are stored beside them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 
@@ -62,6 +65,8 @@ def upgrade_samples(frame: pd.DataFrame, version: int, where: str) -> pd.DataFra
     _check_known(version, where)
     if version < 2 and "user" not in frame:
         frame = frame.assign(user=UNKNOWN_USER)
+    if version < 4 and "endpoint" not in frame:
+        frame = frame.assign(endpoint="")
     return frame
 
 
@@ -107,5 +112,16 @@ def _results_2_to_3(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{k: v for k, v in added.items() if k not in table})
 
 
-_META_STEPS = {1: _meta_1_to_2, 2: lambda data: data}
-_RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3}
+ROOM_COLUMNS = ("message_rate", "messages", "delivered", "lost", "duplicates", "out_of_order",
+                "delivery_p50_ms", "delivery_p99_ms", "delivery_max_ms", "last_member_p50_ms",
+                "members_held", "members_held_max", "predicted_held", "member_errors",
+                "probe_p50_ms", "probe_p99_ms", "mem_per_member_kb")  # fmt: skip
+
+
+def _results_3_to_4(table: pd.DataFrame) -> pd.DataFrame:
+    added = {"transport": "", **dict.fromkeys(ROOM_COLUMNS, math.nan)}
+    return table.assign(**{k: v for k, v in added.items() if k not in table})
+
+
+_META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data}
+_RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4}

@@ -94,9 +94,9 @@ def columns_for(sec: Section, with_baseline: bool) -> list[Column]:
     return chosen
 
 
-def level_table(sec: Section, models, palette, with_baseline: bool) -> dict:
+def level_table(sec: Section, models, palette, with_baseline: bool, columns=None) -> dict:
     """One row per model and load; each excluded cell gets its own greyed row with the reason."""
-    columns = columns_for(sec, with_baseline)
+    columns = columns or columns_for(sec, with_baseline)
     rows = []
     for model in models:
         for _, r in sec.agg[sec.agg["server"] == model].sort_values("load").iterrows():
