@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
+from asyncbench import bottleneck
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
 from asyncbench.kinds import KINDS
 from asyncbench.workloads import REQUEST_RESPONSE
@@ -69,6 +70,8 @@ def cell_table(
             workload = kind.workload if kind else REQUEST_RESPONSE
             for column, value in workload.reevaluate(row, own, _stored_usage(row)).items():
                 cells.loc[i, column] = value
+            for column, value in bottleneck.columns(cells.loc[i]).items():
+                cells.loc[i, column] = value
     cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
     cells["loop"] = np.where(cells["rate"] > 0, "open", "closed")
     cells["load"] = np.where(cells["rate"] > 0, cells["rate"], cells["users"]).astype(float)
@@ -106,6 +109,7 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
             "failed": int((group["status"] == "failed").sum()),
             **{c: _first(group[c]) if c in group else None for c in LEVEL_FACTS},
             **{c: _median(kept, c) for c in LEVEL_MEDIANS},
+            "bottleneck": _most_common(kept, "bottleneck"),
             "reasons": "; ".join(sorted({r for r in group.loc[~group["included"], "reason"] if r})),
         }  # fmt: skip
         for metric in SPREAD_METRICS:
@@ -128,16 +132,19 @@ LEVEL_FACTS = ("delay_ms", "workers", "threads", "slots", "slot_limit", "predict
 # Open loop only: the uncorrected latency (from the actual send) and the missed schedule.
 OPEN_LOOP_MEDIANS = ("p50_uncorrected_ms", "p99_uncorrected_ms", "late_sends", "dropped_sends")
 # Medians over a level's included repeats.
+WHY_MEDIANS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "cpu_ms_server",
+               "cpu_ms_locust")  # fmt: skip
 ROOM_MEDIANS = ("delivery_p50_ms", "delivery_p99_ms", "last_member_p50_ms", "members_held",
                 "members_held_max", "mem_per_member_kb", "probe_p50_ms", "probe_p99_ms", "lost",
                 "member_errors")  # fmt: skip
 LEVEL_MEDIANS = ("cpu_server", "cpu_locust", "cpu_machine", *OPEN_LOOP_MEDIANS, "rss_server_mb",
-                 "rss_per_inflight_kb", "busiest_process_share", *ROOM_MEDIANS)  # fmt: skip
+                 "rss_per_inflight_kb", "busiest_process_share", *ROOM_MEDIANS,
+                 *WHY_MEDIANS)  # fmt: skip
 
 
 def _aggregate_columns() -> list[str]:
     head = [*LEVEL, "loop", "load", "cells", "repeats", "invalid", "failed", *LEVEL_FACTS,
-            *LEVEL_MEDIANS, "reasons"]  # fmt: skip
+            *LEVEL_MEDIANS, "bottleneck", "reasons"]  # fmt: skip
     spread = [f"{m}_{s}" for m in SPREAD_METRICS for s in ("median", "min", "max", "cov")]
     tail = ["rps_gap", "best_rps", "rps_ratio", "p99_ratio", "best", "unstable"]
     return head + spread + tail
@@ -164,6 +171,14 @@ def _first(column: pd.Series):
         return None
     value = values.iloc[0]
     return value.item() if hasattr(value, "item") else value
+
+
+def _most_common(frame: pd.DataFrame, column: str) -> str:
+    if column not in frame:
+        return ""
+    values = frame[column].dropna().astype(str)
+    values = values[values != ""]
+    return values.mode().iloc[0] if len(values) else ""
 
 
 def _median(frame: pd.DataFrame, column: str) -> float:

@@ -7,16 +7,17 @@ import math
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pymysql
 
-from asyncbench import services
+from asyncbench import bottleneck, services
 from asyncbench.measure import (
     CellFailed,
     LoadPlan,
     ResourceSampler,
+    accept_queue,
     run_locust,
 )
 from asyncbench.plan import Cell, Scenario
@@ -123,6 +124,7 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, config, base: Cel
         locust_requests=outcome.locust_requests, recorded_samples=len(outcome.samples),
         locust_processes=len(outcome.workers) + (1 if plan.distributed else 0),
     )  # fmt: skip
+    final = replace(final, **bottleneck.columns(asdict(final)))
     extra = {"deliveries": outcome.deliveries, "messages": getattr(beside, "frame", None)}
     return final, outcome.samples, resources, {k: v() if callable(v) else v
                                                for k, v in extra.items()}  # fmt: skip
@@ -217,6 +219,8 @@ def _gauges(ctx: CellContext, config: ServerConfig) -> dict:
     bus = ctx.services.get("bus")
     if bus:
         gauges["room_held"] = lambda: bus.stats().held
+    if not ctx.settings.target:
+        gauges["accept_queue"] = lambda: accept_queue(config.port)
     return gauges
 
 

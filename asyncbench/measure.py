@@ -360,3 +360,16 @@ def verify_equivalence(
     if work_counter and work_counter() <= before:
         raise CellFailed(f"verification: {path} answered but the backing service saw no work")
     return elapsed_ms
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting to be accepted on the listening sockets of ``port`` (Linux: for a
+    listening socket, /proc/net/tcp's rx_queue is its accept queue's length)."""
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    waiting += int(fields[4].split(":")[1], 16)
+    return waiting

@@ -17,7 +17,9 @@ Versions:
       ``process_requests`` and an ``idle`` row taken before the load.
   4 — the chat room: results.csv gains the room's columns (members held, deliveries, lost,
       delivery and probe percentiles, memory per member); samples carry the request's
-      ``endpoint``; a room cell's deliveries and published messages are stored beside them.
+      ``endpoint`` and ``server_ms`` (the handler time from ``Server-Timing``); a room cell's
+      deliveries and published messages are stored beside them; results.csv splits latency
+      into handler and outside time and names each cell's bottleneck.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def upgrade_samples(frame: pd.DataFrame, version: int, where: str) -> pd.DataFra
         frame = frame.assign(user=UNKNOWN_USER)
     if version < 4 and "endpoint" not in frame:
         frame = frame.assign(endpoint="")
+    if version < 4 and "server_ms" not in frame:
+        frame = frame.assign(server_ms=math.nan)
     return frame
 
 
@@ -118,8 +122,13 @@ ROOM_COLUMNS = ("message_rate", "messages", "delivered", "lost", "duplicates", "
                 "probe_p50_ms", "probe_p99_ms", "mem_per_member_kb")  # fmt: skip
 
 
+WHY_COLUMNS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "cpu_ms_server",
+               "cpu_ms_locust", "cpu_ms_upstream", "cpu_ms_mariadb")  # fmt: skip
+
+
 def _results_3_to_4(table: pd.DataFrame) -> pd.DataFrame:
-    added = {"transport": "", **dict.fromkeys(ROOM_COLUMNS, math.nan)}
+    added = {"transport": "", "bottleneck": "", **dict.fromkeys(ROOM_COLUMNS, math.nan),
+             **dict.fromkeys(WHY_COLUMNS, math.nan)}  # fmt: skip
     return table.assign(**{k: v for k, v in added.items() if k not in table})
 
 

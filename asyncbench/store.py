@@ -31,7 +31,8 @@ from asyncbench.migrate import (
     upgrade_samples,
 )
 
-_TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn", "transport")
+_TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn", "transport",
+                 "bottleneck")  # fmt: skip
 
 
 class StoreError(RuntimeError):
@@ -109,6 +110,14 @@ class CellResult:
     slot_limit: str = ""  # what binds the slots, e.g. "AsyncHTTPClient max_clients = 10"
     spawn: str = ""  # how Locust opened its users: "all at once" or "N users/s"
     defaults: str = "sized"  # pool sizes: the harness's ("sized") or the libraries' ("library")
+    handler_p50_ms: float | None = None  # the model's own Server-Timing
+    outside_p50_ms: float | None = None  # latency outside the handler: queue, loop, transport
+    accept_queue_max: float | None = None  # connections waiting in the listen backlog
+    bottleneck: str = ""  # what limits the cell (asyncbench.bottleneck)
+    cpu_ms_server: float | None = None  # CPU milliseconds per completed request
+    cpu_ms_locust: float | None = None
+    cpu_ms_upstream: float | None = None
+    cpu_ms_mariadb: float | None = None
     # A room's (``users`` are its members; ``rps`` its deliveries per second):
     transport: str = ""
     message_rate: float | None = None

@@ -34,6 +34,10 @@ def _uncorrected(r: pd.Series) -> str:
     return f"{view.ms(r['p50_uncorrected_ms'])} · {view.ms(r['p99_uncorrected_ms'])}"
 
 
+def _split(handler, outside) -> str:
+    return "—" if view.missing(handler) else f"{view.ms(handler)} · {view.ms(outside)}"
+
+
 def _memory(rss, per_request) -> str:
     """Server RSS, and what each request in flight costs over the idle server."""
     if view.missing(rss):
@@ -65,6 +69,10 @@ COMMON = (
     Column("p90 ms", lambda r: view.ms(r["p90_ms_median"]), lambda c: view.ms(c["p90_ms"])),
     Column("p99 ms", lambda r: view.ms(r["p99_ms_median"]), lambda c: view.ms(c["p99_ms"])),
     Column("p99 min–max", lambda r: view.span(r["p99_ms_min"], r["p99_ms_max"], view.ms)),
+    Column("in handler · outside p50 ms",
+           lambda r: _split(r["handler_p50_ms"], r["outside_p50_ms"]),
+           lambda c: _split(c.get("handler_p50_ms"), c.get("outside_p50_ms"))),
+    Column("limit", lambda r: r.get("bottleneck") or "", lambda c: c.get("bottleneck") or ""),
     Column("RSS MB · KB/req", lambda r: _memory(r["rss_server_mb"], r["rss_per_inflight_kb"]),
            lambda c: _memory(c["rss_server_mb"], c.get("rss_per_inflight_kb"))),
     Column("busiest worker", lambda r: _share(r["busiest_process_share"], r["workers"]),

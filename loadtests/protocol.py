@@ -17,6 +17,7 @@ Versions:
   1 — first typed version (adds the ``user`` sample column: which Locust user sent it).
   2 — samples carry the request's ``endpoint`` (polls and the probe share a room cell's file);
       deliveries.
+  3 — samples carry ``server_ms``, the handler time each model reports in ``Server-Timing``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 PARQUET_VERSION_KEY = b"asyncbench_protocol"
 # Sample columns and their array typecodes (the recorder's storage on the hot path).
 SAMPLE_COLUMNS = {
@@ -35,6 +36,7 @@ SAMPLE_COLUMNS = {
     "bytes": "q",
     "intended_time": "d",  # open loop: when it was due (NaN in a closed loop)
     "user": "q",  # which Locust user sent it (unique across worker processes)
+    "server_ms": "d",  # what the server said its handler took (``Server-Timing``), NaN if none
 }
 TEXT_COLUMNS = ("error", "worker", "endpoint")
 # One row per message a room member received.

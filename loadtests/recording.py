@@ -43,6 +43,7 @@ class SampleRecorder:
         c["bytes"].append(response_length or 0)
         c["intended_time"].append(context.get("intended_time", math.nan))
         c["user"].append(context.get("user", -1))
+        c["server_ms"].append(_server_ms(response))
         self.endpoints.append(name)
 
     def chunks(self):
@@ -85,6 +86,18 @@ class SampleRecorder:
         tmp = f"{path}.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, path)
+
+
+def _server_ms(response) -> float:
+    """The handler time from ``Server-Timing: app;dur=12.3`` (NaN when absent)."""
+    headers = getattr(response, "headers", None)
+    value = headers.get("Server-Timing") if headers else None
+    if not value or "dur=" not in value:
+        return math.nan
+    try:
+        return float(value.split("dur=", 1)[1].split(";", 1)[0].split(",", 1)[0])
+    except ValueError:
+        return math.nan
 
 
 class ArrivalSchedule:

@@ -43,6 +43,12 @@ class JsonHandler(tornado.web.RequestHandler):
     def on_finish(self) -> None:
         self.settings["request_counter"].add()
 
+    def finish(self, chunk: Any = None) -> Any:
+        if not self._headers_written:  # time from the parsed request to the answer
+            self.set_header(endpoints.SERVER_TIMING,
+                            endpoints.server_timing(self.request.request_time()))  # fmt: skip
+        return super().finish(chunk)
+
     def send(self, body: bytes, status: int = 200) -> None:
         self.set_status(status)
         self.finish(body)
