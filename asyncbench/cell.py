@@ -3,6 +3,7 @@ the one judgement, and the cell persisted before the next one starts."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -16,6 +17,7 @@ from asyncbench import bottleneck, services
 from asyncbench.measure import (
     CellFailed,
     LoadPlan,
+    Profiler,
     ResourceSampler,
     accept_queue,
     run_locust,
@@ -110,6 +112,7 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, config, base: Cel
         plan = _load_plan(ctx, scenario, cell, server.url, base)
         watch = _ServerWatch(ctx, cell, server, stall_s=max(STALL_MIN_S, plan.stop_timeout_s))
         with sampler, workload.beside(ctx.services, scenario) as beside, \
+                _profiler(ctx, cell, server, plan), \
                 tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:  # fmt: skip
             outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
                                  on_start=locust.append, watch=watch)  # fmt: skip
@@ -128,6 +131,15 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, config, base: Cel
     extra = {"deliveries": outcome.deliveries, "messages": getattr(beside, "frame", None)}
     return final, outcome.samples, resources, {k: v() if callable(v) else v
                                                for k, v in extra.items()}  # fmt: skip
+
+
+def _profiler(ctx: CellContext, cell: Cell, server, plan: LoadPlan):
+    """A flame graph of the server during the window (``--profile``), else nothing."""
+    if not ctx.settings.profile or server.process is None:
+        return contextlib.nullcontext()
+    out = ctx.run.path / "profiles" / f"{cell.cell_id}.svg"
+    delay = plan.run_time_s - plan.measure_s  # Locust's start-up is about the spawn slack
+    return Profiler(server.process.pid, out, delay, plan.measure_s)
 
 
 class _ServerWatch:

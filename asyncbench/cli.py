@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--upstream", metavar="URL", help="use an upstream started elsewhere")
     run.add_argument("--redis-url", metavar="URL",
                      help="the room's message bus: an existing Redis (default: a throwaway one)")
+    run.add_argument("--profile", action="store_true",
+                     help="record a py-spy flame graph of the server in each cell's window "
+                     "(choose cells with --scenario/--server/--users)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run: run the cells it has no result for")
     run.set_defaults(handler=_cmd_run)
@@ -213,7 +216,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         new=args.new, rates=args.rate, arrival=args.arrival, locust_workers=args.locust_workers,
         expect_workers=args.expect_workers, master_bind=args.locust_master_bind,
         master_port=args.locust_master_port, target=args.target, upstream_url=args.upstream,
-        redis_url=args.redis_url,
+        redis_url=args.redis_url, profile=args.profile,
         resume=args.resume,
     )  # fmt: skip
     with RichDisplay() as display:

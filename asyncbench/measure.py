@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import math
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +37,8 @@ LOCUST_BOUND_SLACK_S = 30  # how long past its plan a Locust run may take before
 REMOTE_WORKERS_WAIT_S = 60  # remote workers get this long to join a cell
 REMOTE_WORKER_JOIN_S = 30  # a worker alive this long joined a cell, even without a quit message
 WATCH_POLL_S = 0.25
+PROFILE_RATE = 200  # py-spy samples per second
+PROFILE_GRACE_S = 10.0  # py-spy writes its flame graph after the window
 VERIFY_TIMEOUT_S = 30.0
 
 
@@ -373,3 +376,38 @@ def accept_queue(port: int) -> int:
                 if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                     waiting += int(fields[4].split(":")[1], 16)
     return waiting
+
+
+class Profiler:
+    """py-spy samples a server's whole process tree during the measured window and writes a
+    flame graph (SVG). The window's start is only known once Locust has spawned, so sampling
+    starts ``delay_s`` after entry (the warm-up plus spawn slack) and lasts the window."""
+
+    def __init__(self, pid: int, out: Path, delay_s: float, duration_s: float) -> None:
+        self.pid, self.out, self.delay_s, self.duration_s = pid, out, delay_s, duration_s
+        self._timer: threading.Timer | None = None
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Profiler:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._timer = threading.Timer(self.delay_s, self._start)
+        self._timer.start()
+        return self
+
+    def _start(self) -> None:
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        argv = [spy, "record", "--pid", str(self.pid), "--subprocesses", "--nonblocking",
+                "--duration", str(max(1, round(self.duration_s))), "--rate", str(PROFILE_RATE),
+                "--format", "flamegraph", "--output", str(self.out)]  # fmt: skip
+        with contextlib.suppress(OSError):
+            self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def __exit__(self, *exc) -> None:
+        if self._timer:
+            self._timer.cancel()
+        if self._proc:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=self.duration_s + PROFILE_GRACE_S)
+            if self._proc.poll() is None:
+                self._proc.kill()

@@ -84,6 +84,8 @@ def report_data(run: RunDir, baseline: RunDir | None = None) -> dict:
         "has_excluded": bool((~cells["included"]).any()),
         "scenarios": blocks,
         "config": _config(meta),
+        "profiles": [{"cell": p.stem, "href": f"profiles/{p.name}"}
+                     for p in sorted((run.path / "profiles").glob("*.svg"))],  # fmt: skip
     }
 
 

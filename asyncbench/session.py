@@ -59,6 +59,7 @@ class RunSettings:
     upstream_url: str | None = None  # an upstream started elsewhere
     redis_url: str | None = None  # the room's message bus, when not a throwaway redis-server
     resume: str | None = None  # a run directory whose missing cells to run
+    profile: bool = False  # a py-spy flame graph of the server in every cell's window
 
     def stored(self) -> dict:
         data = asdict(self)
