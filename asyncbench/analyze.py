@@ -8,6 +8,7 @@ from that table.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -16,7 +17,9 @@ import pandas as pd
 from asyncbench import bottleneck
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
 from asyncbench.kinds import KINDS
+from asyncbench.predict import explained_rps
 from asyncbench.workloads import REQUEST_RESPONSE
+from servers import MODELS
 
 KIND_OF_ENDPOINT = {k.endpoint: k for k in KINDS.values()}
 
@@ -75,7 +78,44 @@ def cell_table(
     cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
     cells["loop"] = np.where(cells["rate"] > 0, "open", "closed")
     cells["load"] = np.where(cells["rate"] > 0, cells["rate"], cells["users"]).astype(float)
+    return _with_explained_prediction(cells)
+
+
+EXPLAINED_WITHIN = 0.03  # the second prediction explains a cell within 3 %
+
+
+def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
+    """Each closed-loop request cell's second prediction (``predict.explained_rps``), from the
+    overhead and CPU demands its model showed at its lowest load, and whether it explains the
+    measurement within ``EXPLAINED_WITHIN``."""
+    cells = cells.assign(explained_rps=np.nan, explained_gap=np.nan)
+    if cells.empty or "mean_ms" not in cells:
+        return cells
+    closed = cells[(cells["loop"] == "closed") & cells["included"] & cells["mean_ms"].notna()]
+    for _, group in closed.groupby(["scenario", "server"]):
+        base = group[group["users"] == group["users"].min()]
+        demands = {c: _median(base, f"cpu_ms_{c}") for c in ("server", "locust", "upstream")}
+        cores = _usable_cores(base.iloc[0])
+        base_ms = _median(base, "mean_ms")
+        for i, row in group.iterrows():
+            handler = row.get("handler_p50_ms")  # a slot is held this long (else: the round trip)
+            predicted = explained_rps(
+                int(row["users"]), base_ms, row.get("slots"),
+                base_ms if handler is None or pd.isna(handler) else handler,
+                {c: d for c, d in demands.items() if not pd.isna(d)}, cores,
+            )  # fmt: skip
+            if predicted:
+                cells.loc[i, "explained_rps"] = predicted
+                cells.loc[i, "explained_gap"] = row["rps"] / predicted - 1
     return cells
+
+
+def _usable_cores(row: pd.Series) -> dict[str, float]:
+    machine = float(os.cpu_count() or 1)
+    spec = MODELS.get(str(row["server"]))
+    processes = float(row["workers"]) if spec and spec.multi_process else 1.0
+    return {"server": min(processes, machine), "locust": float(row.get("locust_processes") or 1),
+            "upstream": 1.0, "machine": machine}  # fmt: skip
 
 
 def _stored_usage(row: pd.Series) -> ResourceUsage:
@@ -133,7 +173,7 @@ LEVEL_FACTS = ("delay_ms", "workers", "threads", "slots", "slot_limit", "predict
 OPEN_LOOP_MEDIANS = ("p50_uncorrected_ms", "p99_uncorrected_ms", "late_sends", "dropped_sends")
 # Medians over a level's included repeats.
 WHY_MEDIANS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "cpu_ms_server",
-               "cpu_ms_locust")  # fmt: skip
+               "cpu_ms_locust", "explained_rps", "explained_gap")  # fmt: skip
 ROOM_MEDIANS = ("delivery_p50_ms", "delivery_p99_ms", "last_member_p50_ms", "members_held",
                 "members_held_max", "mem_per_member_kb", "probe_p50_ms", "probe_p99_ms", "lost",
                 "member_errors")  # fmt: skip

@@ -34,6 +34,11 @@ def _uncorrected(r: pd.Series) -> str:
     return f"{view.ms(r['p50_uncorrected_ms'])} · {view.ms(r['p99_uncorrected_ms'])}"
 
 
+def _explained(predicted, gap) -> str:
+    """The second prediction (overhead and CPU demands) and how far the measurement is off."""
+    return "—" if view.missing(predicted) else f"{view.rps(predicted)} ({view.pct(gap)})"
+
+
 def _split(handler, outside) -> str:
     return "—" if view.missing(handler) else f"{view.ms(handler)} · {view.ms(outside)}"
 
@@ -65,6 +70,8 @@ COMMON = (
     Column("predicted", lambda r: view.rps(r["predicted_rps"])),
     Column("vs pred.", lambda r: view.pct(r["rps_gap"])),
     Column("vs best", lambda r: view.ratio(r["rps_ratio"])),
+    Column("explained (gap)", lambda r: _explained(r["explained_rps"], r["explained_gap"]),
+           lambda c: _explained(c.get("explained_rps"), c.get("explained_gap"))),
     Column("p50 ms", lambda r: view.ms(r["p50_ms_median"]), lambda c: view.ms(c["p50_ms"])),
     Column("p90 ms", lambda r: view.ms(r["p90_ms_median"]), lambda c: view.ms(c["p90_ms"])),
     Column("p99 ms", lambda r: view.ms(r["p99_ms_median"]), lambda c: view.ms(c["p99_ms"])),
