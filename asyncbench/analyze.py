@@ -172,7 +172,8 @@ LEVEL_FACTS = ("delay_ms", "workers", "threads", "slots", "slot_limit", "predict
 # Open loop only: the uncorrected latency (from the actual send) and the missed schedule.
 OPEN_LOOP_MEDIANS = ("p50_uncorrected_ms", "p99_uncorrected_ms", "late_sends", "dropped_sends")
 # Medians over a level's included repeats.
-WHY_MEDIANS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "cpu_ms_server",
+WHY_MEDIANS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "loop_lag_max_ms",
+               "cpu_ms_server",
                "cpu_ms_locust", "explained_rps", "explained_gap")  # fmt: skip
 ROOM_MEDIANS = ("delivery_p50_ms", "delivery_p99_ms", "last_member_p50_ms", "members_held",
                 "members_held_max", "mem_per_member_kb", "probe_p50_ms", "probe_p99_ms", "lost",

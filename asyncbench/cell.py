@@ -30,7 +30,7 @@ from asyncbench.store import CellResult, RunDir
 from loadtests.protocol import Progress
 from servers import MODELS
 from servers.config import ServerConfig
-from servers.counters import read_counts
+from servers.counters import read_counts, read_loop_lag_ms
 
 STALL_MIN_S = 10.0  # a server that completes nothing for this long (at least) stopped answering
 STOP_TIMEOUT_MIN_S, STOP_TIMEOUT_MAX_S = 5.0, 75.0  # in-flight requests' grace at the stop
@@ -228,6 +228,7 @@ def _gauges(ctx: CellContext, config: ServerConfig) -> dict:
         gauges["process_requests"] = lambda: " ".join(
             f"{pid}:{n}" for pid, n in sorted(read_counts(directory).items())
         )
+        gauges["loop_lag_ms"] = lambda: read_loop_lag_ms(directory)
     bus = ctx.services.get("bus")
     if bus:
         gauges["room_held"] = lambda: bus.stats().held

@@ -70,6 +70,7 @@ class ResourceUsage:
     threads_connected_max: float | None = None
     rss_server_idle_mb: float | None = None  # the sample taken before the load started
     accept_queue_max: float | None = None  # connections waiting in the server's listen backlog
+    loop_lag_max_ms: float | None = None  # the worst event-loop lag sampled in the window
     process_requests: str = ""  # answered in the window by each serving process, busiest first
     busiest_process_share: float | None = None
 
@@ -217,6 +218,8 @@ def resource_usage(resources: pd.DataFrame, start: float, end: float) -> Resourc
         fields["rss_server_mb"] = float(window["rss_server_mb"].mean())
     if "accept_queue" in window and window["accept_queue"].notna().any():
         fields["accept_queue_max"] = float(window["accept_queue"].max())
+    if "loop_lag_ms" in window and window["loop_lag_ms"].notna().any():
+        fields["loop_lag_max_ms"] = float(window["loop_lag_ms"].max())
     if "threads_connected" in window and window["threads_connected"].notna().any():
         fields["threads_connected_max"] = float(window["threads_connected"].max())
     return ResourceUsage(**fields)

@@ -122,7 +122,8 @@ ROOM_COLUMNS = ("message_rate", "messages", "delivered", "lost", "duplicates", "
                 "probe_p50_ms", "probe_p99_ms", "mem_per_member_kb")  # fmt: skip
 
 
-WHY_COLUMNS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "cpu_ms_server",
+WHY_COLUMNS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "loop_lag_max_ms",
+               "cpu_ms_server",
                "cpu_ms_locust", "cpu_ms_upstream", "cpu_ms_mariadb")  # fmt: skip
 
 

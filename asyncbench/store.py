@@ -113,6 +113,7 @@ class CellResult:
     handler_p50_ms: float | None = None  # the model's own Server-Timing
     outside_p50_ms: float | None = None  # latency outside the handler: queue, loop, transport
     accept_queue_max: float | None = None  # connections waiting in the listen backlog
+    loop_lag_max_ms: float | None = None  # the worst event-loop lag (Tornado models)
     bottleneck: str = ""  # what limits the cell (asyncbench.bottleneck)
     cpu_ms_server: float | None = None  # CPU milliseconds per completed request
     cpu_ms_locust: float | None = None

@@ -39,6 +39,11 @@ def _explained(predicted, gap) -> str:
     return "—" if view.missing(predicted) else f"{view.rps(predicted)} ({view.pct(gap)})"
 
 
+def _pair(queue, lag) -> str:
+    queued = "—" if view.missing(queue) else f"{queue:.0f}"
+    return f"{queued} · {view.ms(lag)}"
+
+
 def _split(handler, outside) -> str:
     return "—" if view.missing(handler) else f"{view.ms(handler)} · {view.ms(outside)}"
 
@@ -79,6 +84,9 @@ COMMON = (
     Column("in handler · outside p50 ms",
            lambda r: _split(r["handler_p50_ms"], r["outside_p50_ms"]),
            lambda c: _split(c.get("handler_p50_ms"), c.get("outside_p50_ms"))),
+    Column("accept queue · loop lag ms",
+           lambda r: _pair(r["accept_queue_max"], r["loop_lag_max_ms"]),
+           lambda c: _pair(c.get("accept_queue_max"), c.get("loop_lag_max_ms"))),
     Column("limit", lambda r: r.get("bottleneck") or "", lambda c: c.get("bottleneck") or ""),
     Column("RSS MB · KB/req", lambda r: _memory(r["rss_server_mb"], r["rss_per_inflight_kb"]),
            lambda c: _memory(c["rss_server_mb"], c.get("rss_per_inflight_kb"))),

@@ -128,6 +128,7 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     app = make_app(MODEL, AwaitingDelayHandler, backend, AWAITING_ROOM_HANDLERS, bus, config)
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
+    app.settings["request_counter"].watch_loop()
     await stop.wait()
     server.stop()
     await backend.close()

@@ -68,6 +68,7 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     app = make_app(MODEL, AwaitingDelayHandler, backend, AWAITING_ROOM_HANDLERS, backend, config)
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
+    app.settings["request_counter"].watch_loop()
     await stop.wait()
     server.stop()
     backend.close()
