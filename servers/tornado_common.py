@@ -9,11 +9,14 @@ here, on top of ``servers.endpoints`` and ``servers.room``.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
 import sys
 from http.client import responses
 from typing import Any
 
+import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
@@ -198,6 +201,19 @@ def make_app(
         compress_response=False,
         request_counter=RequestCounter(config.stats_dir),
     )
+
+
+async def serve_until_stopped(app: tornado.web.Application, sockets: list[socket.socket]) -> None:
+    """Serve ``app`` on ``sockets``, watching the loop's lag, until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    app.settings["request_counter"].watch_loop()
+    await stop.wait()
+    server.stop()
 
 
 def bind_or_exit(
