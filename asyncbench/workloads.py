@@ -12,6 +12,7 @@ import math
 from dataclasses import replace
 
 import pandas as pd
+import redis
 
 from asyncbench import room
 from asyncbench.evaluate import evaluate_cell
@@ -85,8 +86,11 @@ class Room:
                 "predicted_held": room_prediction(users, slots)}  # fmt: skip
 
     def verify(self, url: str, scenario, proof) -> None:
-        proof.reset_room()
-        room.verify_room(url, proof.work_done)
+        try:
+            proof.reset_room()
+            room.verify_room(url, proof.work_done)
+        except redis.RedisError as exc:
+            raise CellFailed(f"the message bus is unavailable: {exc}") from None
 
     def extra_args(self, scenario) -> tuple[str, ...]:
         return ("--bench-probe-rate", f"{scenario.probe_rate:g}")

@@ -42,7 +42,8 @@ def test_coroutine_room_delivers_every_message_to_200_members(rooms):
     assert row["messages"] >= 2 and row["lost"] == 0 and row["duplicates"] == 0
     assert row["delivered"] == 200 * row["messages"]
     assert row["delivery_p99_ms"] < 1000  # generous: a message a second to 200 members
-    assert row["members_held_max"] >= 150  # the event loop holds (nearly) every member
+    assert row["members_held_max"] >= 100  # the event loop holds most members at once (the
+    # gauge is sampled each second, some members are always between two polls)
     assert row["probe_p99_ms"] < 500
     assert (run.path / "index.html").exists()
 
@@ -69,3 +70,5 @@ def test_killing_redis_mid_cell_fails_that_cell_and_the_matrix_goes_on(tmp_path)
     first = results.sort_values("order").iloc[0]
     assert first["status"] == "failed"
     assert "publish" in first["reason"] or "bus" in first["reason"], first["reason"]
+    second = results.sort_values("order").iloc[1]
+    assert second["status"] == "failed" and "message bus" in second["reason"]
