@@ -20,6 +20,11 @@ Versions:
       earlier version stored as ``rps``), ``rps_stderr`` (req/s), ``rps_rel_stderr`` (a fraction
       of ``rps``) and ``rps_method``; ``replica`` ("aa" for the copy of an A/A pair, else "").
       Older rows get ``rps_count = rps``, method "count", no standard error.
+      And the chat room: results.csv gains the room's columns (members held, deliveries, lost,
+      delivery and probe percentiles, memory per member); samples carry the request's
+      ``endpoint`` and ``server_ms`` (the handler time from ``Server-Timing``); a room cell's
+      deliveries and published messages are stored beside them; results.csv splits latency
+      into handler and outside time and names each cell's bottleneck.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ def upgrade_samples(frame: pd.DataFrame, version: int, where: str) -> pd.DataFra
     _check_known(version, where)
     if version < 2 and "user" not in frame:
         frame = frame.assign(user=UNKNOWN_USER)
+    if version < 4 and "endpoint" not in frame:
+        frame = frame.assign(endpoint="")
+    if version < 4 and "server_ms" not in frame:
+        frame = frame.assign(server_ms=math.nan)
     return frame
 
 
@@ -112,12 +121,25 @@ def _results_2_to_3(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{k: v for k, v in added.items() if k not in table})
 
 
+ROOM_COLUMNS = ("message_rate", "messages", "delivered", "lost", "duplicates", "out_of_order",
+                "delivery_p50_ms", "delivery_p99_ms", "delivery_max_ms", "last_member_p50_ms",
+                "members_held", "members_held_max", "predicted_held", "member_errors",
+                "probe_p50_ms", "probe_p99_ms", "mem_per_member_kb")  # fmt: skip
+
+
+WHY_COLUMNS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "loop_lag_max_ms",
+               "cpu_ms_server",
+               "cpu_ms_locust", "cpu_ms_upstream", "cpu_ms_mariadb")  # fmt: skip
+
+
 def _results_3_to_4(table: pd.DataFrame) -> pd.DataFrame:
     # Every earlier version stored the count-based figure as ``rps``; ``asyncbench report``
     # re-evaluates cells whose samples are kept, so only sample-less (failed) rows keep these.
     added = {"rps_count": table["rps"] if "rps" in table else math.nan,
              "rps_stderr": math.nan, "rps_rel_stderr": math.nan, "rps_method": "count",
-             "replica": ""}  # fmt: skip
+             "replica": "", "transport": "", "bottleneck": "",
+             **dict.fromkeys(ROOM_COLUMNS, math.nan),
+             **dict.fromkeys(WHY_COLUMNS, math.nan)}  # fmt: skip
     return table.assign(**{k: v for k, v in added.items() if k not in table})
 
 

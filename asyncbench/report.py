@@ -20,11 +20,11 @@ import markupsafe
 import pandas as pd
 import plotly.io as pio
 
-from asyncbench import analyze, figures, regression, view
+from asyncbench import analyze, figures, regression, room_report, view
 from asyncbench import metadata as run_metadata
 from asyncbench.export import HLOG_DIR, write_hlogs
 from asyncbench.gate import ComparisonInputError
-from asyncbench.kinds import ENDPOINTS
+from asyncbench.kinds import ENDPOINTS, KINDS
 from asyncbench.noise import NoiseFloors, noise_floors
 from asyncbench.store import RunDir, RunMeta
 from asyncbench.tables import level_table
@@ -61,7 +61,8 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
     """The page's data, and the cell table and samples it came from (for the raw export)."""
     meta = run.read_meta()
     samples = run.samples()
-    every_cell = analyze.cell_table(run.results(), samples, run.resources())
+    every_cell = analyze.cell_table(run.results(), samples, run.resources(), run.deliveries(),
+                                    run.messages())  # fmt: skip
     floors = noise_floors(every_cell)
     cells, _ = analyze.split_replicas(every_cell)
     agg = analyze.aggregate(cells)
@@ -71,7 +72,9 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
     models = _model_order(meta, cells)
     palette = figures.colors(models)
     blocks = [
-        _section_data(section, meta, samples, models, palette, floors, baseline is not None)
+        SECTION_BUILDERS[_section_kind(section.spec)](
+            section, meta, samples, models, palette, floors, baseline is not None
+        )
         for section in _sections(meta, cells, agg)
     ]
     data = {
@@ -97,6 +100,8 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
         "hlog": f"{HLOG_DIR}/ in the run directory: one HdrHistogram interval log (.hlog) per "
         "level, the included repeats' requests in 1 s intervals, latency in µs (open loop: "
         "corrected), readable by any HdrHistogram tool (e.g. HistogramLogProcessor)",
+        "profiles": [{"cell": p.stem, "href": f"profiles/{p.name}"}
+                     for p in sorted((run.path / "profiles").glob("*.svg"))],  # fmt: skip
     }
     return data, cells, samples
 
@@ -173,6 +178,15 @@ def _section_data(
         "figures": charts,
         "table": level_table(sec, models, palette, with_baseline),
     }
+
+
+SECTION_BUILDERS = {"requests": _section_data, "room": room_report.section_data}
+
+
+def _section_kind(spec: dict) -> str:
+    """How a stored scenario is shown: its kind's section (requests when too old to say)."""
+    kind = KINDS.get(spec.get("kind_name", "")) or ENDPOINTS.get(spec.get("endpoint", ""))
+    return kind.section if kind else "requests"
 
 
 def _banners(meta: RunMeta, cells: pd.DataFrame, baseline: RunDir | None) -> list[dict]:

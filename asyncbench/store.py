@@ -32,7 +32,7 @@ from asyncbench.migrate import (
 )
 
 _TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn", "rps_method",
-                 "replica")
+                 "replica", "transport", "bottleneck")  # fmt: skip
 
 
 class StoreError(RuntimeError):
@@ -114,6 +114,34 @@ class CellResult:
     slot_limit: str = ""  # what binds the slots, e.g. "AsyncHTTPClient max_clients = 10"
     spawn: str = ""  # how Locust opened its users: "all at once" or "N users/s"
     defaults: str = "sized"  # pool sizes: the harness's ("sized") or the libraries' ("library")
+    handler_p50_ms: float | None = None  # the model's own Server-Timing
+    outside_p50_ms: float | None = None  # latency outside the handler: queue, loop, transport
+    accept_queue_max: float | None = None  # connections waiting in the listen backlog
+    loop_lag_max_ms: float | None = None  # the worst event-loop lag (Tornado models)
+    bottleneck: str = ""  # what limits the cell (asyncbench.bottleneck)
+    cpu_ms_server: float | None = None  # CPU milliseconds per completed request
+    cpu_ms_locust: float | None = None
+    cpu_ms_upstream: float | None = None
+    cpu_ms_mariadb: float | None = None
+    # A room's (``users`` are its members; ``rps`` its deliveries per second):
+    transport: str = ""
+    message_rate: float | None = None
+    messages: int | None = None  # published in the window
+    delivered: int | None = None
+    lost: int | None = None
+    duplicates: int | None = None
+    out_of_order: int | None = None
+    delivery_p50_ms: float | None = None
+    delivery_p99_ms: float | None = None
+    delivery_max_ms: float | None = None
+    last_member_p50_ms: float | None = None
+    members_held: float | None = None  # polls held at once (the bus's gauge, window mean)
+    members_held_max: float | None = None
+    predicted_held: float | None = None  # min(members, slots)
+    member_errors: int | None = None
+    probe_p50_ms: float | None = None
+    probe_p99_ms: float | None = None
+    mem_per_member_kb: float | None = None
     target: str | None = None  # set when the server was started elsewhere
     replica: str = ""  # "aa": the second half of the A/A pair (same level measured again)
     order: int = 0
@@ -239,14 +267,23 @@ class RunDir:
         return table
 
     def save_cell(
-        self, result: CellResult, samples: pd.DataFrame | None, resources: pd.DataFrame | None
+        self,
+        result: CellResult,
+        samples: pd.DataFrame | None,
+        resources: pd.DataFrame | None,
+        deliveries: pd.DataFrame | None = None,
+        messages: pd.DataFrame | None = None,
     ) -> None:
-        """Persist one cell: its raw samples and resource samples first, then its results row."""
-        for directory, frame in ((self.samples_dir, samples), (self.resources_dir, resources)):
-            target = directory / f"{result.cell_id}.parquet"
-            if frame is None or frame.empty:
+        """Persist one cell: its raw facts first (samples, resource samples and, for a room,
+        deliveries and the messages published), then its results row."""
+        raw = {"samples": samples, "resources": resources, "deliveries": deliveries,
+               "messages": messages}  # fmt: skip
+        for name, frame in raw.items():
+            target = self.raw_dir(name) / f"{result.cell_id}.parquet"
+            if frame is None or frame.empty:  # no file: nothing of that kind (e.g. no room)
                 target.unlink(missing_ok=True)
                 continue
+            target.parent.mkdir(exist_ok=True)
             _write_parquet(frame.assign(cell_id=result.cell_id), target)
         table = self.results()
         table = table[table["cell_id"] != result.cell_id]
@@ -255,6 +292,16 @@ class RunDir:
         tmp = self.results_csv.with_suffix(".tmp")
         table.sort_values(["scenario", "server", "users", "repeat"]).to_csv(tmp, index=False)
         os.replace(tmp, self.results_csv)
+
+    def raw_dir(self, name: str) -> Path:
+        """Where one kind of raw fact lives, one parquet file per cell."""
+        return self.path / f"{name}.parquet"
+
+    def deliveries(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
+        return _read_cells(self.raw_dir("deliveries"), cell_ids, upgrade_resources)
+
+    def messages(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
+        return _read_cells(self.raw_dir("messages"), cell_ids, upgrade_resources)
 
     def samples(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
         return _read_cells(self.samples_dir, cell_ids, upgrade_samples)

@@ -128,8 +128,8 @@ def test_saturated_load_generator_is_marked_invalid(tmp_path):
 
 def test_rerun_replaces_only_its_cells(tmp_path):
     base = RunSettings(
-        scenarios=("sleep",), users=(1,), duration_s=1, warmup_s=0.5, repeat=1,
-        reports_dir=str(tmp_path), seed=3,
+        scenarios=("sleep",), servers=MODELS, users=(1,), duration_s=1, warmup_s=0.5,
+        repeat=1, reports_dir=str(tmp_path), seed=3,
     )  # fmt: skip
     first = run_matrix(base)
     before = first.results().set_index("cell_id")
