@@ -7,6 +7,7 @@ load) spreads over all models instead of biasing whichever runs last.
 
 from __future__ import annotations
 
+import math
 import random
 import tomllib
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from servers.endpoints import MAX_MS
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 MAX_USERS = 5000
 MAX_SPAWN_RATE = 100_000.0
+MAX_SECONDS = 86_400.0  # a warm-up or measured window longer than a day is a typo
 _PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
 _KEYS = {"description", "endpoint", "delay_ms", "servers", "quick", "spawn_rate"} | _PROFILE_KEYS
 
@@ -96,6 +98,8 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{where}: no such scenario file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{where}: not valid TOML: {exc}") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ScenarioError(f"{where}: cannot read the scenario file: {exc.strerror}") from None
     check = _Checker(where)
     check.known_keys(data, _KEYS, "")
     endpoint = check.choice(data, "endpoint", tuple(ENDPOINTS))
@@ -134,9 +138,9 @@ def _profile_fields(check: _Checker, data: dict, required: bool) -> dict:
     if required or "users" in data:
         fields["users"] = check.user_levels(data, "users")
     if required or "warmup_s" in data:
-        fields["warmup_s"] = check.number(data, "warmup_s", minimum=0)
+        fields["warmup_s"] = check.number(data, "warmup_s", minimum=0, maximum=MAX_SECONDS)
     if required or "measure_s" in data:
-        fields["measure_s"] = check.number(data, "measure_s", minimum=0.5)
+        fields["measure_s"] = check.number(data, "measure_s", minimum=0.5, maximum=MAX_SECONDS)
     return fields
 
 
@@ -178,10 +182,14 @@ class _Checker:
             self.fail(field, f"must be an integer from {low} to {high}, got {value!r}")
         return value
 
-    def number(self, data: dict, field: str, minimum: float) -> float:
+    def number(self, data: dict, field: str, minimum: float, maximum: float = math.inf) -> float:
         value = self.get(data, field)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            self.fail(field, f"must be a number ≥ {minimum}, got {value!r}")
+        ok = not isinstance(value, bool) and isinstance(value, int | float)
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf
+            ok = False
+        if not ok or not minimum <= value <= maximum:
+            bound = f" and ≤ {maximum:g}" if maximum < math.inf else ""
+            self.fail(field, f"must be a finite number ≥ {minimum}{bound}, got {value!r}")
         return float(value)
 
     def user_levels(self, data: dict, field: str) -> tuple[int, ...]:
@@ -207,7 +215,7 @@ class _Checker:
         if not isinstance(value, list) or not value:
             self.fail("servers", "must be a non-empty list of server model names")
         for name in value:
-            if name not in MODELS:
+            if not isinstance(name, str) or name not in MODELS:
                 self.fail("servers", f"unknown server {name!r} (known: {', '.join(MODELS)})")
         return tuple(dict.fromkeys(value))
 
