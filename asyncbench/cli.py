@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from asyncbench.atomic import is_disk_full
 from asyncbench.plan import ScenarioError, available_scenarios, load_scenario
@@ -38,12 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_and_check(argv)
         return args.handler(args) or 0
     except USER_ERRORS as exc:
-        return _user_error(str(exc))
+        return print_user_error(exc)
     except OSError as exc:
         if not is_disk_full(exc):
             raise
-        return _user_error(f"no space left on the device holding {exc.filename or 'a file'}: "
-                           "free some space and try again")  # fmt: skip
+        return print_user_error(UsageError(
+            f"no space left on the device holding {exc.filename or 'a file'}: free some space "
+            "and try again"))  # fmt: skip
     except KeyboardInterrupt:
         print("asyncbench: interrupted; finished cells are kept", file=sys.stderr)
         return 130
@@ -68,12 +70,21 @@ def parse_and_check(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _user_error(message: str) -> int:
-    first, *rest = message.splitlines() or [""]
-    print(f"asyncbench: error: {first}", file=sys.stderr)
+def print_user_error(exc: Exception) -> int:
+    """One line on stderr (then indented detail, if the error carries some); exit status 2.
+
+    Validation errors have no detail: any line break in them came from the user's input."""
+    text = str(exc)
+    first, *rest = [text] if isinstance(exc, UsageError | ScenarioError) else text.split("\n")
+    print(f"asyncbench: error: {one_line(first)}", file=sys.stderr)
     if rest:  # e.g. a process's last log lines: useful, but after the one-line error
-        print("\n".join(f"  {line}" for line in rest), file=sys.stderr)
+        print("\n".join(f"  {one_line(line)}" for line in rest), file=sys.stderr)
     return 2
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -87,8 +98,18 @@ def _still_cleaning_up(signum, frame) -> None:
     print("asyncbench: stopping child processes, please wait", file=sys.stderr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the project's one-line style (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("asyncbench").strip()
+        where = f"{command}: " if command else ""
+        message = one_line(f"{where}{message} (see `{self.prog} --help`)")
+        self.exit(2, f"asyncbench: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="asyncbench", description="Benchmark blocking versus asynchronous Python servers."
     )
     sub = parser.add_subparsers(dest="command", required=True)

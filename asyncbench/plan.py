@@ -233,13 +233,20 @@ def resolve_scenarios(choices: list[str] | None, directory: Path = SCENARIO_DIR)
     for choice in choices:
         if choice in known:
             scenarios.append(load_scenario(known[choice]))
-        elif choice.endswith(".toml") or Path(choice).exists():
+        elif choice.endswith(".toml") or _exists(Path(choice)):
             scenarios.append(load_scenario(Path(choice)))
         else:
             raise ScenarioError(
                 f"unknown scenario {choice!r}: give a name ({', '.join(known)}) or a .toml path"
             )
     return scenarios
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long: it is no file, whatever it was meant to be
+        return False
 
 
 def plan_cells(

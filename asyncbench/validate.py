@@ -152,17 +152,25 @@ def _check_out(out: str) -> None:
     if not out or "\0" in out:
         raise UsageError(f"--out must be a directory path, got {out!r}")
     path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
-    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
-    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    try:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"--out {out}: exists and is not a directory")
+        existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+        writable = existing and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+    except OSError as exc:  # a name too long, a loop of symlinks
+        raise UsageError(f"--out {out}: {exc.strerror}") from None
+    if not writable:
         raise UsageError(f"--out {out}: cannot create or write there ({existing} is not writable)")
 
 
 def _check_existing_dir(flag: str, value: str) -> None:
     if not value or "\0" in value:
         raise UsageError(f"{flag} must be a run directory, got {value!r}")
-    if not Path(value).is_dir():
+    try:
+        is_dir = Path(value).is_dir()
+    except OSError as exc:
+        raise UsageError(f"{flag} {value}: {exc.strerror}") from None
+    if not is_dir:
         raise UsageError(f"{flag} {value}: no such run directory (see `asyncbench run --out`)")
 
 
