@@ -8,17 +8,20 @@ from that table.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
 
-from asyncbench.evaluate import (
-    ResourceUsage,
-    corrected_latency_ms,
-    evaluate_cell,
-    in_window,
-)
+from asyncbench import bottleneck
+from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
+from asyncbench.kinds import KINDS
+from asyncbench.predict import explained_rps
+from asyncbench.workloads import REQUEST_RESPONSE
+from servers import MODELS
+
+KIND_OF_ENDPOINT = {k.endpoint: k for k in KINDS.values()}
 
 # --- Across cells: the comparison the report shows ----------------------------------------------
 #
@@ -42,11 +45,16 @@ def included(results: pd.DataFrame) -> pd.Series:
 
 
 def cell_table(
-    results: pd.DataFrame, samples: pd.DataFrame, resources: pd.DataFrame | None = None
+    results: pd.DataFrame,
+    samples: pd.DataFrame,
+    resources: pd.DataFrame | None = None,
+    deliveries: pd.DataFrame | None = None,
+    messages: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``results.csv`` with every measured cell re-evaluated from its stored raw facts (samples,
-    resource samples, window, abandoned requests) by ``evaluate_cell``: the same judgement the
-    runner made, with today's rules. Adds ``included``, ``loop`` and ``load`` columns.
+    resource samples, window, abandoned requests; a room's deliveries and messages) by its
+    workload: the same judgement the runner made, with today's rules. Adds ``included``,
+    ``loop`` and ``load`` columns.
 
     A cell without samples (a failed one) keeps its stored numbers and status.
     """
@@ -54,23 +62,60 @@ def cell_table(
     cells["reason"] = cells["reason"].fillna("").astype(str)
     cells["rate"] = cells["rate"].fillna(0.0) if "rate" in cells else 0.0
     if not samples.empty and len(cells):
-        by_cell = dict(tuple(samples.groupby("cell_id", sort=False)))
-        usage = _by_cell(resources)
+        facts = {name: _by_cell(frame) for name, frame in (
+            ("samples", samples), ("resources", resources), ("deliveries", deliveries),
+            ("messages", messages))}  # fmt: skip
         for i, row in cells.iterrows():
-            own = by_cell.get(row["cell_id"])
-            if own is None or row["status"] == "failed" or pd.isna(row["window_start"]):
+            own = {name: found.get(row["cell_id"], pd.DataFrame()) for name, found in facts.items()}
+            if own["samples"].empty or row["status"] == "failed" or pd.isna(row["window_start"]):
                 continue
-            evaluation = evaluate_cell(
-                own, usage.get(row["cell_id"], pd.DataFrame()), row["window_start"],
-                row["window_end"], rate=row["rate"], abandoned=_count(row.get("abandoned")),
-                stored_usage=_stored_usage(row),
-            )  # fmt: skip
-            for column, value in evaluation.columns().items():
+            kind = KIND_OF_ENDPOINT.get(row["endpoint"])
+            workload = kind.workload if kind else REQUEST_RESPONSE
+            for column, value in workload.reevaluate(row, own, _stored_usage(row)).items():
+                cells.loc[i, column] = value
+            for column, value in bottleneck.columns(cells.loc[i]).items():
                 cells.loc[i, column] = value
     cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
     cells["loop"] = np.where(cells["rate"] > 0, "open", "closed")
     cells["load"] = np.where(cells["rate"] > 0, cells["rate"], cells["users"]).astype(float)
+    return _with_explained_prediction(cells)
+
+
+EXPLAINED_WITHIN = 0.03  # the second prediction explains a cell within 3 %
+
+
+def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
+    """Each closed-loop request cell's second prediction (``predict.explained_rps``), from the
+    overhead and CPU demands its model showed at its lowest load, and whether it explains the
+    measurement within ``EXPLAINED_WITHIN``."""
+    cells = cells.assign(explained_rps=np.nan, explained_gap=np.nan)
+    if cells.empty or "mean_ms" not in cells:
+        return cells
+    closed = cells[(cells["loop"] == "closed") & cells["included"] & cells["mean_ms"].notna()]
+    for _, group in closed.groupby(["scenario", "server"]):
+        base = group[group["users"] == group["users"].min()]
+        demands = {c: _median(base, f"cpu_ms_{c}") for c in ("server", "locust", "upstream")}
+        cores = _usable_cores(base.iloc[0])
+        base_ms = _median(base, "mean_ms")
+        for i, row in group.iterrows():
+            handler = row.get("handler_p50_ms")  # a slot is held this long (else: the round trip)
+            predicted = explained_rps(
+                int(row["users"]), base_ms, row.get("slots"),
+                base_ms if handler is None or pd.isna(handler) else handler,
+                {c: d for c, d in demands.items() if not pd.isna(d)}, cores,
+            )  # fmt: skip
+            if predicted:
+                cells.loc[i, "explained_rps"] = predicted
+                cells.loc[i, "explained_gap"] = row["rps"] / predicted - 1
     return cells
+
+
+def _usable_cores(row: pd.Series) -> dict[str, float]:
+    machine = float(os.cpu_count() or 1)
+    spec = MODELS.get(str(row["server"]))
+    processes = float(row["workers"]) if spec and spec.multi_process else 1.0
+    return {"server": min(processes, machine), "locust": float(row.get("locust_processes") or 1),
+            "upstream": 1.0, "machine": machine}  # fmt: skip
 
 
 def _stored_usage(row: pd.Series) -> ResourceUsage:
@@ -84,10 +129,6 @@ def _by_cell(frame: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
     if frame is None or frame.empty or "cell_id" not in frame:
         return {}
     return dict(tuple(frame.groupby("cell_id", sort=False)))
-
-
-def _count(value) -> int:
-    return 0 if value is None or pd.isna(value) else int(value)
 
 
 def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
@@ -106,11 +147,9 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
             "cells": len(group), "repeats": len(kept),
             "invalid": int((group["status"] == "invalid").sum()),
             "failed": int((group["status"] == "failed").sum()),
-            "delay_ms": _first(group["delay_ms"]), "workers": _first(group["workers"]),
-            "slots": _first(group["slots"]), "predicted_rps": _first(group["predicted_rps"]),
-            "cpu_server": _median(kept, "cpu_server"), "cpu_locust": _median(kept, "cpu_locust"),
-            "cpu_machine": _median(kept, "cpu_machine"),
-            **{c: _median(kept, c) for c in OPEN_LOOP_MEDIANS},
+            **{c: _first(group[c]) if c in group else None for c in LEVEL_FACTS},
+            **{c: _median(kept, c) for c in LEVEL_MEDIANS},
+            "bottleneck": _most_common(kept, "bottleneck"),
             "reasons": "; ".join(sorted({r for r in group.loc[~group["included"], "reason"] if r})),
         }  # fmt: skip
         for metric in SPREAD_METRICS:
@@ -127,14 +166,26 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
     return agg
 
 
+# Facts shared by a level's repeats (taken from the first that has them).
+LEVEL_FACTS = ("delay_ms", "workers", "threads", "slots", "slot_limit", "predicted_rps", "spawn",
+               "predicted_held")  # fmt: skip
 # Open loop only: the uncorrected latency (from the actual send) and the missed schedule.
 OPEN_LOOP_MEDIANS = ("p50_uncorrected_ms", "p99_uncorrected_ms", "late_sends", "dropped_sends")
+# Medians over a level's included repeats.
+WHY_MEDIANS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "loop_lag_max_ms",
+               "cpu_ms_server",
+               "cpu_ms_locust", "explained_rps", "explained_gap")  # fmt: skip
+ROOM_MEDIANS = ("delivery_p50_ms", "delivery_p99_ms", "last_member_p50_ms", "members_held",
+                "members_held_max", "mem_per_member_kb", "probe_p50_ms", "probe_p99_ms", "lost",
+                "member_errors")  # fmt: skip
+LEVEL_MEDIANS = ("cpu_server", "cpu_locust", "cpu_machine", *OPEN_LOOP_MEDIANS, "rss_server_mb",
+                 "rss_per_inflight_kb", "busiest_process_share", *ROOM_MEDIANS,
+                 *WHY_MEDIANS)  # fmt: skip
 
 
 def _aggregate_columns() -> list[str]:
-    head = [*LEVEL, "loop", "load", "cells", "repeats", "invalid", "failed", "delay_ms",
-            "workers", "slots", "predicted_rps", "cpu_server", "cpu_locust", "cpu_machine",
-            *OPEN_LOOP_MEDIANS, "reasons"]  # fmt: skip
+    head = [*LEVEL, "loop", "load", "cells", "repeats", "invalid", "failed", *LEVEL_FACTS,
+            *LEVEL_MEDIANS, "bottleneck", "reasons"]  # fmt: skip
     spread = [f"{m}_{s}" for m in SPREAD_METRICS for s in ("median", "min", "max", "cov")]
     tail = ["rps_gap", "best_rps", "rps_ratio", "p99_ratio", "best", "unstable"]
     return head + spread + tail
@@ -156,7 +207,19 @@ def _spread(values: np.ndarray, metric: str) -> dict:
 
 def _first(column: pd.Series):
     values = column.dropna()
-    return values.iloc[0].item() if len(values) else None
+    values = values[values != ""] if values.dtype == object else values
+    if not len(values):
+        return None
+    value = values.iloc[0]
+    return value.item() if hasattr(value, "item") else value
+
+
+def _most_common(frame: pd.DataFrame, column: str) -> str:
+    if column not in frame:
+        return ""
+    values = frame[column].dropna().astype(str)
+    values = values[values != ""]
+    return values.mode().iloc[0] if len(values) else ""
 
 
 def _median(frame: pd.DataFrame, column: str) -> float:
@@ -206,6 +269,7 @@ def plateaus(agg: pd.DataFrame, scenario: str, loop: str = "closed") -> dict[str
                     "ceiling_rps": float(ceiling),
                     "in_service": float(ceiling * delay / 1000) if delay else None,
                     "slots": _first(group["slots"]),
+                    "slot_limit": _first(group["slot_limit"]) if "slot_limit" in group else None,
                 }  # fmt: skip
                 break
     return out

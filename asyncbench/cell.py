@@ -3,23 +3,24 @@ the one judgement, and the cell persisted before the next one starts."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pymysql
 
-from asyncbench import services
-from asyncbench.evaluate import evaluate_cell
+from asyncbench import bottleneck, services
 from asyncbench.measure import (
     CellFailed,
     LoadPlan,
+    Profiler,
     ResourceSampler,
+    accept_queue,
     run_locust,
-    verify_equivalence,
 )
 from asyncbench.plan import Cell, Scenario
 from asyncbench.predict import predicted_rps
@@ -29,7 +30,7 @@ from asyncbench.store import CellResult, RunDir
 from loadtests.protocol import Progress
 from servers import MODELS
 from servers.config import ServerConfig
-from servers.counters import read_counts
+from servers.counters import read_counts, read_loop_lag_ms
 
 STALL_MIN_S = 10.0  # a server that completes nothing for this long (at least) stopped answering
 STOP_TIMEOUT_MIN_S, STOP_TIMEOUT_MAX_S = 5.0, 75.0  # in-flight requests' grace at the stop
@@ -65,14 +66,16 @@ def measure_cell(ctx: CellContext, scenario: Scenario, cell: Cell, order: int) -
     """Measure one cell and persist it; a cell that cannot be measured is stored as failed."""
     with tempfile.TemporaryDirectory(prefix="asyncbench-counts-") as counts:
         config = ctx.configured(cell.server, stats_dir=None if ctx.settings.target else counts)
+        config = scenario.kind.workload.configure(config, scenario)
         base = _base_result(ctx, scenario, cell, config, order)
         try:
-            final, samples, resources = _measure(ctx, scenario, cell, config, base)
+            final, samples, resources, extra = _measure(ctx, scenario, cell, config, base)
         except (CellFailed, services.ServiceError) as exc:
             samples = resources = None
+            extra = {}
             final = replace(base, status="failed", valid=False, reason=str(exc))
     final = replace(final, finished_at=time.time())
-    ctx.run.save_cell(final, samples, resources)
+    ctx.run.save_cell(final, samples, resources, **extra)
     return final
 
 
@@ -86,10 +89,12 @@ def _server(ctx: CellContext, cell: Cell, config: ServerConfig):
 def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base: CellResult):
     s = ctx.settings
     distributed = s.locust_workers + s.expect_workers > 0
+    workload = scenario.kind.workload
     return LoadPlan(
-        url, scenario.path, base.users, scenario.warmup_s, scenario.measure_s,
-        _stop_timeout_s(scenario, base), rate=cell.rate, arrival=s.arrival,
-        spawn_rate=scenario.spawn_rate,
+        url, scenario.path, base.users + workload.extra_users, scenario.warmup_s,
+        scenario.measure_s, workload.stop_timeout_s(_stop_timeout_s(scenario, base)),
+        rate=cell.rate, arrival=s.arrival, spawn_rate=scenario.spawn_rate,
+        user_classes=workload.user_classes, extra_args=workload.extra_args(scenario),
         seed=zlib.crc32(f"{ctx.seed}:{cell.cell_id}".encode()), local_workers=s.locust_workers,
         remote_workers=s.expect_workers, master_bind=s.master_bind,
         master_port=(s.master_port if s.expect_workers else free_port()) if distributed else 0,
@@ -97,35 +102,44 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
 
 
 def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, config, base: CellResult):
+    workload = scenario.kind.workload
     with _server(ctx, cell, config) as server:
         proof = ctx.services.get(scenario.kind.proof) if scenario.kind.proof else None
-        verify_equivalence(
-            server.url, scenario.path, scenario.kind.expected_body(scenario.delay_ms),
-            scenario.delay_ms, proof.work_done if proof else None,
-        )  # fmt: skip
+        workload.verify(server.url, scenario, proof)
         locust: list[ManagedProcess] = []
         sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx),
-                                  process_requests=_process_requests_probe(config))  # fmt: skip
+                                  gauges=_gauges(ctx, config))  # fmt: skip
         plan = _load_plan(ctx, scenario, cell, server.url, base)
         watch = _ServerWatch(ctx, cell, server, stall_s=max(STALL_MIN_S, plan.stop_timeout_s))
-        with sampler, tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:
+        with sampler, workload.beside(ctx.services, scenario) as beside, \
+                _profiler(ctx, cell, server, plan), \
+                tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:  # fmt: skip
             outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
                                  on_start=locust.append, watch=watch)  # fmt: skip
     if outcome.stuck >= plan.users:
         raise CellFailed(f"{cell.server} stopped answering: all {plan.users} users were still "
                          "waiting for an answer when the cell ended")  # fmt: skip
     resources = sampler.frame()
-    evaluation = evaluate_cell(
-        outcome.samples, resources, outcome.window_start, outcome.window_end,
-        rate=cell.rate, abandoned=outcome.abandoned,
-    )  # fmt: skip
+    columns = workload.columns(outcome, resources, cell, scenario, beside)
     final = replace(
-        base, **evaluation.columns(), abandoned=outcome.abandoned,
+        base, **columns, abandoned=outcome.abandoned,
         window_start=outcome.window_start, window_end=outcome.window_end,
         locust_requests=outcome.locust_requests, recorded_samples=len(outcome.samples),
         locust_processes=len(outcome.workers) + (1 if plan.distributed else 0),
     )  # fmt: skip
-    return final, outcome.samples, resources
+    final = replace(final, **bottleneck.columns(asdict(final)))
+    extra = {"deliveries": outcome.deliveries, "messages": getattr(beside, "frame", None)}
+    return final, outcome.samples, resources, {k: v() if callable(v) else v
+                                               for k, v in extra.items()}  # fmt: skip
+
+
+def _profiler(ctx: CellContext, cell: Cell, server, plan: LoadPlan):
+    """A flame graph of the server during the window (``--profile``), else nothing."""
+    if not ctx.settings.profile or server.process is None:
+        return contextlib.nullcontext()
+    out = ctx.run.path / "profiles" / f"{cell.cell_id}.svg"
+    delay = plan.run_time_s - plan.measure_s  # Locust's start-up is about the spawn slack
+    return Profiler(server.process.pid, out, delay, plan.measure_s)
 
 
 class _ServerWatch:
@@ -158,8 +172,8 @@ class _ServerWatch:
 def _base_result(
     ctx: CellContext, scenario: Scenario, cell: Cell, config: ServerConfig, order: int
 ) -> CellResult:
-    model = MODELS[cell.server]
-    slots = scenario.kind.slots(model, config, ctx.db_max_connections)
+    model, workload = MODELS[cell.server], scenario.kind.workload
+    slots = workload.slots(scenario.kind, model, config, ctx.db_max_connections)
     users = _rate_users(cell.rate, scenario) if cell.rate else cell.users
     limit = model.slot_limit(config, scenario.kind.waits_on, ctx.db_max_connections)
     return CellResult(
@@ -172,7 +186,7 @@ def _base_result(
         warmup_s=scenario.warmup_s, measure_s=scenario.measure_s, order=order,
         started_at=time.time(), threads=config.threads if "threads" in model.knobs else None,
         slot_limit=limit if scenario.kind.predicted else "", spawn=scenario.spawn,
-        defaults=ctx.settings.defaults,
+        defaults=ctx.settings.defaults, **workload.base_fields(scenario, users, slots),
     )  # fmt: skip
 
 
@@ -205,12 +219,22 @@ def _components(ctx: CellContext, server: services.Server, locust: list[ManagedP
     return components
 
 
-def _process_requests_probe(config: ServerConfig):
-    """Requests each serving process answered so far, as ``"pid:count ..."``."""
-    if not config.stats_dir:
-        return None
-    directory = Path(config.stats_dir)
-    return lambda: " ".join(f"{pid}:{n}" for pid, n in sorted(read_counts(directory).items()))
+def _gauges(ctx: CellContext, config: ServerConfig) -> dict:
+    """What the sampler reads besides CPU and memory: requests each serving process answered
+    so far (``"pid:count ..."``), and the room's held polls when there is a bus."""
+    gauges = {}
+    if config.stats_dir:
+        directory = Path(config.stats_dir)
+        gauges["process_requests"] = lambda: " ".join(
+            f"{pid}:{n}" for pid, n in sorted(read_counts(directory).items())
+        )
+        gauges["loop_lag_ms"] = lambda: read_loop_lag_ms(directory)
+    bus = ctx.services.get("bus")
+    if bus:
+        gauges["room_held"] = lambda: bus.stats().held
+    if not ctx.settings.target:
+        gauges["accept_queue"] = lambda: accept_queue(config.port)
+    return gauges
 
 
 def _db_threads_probe(ctx: CellContext):

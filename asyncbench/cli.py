@@ -169,6 +169,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--target", metavar="URL",
                      help="measure a server started elsewhere by `asyncbench serve` (one --server)")
     run.add_argument("--upstream", metavar="URL", help="use an upstream started elsewhere")
+    run.add_argument("--redis-url", metavar="URL",
+                     help="the room's message bus: an existing Redis (default: a throwaway one)")
+    run.add_argument("--profile", action="store_true",
+                     help="record a py-spy flame graph of the server in each cell's window "
+                     "(choose cells with --scenario/--server/--users)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run: run the cells it has no result for")
     run.set_defaults(handler=_cmd_run)
@@ -188,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=ServerConfig.threads)
     serve.add_argument("--upstream", metavar="URL", help="base URL of the slow upstream for /fetch")
     serve.add_argument("--mysql-url", metavar="URL", help="MySQL/MariaDB for /sql")
+    serve.add_argument("--redis-url", metavar="URL", help="Redis for the room (/room/*)")
     serve.set_defaults(handler=_cmd_serve)
 
     report = sub.add_parser("report", help="rebuild a run's HTML report from its stored results")
@@ -236,6 +242,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         new=args.new, rates=args.rate, arrival=args.arrival, locust_workers=args.locust_workers,
         expect_workers=args.expect_workers, master_bind=args.locust_master_bind,
         master_port=args.locust_master_port, target=args.target, upstream_url=args.upstream,
+        redis_url=args.redis_url, profile=args.profile,
         resume=args.resume,
     )  # fmt: skip
     with RichDisplay() as display:
@@ -258,7 +265,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from servers.config import MYSQL_URL_ENV
+    from servers.config import MYSQL_URL_ENV, REDIS_URL_ENV
 
     _check_can_listen(args.host, args.port)
     spec = MODELS[args.model]
@@ -266,6 +273,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                          threads=args.threads, upstream=args.upstream))  # fmt: skip
     if args.mysql_url:
         os.environ[MYSQL_URL_ENV] = args.mysql_url
+    if args.redis_url:
+        os.environ[REDIS_URL_ENV] = args.redis_url
     print(f"asyncbench: serving {args.model} on http://{args.host}:{args.port}", file=sys.stderr)
     module = spec.module
     os.execv(sys.executable, [sys.executable, "-m", module, *config.to_argv()])

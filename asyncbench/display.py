@@ -87,5 +87,8 @@ def _summary(r: CellResult) -> str:
         return f"{head} [red]failed[/]: {r.reason}"
     predicted = f" (pred {r.predicted_rps:.0f})" if r.predicted_rps else ""
     latency = f"p50 {r.p50_ms or 0:.1f} p99 {r.p99_ms or 0:.1f} ms"
+    if r.message_rate:  # a room: deliveries, not requests
+        latency = (f"held {r.members_held_max or 0:.0f}/{r.predicted_held or 0:.0f} "
+                   f"lost {r.lost or 0} delivery p99 {r.delivery_p99_ms or 0:.1f} ms")  # fmt: skip
     line = f"{head} {r.rps:7.1f} rps{predicted} {latency}"
     return line if r.valid else f"{line}  [yellow]invalid[/]: {r.reason}"

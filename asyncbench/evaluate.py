@@ -44,6 +44,8 @@ class CellStats:
     p99_ms: float | None = None
     p999_ms: float | None = None
     max_ms: float | None = None
+    handler_p50_ms: float | None = None  # what the model's Server-Timing says its handler took
+    outside_p50_ms: float | None = None  # latency minus handler time: queues, loop, transport
     # open loop only: offered rate, missed schedule, and the latency a closed-loop tool reports
     offered_rps: float | None = None
     late_sends: int | None = None
@@ -67,6 +69,8 @@ class ResourceUsage:
     rss_server_mb: float | None = None
     threads_connected_max: float | None = None
     rss_server_idle_mb: float | None = None  # the sample taken before the load started
+    accept_queue_max: float | None = None  # connections waiting in the server's listen backlog
+    loop_lag_max_ms: float | None = None  # the worst event-loop lag sampled in the window
     process_requests: str = ""  # answered in the window by each serving process, busiest first
     busiest_process_share: float | None = None
 
@@ -167,6 +171,10 @@ def cell_stats(samples: pd.DataFrame, start: float, end: float, rate: float = 0.
         "failures": int(is_failure(window).sum()),
         "rps": counted / (end - start),
     }
+    if "server_ms" in window and window["server_ms"].notna().any():
+        timed = window[window["server_ms"].notna()]
+        fields["handler_p50_ms"] = float(timed["server_ms"].median())
+        fields["outside_p50_ms"] = float((timed["latency_ms"] - timed["server_ms"]).median())
     if len(latencies):
         fields["mean_ms"] = float(latencies.mean())
         fields["max_ms"] = float(latencies.max())
@@ -208,6 +216,10 @@ def resource_usage(resources: pd.DataFrame, start: float, end: float) -> Resourc
     fields.update({c: float(window[c].mean()) for c in CPU_COLUMNS if c in window})
     if "rss_server_mb" in window:
         fields["rss_server_mb"] = float(window["rss_server_mb"].mean())
+    if "accept_queue" in window and window["accept_queue"].notna().any():
+        fields["accept_queue_max"] = float(window["accept_queue"].max())
+    if "loop_lag_ms" in window and window["loop_lag_ms"].notna().any():
+        fields["loop_lag_max_ms"] = float(window["loop_lag_ms"].max())
     if "threads_connected" in window and window["threads_connected"].notna().any():
         fields["threads_connected_max"] = float(window["threads_connected"].max())
     return ResourceUsage(**fields)

@@ -179,3 +179,33 @@ def _bars(rows: pd.DataFrame, metric: str, thickness: float) -> dict:
 
 def _floats(series: pd.Series) -> list[float | None]:
     return [None if pd.isna(v) else round(float(v), 3) for v in series]
+
+
+def per_level(fig_id: str, title: str, y_title: str, agg, models, palette, column: str,
+              load_title: str, predicted: str | None = None, caption: str = "") -> dict:
+    """One metric's level medians against the load, a line per model (and its prediction
+    dashed beside it); log y when the values span a wide range."""
+    traces, shown = [], []
+    for model in models:
+        rows = agg[(agg["server"] == model) & agg[column].notna()].sort_values("load")
+        if rows.empty:
+            continue
+        shown += [v for v in _floats(rows[column]) if v]
+        traces.append({
+            "type": "scatter", "mode": "lines+markers", "name": model,
+            "x": _floats(rows["load"]), "y": _floats(rows[column]),
+            "line": {"color": palette[model], "width": 2.5}, "marker": {"size": 7},
+            "hovertemplate": "%{y:.1f} at %{x}<extra>" + model + "</extra>",
+        })  # fmt: skip
+        if predicted and rows[predicted].notna().any():
+            traces.append({
+                "type": "scatter", "mode": "lines", "name": f"{model} predicted",
+                "x": _floats(rows["load"]), "y": _floats(rows[predicted]),
+                "line": {"color": palette[model], "width": 1.5, "dash": "dash"}, "opacity": 0.7,
+            })  # fmt: skip
+    positive = [v for v in shown if v > 0]
+    log_y = bool(positive) and max(positive) / min(positive) > 30
+    layout = _layout(title, load_title, y_title + (" (log scale)" if log_y else ""),
+                     xaxis=_load_axis(agg["load"]),
+                     yaxis=_log_axis(positive) if log_y else {"rangemode": "tozero"})  # fmt: skip
+    return {"id": fig_id, "figure": {"data": traces, "layout": layout}, "caption": caption}

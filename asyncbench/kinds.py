@@ -1,7 +1,8 @@
 """The scenario-kind registry: every fact the harness needs about a kind of workload, declared once.
 
 A kind is what a scenario's requests do: no I/O (``hello``), wait (``sleep``), wait on the slow
-upstream (``fetch``) or on the database (``sql``). Its entry says which endpoint serves it and
+upstream (``fetch``) or on the database (``sql``), or hold long-polls in a chat room
+(``room``). Its entry says which endpoint serves it and
 with which parameters, which backing services a run must start for it, which of them proves that
 the work happened, what its requests wait on (which feeds each model's capacity law), its load
 shape and which metrics and charts apply. Plan, run, analysis and report ask the entry; none of
@@ -12,9 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asyncbench.workloads import REQUEST_RESPONSE, ROOM
 from servers import endpoints
-
-REQUEST_RESPONSE = "request/response"  # one request, one answer, then the next (closed loop)
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,12 @@ class ScenarioKind:
     proof: str | None  # the service whose work counter must rise during verification
     waits_on: str | None  # what a request holds while waiting: feeds the capacity laws
     predicted: bool  # the queueing prediction min(users, slots) / delay applies
-    load_shape: str = REQUEST_RESPONSE
+    workload: object = REQUEST_RESPONSE  # how a cell drives and judges it (``workloads``)
     charts: tuple[str, ...] = ("throughput", "latency", "cdf")
+    # Its own scenario-file fields and their defaults (checked in ``plan``); a room's members
+    # are the scenario's load levels.
+    fields: tuple[str, ...] = ()
+    section: str = "requests"  # how the report shows it (``report.SECTION_BUILDERS``)
 
     def path(self, delay_ms: int) -> str:
         """The request path a load generator sends, e.g. ``/sleep?ms=100``."""
@@ -60,9 +64,15 @@ KINDS: dict[str, ScenarioKind] = {
                      proof="upstream", waits_on="upstream", predicted=True),
         ScenarioKind("sql", "/sql", takes_delay=True, services=("database",),
                      proof="database", waits_on="database", predicted=True),
+        # The chat room: members hold long-polls on a message bus (servers.room, servers.bus).
+        ScenarioKind("room", "/room/poll", takes_delay=False, services=("bus",), proof="bus",
+                     waits_on=None, predicted=False, workload=ROOM,
+                     charts=("delivery", "held", "memory", "probe"),
+                     fields=("transport", "message_rate", "hold_s", "probe_rate"),
+                     section="room"),
     )  # fmt: skip
 }
-ENDPOINTS = {k.endpoint: k for k in KINDS.values()}
+ENDPOINTS = {k.endpoint: k for k in KINDS.values() if not k.fields}  # chosen by endpoint
 
 
 def kind_of_endpoint(endpoint: str) -> ScenarioKind:

@@ -10,6 +10,7 @@ import contextlib
 import http.client
 import math
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +37,8 @@ LOCUST_BOUND_SLACK_S = 30  # how long past its plan a Locust run may take before
 REMOTE_WORKERS_WAIT_S = 60  # remote workers get this long to join a cell
 REMOTE_WORKER_JOIN_S = 30  # a worker alive this long joined a cell, even without a quit message
 WATCH_POLL_S = 0.25
+PROFILE_RATE = 200  # py-spy samples per second
+PROFILE_GRACE_S = 10.0  # py-spy writes its flame graph after the window
 VERIFY_TIMEOUT_S = 30.0
 
 
@@ -57,6 +60,8 @@ class LoadPlan:
     rate: float = 0.0  # open loop: requests per second (0: closed loop)
     arrival: str = "constant"
     spawn_rate: float | None = None  # users per second; None: all users at once
+    user_classes: tuple[str, ...] = ("BenchUser",)  # the locustfile's users this run starts
+    extra_args: tuple[str, ...] = ()  # the workload's own locustfile options
     seed: int = 0
     local_workers: int = 0  # Locust worker processes on this machine (0: one standalone process)
     remote_workers: int = 0  # workers joining from other machines (``loadgen-worker``)
@@ -98,6 +103,7 @@ class LocustOutcome:
     workers: tuple[str, ...]
     abandoned: int  # requests started in the window and still unanswered when Locust stopped
     stuck: int  # requests started before the window ended and still unanswered at the stop
+    deliveries: pd.DataFrame | None = None  # a room's: one row per message a member received
 
 
 def locust_command() -> str:
@@ -122,11 +128,14 @@ def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
         "--samples-out", str(out_dir / "samples.parquet"),
         "--meta-out", str(out_dir / "meta.json"),
         "--progress-out", str(out_dir / "progress.json"),
+        "--deliveries-out", str(out_dir / "deliveries.parquet"),
+        *plan.extra_args,
         "--only-summary",
         "--loglevel", "WARNING",
         "--exit-code-on-error", "0",
         "--stop-timeout", str(math.ceil(plan.stop_timeout_s)),
     ]  # fmt: skip
+    argv += list(plan.user_classes)
     if plan.distributed:
         argv += [
             "--master",
@@ -221,6 +230,8 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
         raise CellFailed("Locust stopped before the measured window ended")
     samples = pd.read_parquet(samples_path)
     check_sample_columns(samples.columns, str(samples_path))
+    deliveries_path = out_dir / "deliveries.parquet"
+    deliveries = pd.read_parquet(deliveries_path) if deliveries_path.exists() else None
     return LocustOutcome(
         samples=samples,
         window_start=window_start,
@@ -230,6 +241,7 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
         workers=tuple(meta.workers),
         abandoned=sum(window_start <= t < window_end for t in meta.abandoned),
         stuck=sum(t < window_end for t in meta.abandoned),
+        deliveries=deliveries,
     )
 
 
@@ -247,8 +259,9 @@ class ResourceSampler:
     component's process groups (one list of processes per group, e.g. a process tree, or one
     per Locust process). CPU is in percent of one core: ``cpu_<name>`` sums every group, and
     ``cpu_<name>_max`` is the busiest group, since a single process saturates at one core.
-    ``db_threads`` returns MariaDB's ``Threads_connected`` or None; ``process_requests`` the
-    requests each serving process answered so far (``"pid:count ..."``). The first row, taken
+    ``db_threads`` returns MariaDB's ``Threads_connected`` or None; each of ``gauges`` a value
+    stored under its name (e.g. the requests each serving process answered so far, the room's
+    held polls); a gauge that fails is stored as None. The first row, taken
     when sampling starts and before the load does, has ``phase`` ``"idle"`` and no CPU figures
     (its RSS is the server's idle baseline).
     """
@@ -258,11 +271,11 @@ class ResourceSampler:
         components: dict[str, Callable[[], list[list[psutil.Process]]]],
         db_threads: Callable[[], int | None] | None = None,
         interval_s: float = SAMPLE_INTERVAL_S,
-        process_requests: Callable[[], str] | None = None,
+        gauges: dict[str, Callable[[], object]] | None = None,
     ) -> None:
         self.components = components
         self.db_threads = db_threads
-        self.process_requests = process_requests
+        self.gauges = gauges or {}
         self.interval_s = interval_s
         self.rows: list[dict] = []
         self._procs: dict[int, psutil.Process] = {}
@@ -297,8 +310,11 @@ class ResourceSampler:
             row[f"rss_{name}_mb"] = sum(rss for _, rss in usage) / 2**20
         if self.db_threads and not prime:
             row["threads_connected"] = self.db_threads()
-        if self.process_requests:
-            row["process_requests"] = self.process_requests()
+        for name, gauge in self.gauges.items():
+            try:
+                row[name] = gauge()
+            except Exception:  # a gauge's service just died: the cell's own checks say so
+                row[name] = None
         return row
 
     def _usage(self, group: list[psutil.Process]) -> tuple[float, float]:
@@ -347,3 +363,51 @@ def verify_equivalence(
     if work_counter and work_counter() <= before:
         raise CellFailed(f"verification: {path} answered but the backing service saw no work")
     return elapsed_ms
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting to be accepted on the listening sockets of ``port`` (Linux: for a
+    listening socket, /proc/net/tcp's rx_queue is its accept queue's length)."""
+    waiting = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
+class Profiler:
+    """py-spy samples a server's whole process tree during the measured window and writes a
+    flame graph (SVG). The window's start is only known once Locust has spawned, so sampling
+    starts ``delay_s`` after entry (the warm-up plus spawn slack) and lasts the window."""
+
+    def __init__(self, pid: int, out: Path, delay_s: float, duration_s: float) -> None:
+        self.pid, self.out, self.delay_s, self.duration_s = pid, out, delay_s, duration_s
+        self._timer: threading.Timer | None = None
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Profiler:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._timer = threading.Timer(self.delay_s, self._start)
+        self._timer.start()
+        return self
+
+    def _start(self) -> None:
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        argv = [spy, "record", "--pid", str(self.pid), "--subprocesses", "--nonblocking",
+                "--duration", str(max(1, round(self.duration_s))), "--rate", str(PROFILE_RATE),
+                "--format", "flamegraph", "--output", str(self.out)]  # fmt: skip
+        with contextlib.suppress(OSError):
+            self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def __exit__(self, *exc) -> None:
+        if self._timer:
+            self._timer.cancel()
+        if self._proc:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=self.duration_s + PROFILE_GRACE_S)
+            if self._proc.poll() is None:
+                self._proc.kill()

@@ -15,6 +15,11 @@ Versions:
   3 — results.csv gains ``threads``, ``slot_limit``, ``spawn``, ``defaults``, idle RSS, RSS per
       request in flight and requests per serving process; resource samples may carry
       ``process_requests`` and an ``idle`` row taken before the load.
+  4 — the chat room: results.csv gains the room's columns (members held, deliveries, lost,
+      delivery and probe percentiles, memory per member); samples carry the request's
+      ``endpoint`` and ``server_ms`` (the handler time from ``Server-Timing``); a room cell's
+      deliveries and published messages are stored beside them; results.csv splits latency
+      into handler and outside time and names each cell's bottleneck.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 
@@ -62,6 +67,10 @@ def upgrade_samples(frame: pd.DataFrame, version: int, where: str) -> pd.DataFra
     _check_known(version, where)
     if version < 2 and "user" not in frame:
         frame = frame.assign(user=UNKNOWN_USER)
+    if version < 4 and "endpoint" not in frame:
+        frame = frame.assign(endpoint="")
+    if version < 4 and "server_ms" not in frame:
+        frame = frame.assign(server_ms=math.nan)
     return frame
 
 
@@ -107,5 +116,22 @@ def _results_2_to_3(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{k: v for k, v in added.items() if k not in table})
 
 
-_META_STEPS = {1: _meta_1_to_2, 2: lambda data: data}
-_RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3}
+ROOM_COLUMNS = ("message_rate", "messages", "delivered", "lost", "duplicates", "out_of_order",
+                "delivery_p50_ms", "delivery_p99_ms", "delivery_max_ms", "last_member_p50_ms",
+                "members_held", "members_held_max", "predicted_held", "member_errors",
+                "probe_p50_ms", "probe_p99_ms", "mem_per_member_kb")  # fmt: skip
+
+
+WHY_COLUMNS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "loop_lag_max_ms",
+               "cpu_ms_server",
+               "cpu_ms_locust", "cpu_ms_upstream", "cpu_ms_mariadb")  # fmt: skip
+
+
+def _results_3_to_4(table: pd.DataFrame) -> pd.DataFrame:
+    added = {"transport": "", "bottleneck": "", **dict.fromkeys(ROOM_COLUMNS, math.nan),
+             **dict.fromkeys(WHY_COLUMNS, math.nan)}  # fmt: skip
+    return table.assign(**{k: v for k, v in added.items() if k not in table})
+
+
+_META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data}
+_RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4}

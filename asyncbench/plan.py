@@ -13,16 +13,22 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from asyncbench.kinds import ENDPOINTS, ScenarioKind, kind_of_endpoint
-from servers import MODELS
+from asyncbench.kinds import ENDPOINTS, KINDS, ScenarioKind, kind_of_endpoint
+from servers import MODELS, room
 from servers.endpoints import MAX_MS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 MAX_USERS = 5000
 MAX_SPAWN_RATE = 100_000.0
 MAX_SECONDS = 86_400.0  # a warm-up or measured window longer than a day is a typo
+TRANSPORTS = ("long-poll",)
+MAX_MESSAGE_RATE = 100.0
 _PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
 _KEYS = {"description", "endpoint", "delay_ms", "servers", "quick", "spawn_rate"} | _PROFILE_KEYS
+_ROOM_KEYS = {"description", "kind", "members", "transport", "message_rate", "hold_s",
+              "probe_rate", "servers", "quick", "spawn_rate", "warmup_s", "measure_s"}  # fmt: skip
+_ROOM_PROFILE_KEYS = {"members", "warmup_s", "measure_s"}
+ROOM_DEFAULTS = {"message_rate": 1.0, "hold_s": 30.0, "probe_rate": 2.0}
 
 
 class ScenarioError(ValueError):
@@ -46,6 +52,12 @@ class Scenario:
     # How Locust opens its users: None = all at once (every user starts in the same instant,
     # as wrk does), else gradually at this many users per second.
     spawn_rate: float | None = None
+    kind_name: str = ""  # set for kinds not chosen by their endpoint (the room)
+    # The room's fields (kind "room"): its members are ``users``.
+    transport: str | None = None
+    message_rate: float | None = None  # messages published per second
+    hold_s: float | None = None  # the server answers a held poll 204 after this long
+    probe_rate: float | None = None  # GET /hello per second while the room is held
 
     @property
     def spawn(self) -> str:
@@ -58,7 +70,7 @@ class Scenario:
 
     @property
     def kind(self) -> ScenarioKind:
-        return kind_of_endpoint(self.endpoint)
+        return KINDS[self.kind_name] if self.kind_name else kind_of_endpoint(self.endpoint)
 
     def profile(self, quick: bool) -> Scenario:
         if not quick or not self.quick:
@@ -101,6 +113,8 @@ def load_scenario(path: Path) -> Scenario:
     except OSError as exc:  # a directory, no permission, an I/O error
         raise ScenarioError(f"{where}: cannot read the scenario file: {exc.strerror}") from None
     check = _Checker(where)
+    if "kind" in data:
+        return _load_room(path, data, check)
     check.known_keys(data, _KEYS, "")
     endpoint = check.choice(data, "endpoint", tuple(ENDPOINTS))
     kind = kind_of_endpoint(endpoint)
@@ -108,11 +122,7 @@ def load_scenario(path: Path) -> Scenario:
     if not kind.takes_delay and "delay_ms" in data:
         check.fail("delay_ms", f"{endpoint} takes no delay; remove delay_ms")
     servers = check.servers(data)
-    spawn_rate = None
-    if "spawn_rate" in data:
-        spawn_rate = check.number(data, "spawn_rate", minimum=0.1)
-        if spawn_rate > MAX_SPAWN_RATE:
-            check.fail("spawn_rate", f"must be at most {MAX_SPAWN_RATE:g} users/s")
+    spawn_rate = _spawn_rate(check, data)
     quick = None
     if "quick" in data:
         table = data["quick"]
@@ -133,10 +143,52 @@ def load_scenario(path: Path) -> Scenario:
     )
 
 
-def _profile_fields(check: _Checker, data: dict, required: bool) -> dict:
+def _load_room(path: Path, data: dict, check: _Checker) -> Scenario:
+    """A chat-room scenario: ``kind = "room"``, its members as the load levels."""
+    check.choice(data, "kind", ("room",))
+    check.known_keys(data, _ROOM_KEYS, "")
+    fields = {k: check.number(data, k, minimum=0.01) if k in data else v
+              for k, v in ROOM_DEFAULTS.items()}  # fmt: skip
+    if fields["message_rate"] > MAX_MESSAGE_RATE:
+        check.fail("message_rate", f"must be at most {MAX_MESSAGE_RATE:g} messages/s")
+    if not 1 <= fields["hold_s"] <= room.MAX_HOLD_S:
+        check.fail("hold_s", f"must be from 1 to {room.MAX_HOLD_S:g} seconds")
+    quick = None
+    if "quick" in data:
+        table = data["quick"]
+        if not isinstance(table, dict):
+            check.fail("quick", "must be a table of members / warmup_s / measure_s overrides")
+        check.known_keys(table, _ROOM_PROFILE_KEYS, "quick.")
+        quick = _profile_fields(_Checker(str(path), "quick."), _members(table), required=False)
+    return Scenario(
+        name=path.stem, description=check.text(data, "description"),
+        endpoint=KINDS["room"].endpoint, delay_ms=0, servers=check.servers(data),
+        source=str(path), quick=quick, kind_name="room",
+        transport=check.choice(data, "transport", TRANSPORTS) if "transport" in data
+        else TRANSPORTS[0],
+        spawn_rate=_spawn_rate(check, data), **fields,
+        **_profile_fields(check, _members(data), required=True, levels="members"),
+    )  # fmt: skip
+
+
+def _members(data: dict) -> dict:
+    """A room's members are its load levels (``users`` inside)."""
+    return {("users" if k == "members" else k): v for k, v in data.items()}
+
+
+def _spawn_rate(check: _Checker, data: dict) -> float | None:
+    if "spawn_rate" not in data:
+        return None
+    spawn_rate = check.number(data, "spawn_rate", minimum=0.1)
+    if spawn_rate > MAX_SPAWN_RATE:
+        check.fail("spawn_rate", f"must be at most {MAX_SPAWN_RATE:g} users/s")
+    return spawn_rate
+
+
+def _profile_fields(check: _Checker, data: dict, required: bool, levels: str = "users") -> dict:
     fields = {}
     if required or "users" in data:
-        fields["users"] = check.user_levels(data, "users")
+        fields["users"] = check.user_levels(data, "users", shown=levels)
     if required or "warmup_s" in data:
         fields["warmup_s"] = check.number(data, "warmup_s", minimum=0, maximum=MAX_SECONDS)
     if required or "measure_s" in data:
@@ -192,8 +244,10 @@ class _Checker:
             self.fail(field, f"must be a finite number ≥ {minimum}{bound}, got {value!r}")
         return float(value)
 
-    def user_levels(self, data: dict, field: str) -> tuple[int, ...]:
-        value = self.get(data, field)
+    def user_levels(self, data: dict, field: str, shown: str = "users") -> tuple[int, ...]:
+        if field not in data:
+            self.fail(shown, "missing")
+        value = data[field]
         ok = (
             isinstance(value, list)
             and value
@@ -203,7 +257,7 @@ class _Checker:
             )
         )
         if not ok:
-            self.fail(field, f"must be a non-empty list of integers from 1 to {MAX_USERS}")
+            self.fail(shown, f"must be a non-empty list of integers from 1 to {MAX_USERS}")
         return tuple(sorted(set(value)))
 
     def servers(self, data: dict) -> tuple[str, ...]:

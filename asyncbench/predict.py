@@ -16,3 +16,37 @@ def predicted_rps(
         return rate or None
     capacity = slots / (delay_ms / 1000)
     return min(rate, capacity) if rate else min(users, slots) / (delay_ms / 1000)
+
+
+def explained_rps(
+    users: int,
+    base_latency_ms: float | None,
+    slots: float | None,
+    handler_ms: float | None,
+    cpu_ms: dict[str, float | None],
+    usable_cores: dict[str, float],
+) -> float | None:
+    """A second prediction from operational analysis: the smallest of the bounds a closed loop
+    of ``users`` meets (asymptotic bounds, no think time).
+
+    * ``users / R1``: each user completes one request per round trip, where R1 is the mean
+      latency the model showed with the least load (the delay plus every per-request overhead:
+      connection set-up, event loop, client, transport);
+    * ``slots / H``: each slot is held for the handler time H (``Server-Timing``);
+    * ``cores / D`` per component: a component with D CPU-milliseconds per request cannot serve
+      more than its usable cores allow (the server's processes, one Locust process, ...), and the
+      machine as a whole cannot exceed its cores over the summed demands.
+    """
+    bounds = []
+    if base_latency_ms:
+        bounds.append(users / (base_latency_ms / 1000))
+    if slots and handler_ms and slots != float("inf"):
+        bounds.append(slots / (handler_ms / 1000))
+    total = 0.0
+    for component, demand in cpu_ms.items():
+        if demand:
+            total += demand
+            bounds.append(usable_cores.get(component, 1.0) / (demand / 1000))
+    if total and usable_cores.get("machine"):
+        bounds.append(usable_cores["machine"] / (total / 1000))
+    return min(bounds) if bounds else None

@@ -19,9 +19,9 @@ import markupsafe
 import pandas as pd
 import plotly.io as pio
 
-from asyncbench import analyze, figures, view
+from asyncbench import analyze, figures, room_report, view
 from asyncbench import metadata as run_metadata
-from asyncbench.kinds import ENDPOINTS
+from asyncbench.kinds import ENDPOINTS, KINDS
 from asyncbench.store import RunDir, RunMeta
 from asyncbench.tables import level_table
 from asyncbench.verdicts import verdict
@@ -47,7 +47,8 @@ def report_data(run: RunDir, baseline: RunDir | None = None) -> dict:
     """Everything the page shows, as plain JSON-serialisable data."""
     meta = run.read_meta()
     samples = run.samples()
-    cells = analyze.cell_table(run.results(), samples, run.resources())
+    cells = analyze.cell_table(run.results(), samples, run.resources(), run.deliveries(),
+                               run.messages())  # fmt: skip
     agg = analyze.aggregate(cells)
     if baseline is not None:
         base_cells = analyze.cell_table(
@@ -57,7 +58,9 @@ def report_data(run: RunDir, baseline: RunDir | None = None) -> dict:
     models = _model_order(meta, cells)
     palette = figures.colors(models)
     blocks = [
-        _section_data(section, meta, samples, models, palette, baseline is not None)
+        SECTION_BUILDERS[_section_kind(section.spec)](
+            section, meta, samples, models, palette, baseline is not None
+        )
         for section in _sections(meta, cells, agg)
     ]
     return {
@@ -78,6 +81,8 @@ def report_data(run: RunDir, baseline: RunDir | None = None) -> dict:
         "has_excluded": bool((~cells["included"]).any()),
         "scenarios": blocks,
         "config": _config(meta),
+        "profiles": [{"cell": p.stem, "href": f"profiles/{p.name}"}
+                     for p in sorted((run.path / "profiles").glob("*.svg"))],  # fmt: skip
     }
 
 
@@ -119,6 +124,15 @@ def _section_data(sec: Section, meta, samples, models, palette, with_baseline: b
         "figures": charts,
         "table": level_table(sec, models, palette, with_baseline),
     }
+
+
+SECTION_BUILDERS = {"requests": _section_data, "room": room_report.section_data}
+
+
+def _section_kind(spec: dict) -> str:
+    """How a stored scenario is shown: its kind's section (requests when too old to say)."""
+    kind = KINDS.get(spec.get("kind_name", "")) or ENDPOINTS.get(spec.get("endpoint", ""))
+    return kind.section if kind else "requests"
 
 
 def _banners(meta: RunMeta, cells: pd.DataFrame, baseline: RunDir | None) -> list[dict]:

@@ -13,7 +13,7 @@ from dataclasses import replace
 from asyncbench import metadata, services
 from asyncbench.cell import CellContext, measure_cell
 from asyncbench.plan import Cell, Scenario
-from asyncbench.processes import ProcessLedger
+from asyncbench.processes import ProcessLedger, raise_open_file_limit
 from asyncbench.session import RunPlan, RunSettings, open_session
 from asyncbench.store import CellResult, DiskFullError, RunDir, RunMeta, is_disk_full_error
 from loadtests.protocol import Progress
@@ -22,6 +22,7 @@ from servers import MODELS
 CELL_OVERHEAD_S = 4.0  # server start, verification, Locust start-up and shutdown, measured ~3.5 s
 LOCUST_RPS_CEILING = 2000  # about what one Locust process drives on this class of machine
 CEILING_MARGIN = 0.9  # warn when a model should reach 90 % of that ceiling
+OPEN_FILES_SPARE = 256  # files a Locust process needs besides its members' connections
 
 
 class RunHooks:
@@ -142,9 +143,23 @@ def _expected_s(scenario: Scenario) -> float:
 
 
 def _warn_about_ceiling(plan: RunPlan, hooks: RunHooks) -> None:
-    """Say before the run when a model should outrun the load generator."""
+    """Say before the run when a model should outrun the load generator, or a room needs more
+    open files than this machine allows."""
     settings = plan.settings
     ceiling = LOCUST_RPS_CEILING * settings.load_processes
+    files = raise_open_file_limit()
+    for s in plan.scenarios.values():
+        if not s.message_rate:
+            continue
+        members = max(s.users)
+        if members + OPEN_FILES_SPARE > files:
+            hooks.warn(f"{s.name}: {members} members need more open files than the limit of "
+                       f"{files} (raise the hard limit: ulimit -Hn): members will fail to "
+                       "connect")  # fmt: skip
+        if members * s.message_rate > ceiling * CEILING_MARGIN:
+            hooks.warn(f"{s.name}: {members} members × {s.message_rate:g} messages/s is about "
+                       f"{members * s.message_rate:.0f} polls/s, near the ~{ceiling} req/s "
+                       "Locust drives here: those cells will likely be marked invalid")  # fmt: skip
     for s in plan.scenarios.values():
         for name in (settings.servers or s.servers) if s.delay_ms else ():
             config = MODELS[name].configure(settings.server_config(), settings.defaults)

@@ -119,6 +119,19 @@ class MessageBus:
     url: str
     owned: bool
     process: ManagedProcess | None = None
+    component = "redis"
+
+    def configure(self, config: ServerConfig) -> ServerConfig:
+        return replace(config, redis_url=self.url)
+
+    def work_done(self) -> int:
+        """Messages published so far."""
+        return self.stats().published
+
+    def describe(self) -> dict:
+        with contextlib.closing(self.client()) as client:
+            version = client.info("server").get("redis_version")
+        return {"url": redact_url(self.url), "owned": self.owned, "version": version}
 
     def client(self, timeout_s: float = 5.0) -> RedisClient:
         return RedisClient.from_url(
@@ -474,13 +487,14 @@ def upstream(
 SERVICES: dict[str, Callable[..., contextlib.AbstractContextManager]] = {
     "database": lambda url, log_dir: database(url, log_dir=log_dir),
     "upstream": lambda url, log_dir: upstream(url=url, log_dir=log_dir),
+    "bus": lambda url, log_dir: redis(url, log_dir=log_dir),
 }
 
 
 @contextlib.contextmanager
 def backing_services(
     needed: set[str], urls: dict[str, str | None], log_dir: Path | None
-) -> Iterator[dict[str, Database | Upstream]]:
+) -> Iterator[dict[str, Database | Upstream | MessageBus]]:
     """Start (or reach) each needed service once, in a stable order; stop them all on exit."""
     with contextlib.ExitStack() as stack:
         yield {

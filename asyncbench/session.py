@@ -19,7 +19,7 @@ from asyncbench import metadata
 from asyncbench.plan import Cell, Scenario, plan_cells, resolve_scenarios
 from asyncbench.processes import reap_orphans
 from asyncbench.store import Invocation, RunDir, RunMeta, StoreError, latest_run
-from servers.config import MysqlUrl, ServerConfig
+from servers.config import MysqlUrl, ServerConfig, redact_url
 from servers.registry import SIZED
 
 DEFAULT_REPEATS = 2
@@ -57,16 +57,19 @@ class RunSettings:
     master_port: int = 5557
     target: str | None = None  # measure a server started elsewhere with ``asyncbench serve``
     upstream_url: str | None = None  # an upstream started elsewhere
+    redis_url: str | None = None  # the room's message bus, when not a throwaway redis-server
     resume: str | None = None  # a run directory whose missing cells to run
+    profile: bool = False  # a py-spy flame graph of the server in every cell's window
 
     def stored(self) -> dict:
         data = asdict(self)
         data["mysql_url"] = MysqlUrl.parse(self.mysql_url).redacted() if self.mysql_url else None
+        data["redis_url"] = redact_url(self.redis_url)
         return data
 
     def service_urls(self) -> dict[str, str | None]:
         """The user-given URL of each backing service (``services.SERVICES``), if any."""
-        return {"database": self.mysql_url, "upstream": self.upstream_url}
+        return {"database": self.mysql_url, "upstream": self.upstream_url, "bus": self.redis_url}
 
     def server_config(self) -> ServerConfig:
         """The configuration every model starts from (each adapts it: ``ModelSpec.configure``)."""
@@ -169,6 +172,8 @@ def settings_from_stored(stored: dict, mysql_url: str | None = None) -> RunSetti
         data["mysql_url"] = mysql_url
     elif data.get("mysql_url") and "***" in data["mysql_url"]:
         raise SessionError("this run used --mysql-url with a password: pass --mysql-url again")
+    if data.get("redis_url") and "***" in data["redis_url"]:
+        raise SessionError("this run used --redis-url with a password: start a new run")
     return RunSettings(**data)
 
 

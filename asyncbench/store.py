@@ -36,7 +36,8 @@ from asyncbench.migrate import (
     upgrade_samples,
 )
 
-_TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn")
+_TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn", "transport",
+                 "bottleneck")  # fmt: skip
 # Kept free in every run directory while a run writes into it, and given back when the disk
 # fills, so that run.json can still record why the run stopped.
 RESERVE_BYTES = 256 * 1024
@@ -131,6 +132,34 @@ class CellResult:
     slot_limit: str = ""  # what binds the slots, e.g. "AsyncHTTPClient max_clients = 10"
     spawn: str = ""  # how Locust opened its users: "all at once" or "N users/s"
     defaults: str = "sized"  # pool sizes: the harness's ("sized") or the libraries' ("library")
+    handler_p50_ms: float | None = None  # the model's own Server-Timing
+    outside_p50_ms: float | None = None  # latency outside the handler: queue, loop, transport
+    accept_queue_max: float | None = None  # connections waiting in the listen backlog
+    loop_lag_max_ms: float | None = None  # the worst event-loop lag (Tornado models)
+    bottleneck: str = ""  # what limits the cell (asyncbench.bottleneck)
+    cpu_ms_server: float | None = None  # CPU milliseconds per completed request
+    cpu_ms_locust: float | None = None
+    cpu_ms_upstream: float | None = None
+    cpu_ms_mariadb: float | None = None
+    # A room's (``users`` are its members; ``rps`` its deliveries per second):
+    transport: str = ""
+    message_rate: float | None = None
+    messages: int | None = None  # published in the window
+    delivered: int | None = None
+    lost: int | None = None
+    duplicates: int | None = None
+    out_of_order: int | None = None
+    delivery_p50_ms: float | None = None
+    delivery_p99_ms: float | None = None
+    delivery_max_ms: float | None = None
+    last_member_p50_ms: float | None = None
+    members_held: float | None = None  # polls held at once (the bus's gauge, window mean)
+    members_held_max: float | None = None
+    predicted_held: float | None = None  # min(members, slots)
+    member_errors: int | None = None
+    probe_p50_ms: float | None = None
+    probe_p99_ms: float | None = None
+    mem_per_member_kb: float | None = None
     target: str | None = None  # set when the server was started elsewhere
     order: int = 0
     started_at: float = 0.0
@@ -312,19 +341,28 @@ class RunDir:
         )
 
     def save_cell(
-        self, result: CellResult, samples: pd.DataFrame | None, resources: pd.DataFrame | None
+        self,
+        result: CellResult,
+        samples: pd.DataFrame | None,
+        resources: pd.DataFrame | None,
+        deliveries: pd.DataFrame | None = None,
+        messages: pd.DataFrame | None = None,
     ) -> None:
-        """Persist one cell: its raw samples, resource samples and results row all at once.
+        """Persist one cell at once: its raw facts (samples, resource samples and, for a room,
+        deliveries and the messages published) and its results row.
 
-        The three files are written in full before any replaces its target, so a cell is
-        either wholly stored or (the disk filled: ``DiskFullError``) not at all.
+        Every file is written in full before any replaces its target, so a cell is either
+        wholly stored or (the disk filled: ``DiskFullError``) not at all.
         """
+        raw = {"samples": samples, "resources": resources, "deliveries": deliveries,
+               "messages": messages}  # fmt: skip
         files, stale = [], []
-        for directory, frame in ((self.samples_dir, samples), (self.resources_dir, resources)):
-            target = directory / f"{result.cell_id}.parquet"
-            if frame is None or frame.empty:
+        for name, frame in raw.items():
+            target = self.raw_dir(name) / f"{result.cell_id}.parquet"
+            if frame is None or frame.empty:  # no file: nothing of that kind (e.g. no room)
                 stale.append(target)
             else:
+                target.parent.mkdir(exist_ok=True)
                 files.append((target, _parquet_bytes(frame.assign(cell_id=result.cell_id))))
         table = self.results()
         table = table[table["cell_id"] != result.cell_id]
@@ -335,6 +373,16 @@ class RunDir:
         self.write_files(files)
         for target in stale:
             target.unlink(missing_ok=True)
+
+    def raw_dir(self, name: str) -> Path:
+        """Where one kind of raw fact lives, one parquet file per cell."""
+        return self.path / f"{name}.parquet"
+
+    def deliveries(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
+        return _read_cells(self.raw_dir("deliveries"), cell_ids, upgrade_resources)
+
+    def messages(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
+        return _read_cells(self.raw_dir("messages"), cell_ids, upgrade_resources)
 
     def samples(self, cell_ids: list[str] | None = None) -> pd.DataFrame:
         return _read_cells(self.samples_dir, cell_ids, upgrade_samples)

@@ -34,6 +34,34 @@ def _uncorrected(r: pd.Series) -> str:
     return f"{view.ms(r['p50_uncorrected_ms'])} · {view.ms(r['p99_uncorrected_ms'])}"
 
 
+def _explained(predicted, gap) -> str:
+    """The second prediction (overhead and CPU demands) and how far the measurement is off."""
+    return "—" if view.missing(predicted) else f"{view.rps(predicted)} ({view.pct(gap)})"
+
+
+def _pair(queue, lag) -> str:
+    queued = "—" if view.missing(queue) else f"{queue:.0f}"
+    return f"{queued} · {view.ms(lag)}"
+
+
+def _split(handler, outside) -> str:
+    return "—" if view.missing(handler) else f"{view.ms(handler)} · {view.ms(outside)}"
+
+
+def _memory(rss, per_request) -> str:
+    """Server RSS, and what each request in flight costs over the idle server."""
+    if view.missing(rss):
+        return "—"
+    return f"{rss:.0f} · {'—' if view.missing(per_request) else f'{per_request:,.0f}'}"
+
+
+def _share(share, workers) -> str:
+    """The busiest serving process's share of the window's requests, against a fair 1/workers."""
+    if view.missing(share) or share >= 0.999:  # one process: nothing to balance
+        return "—"
+    return f"{share:.0%} (fair {1 / workers:.0%})" if workers else f"{share:.0%}"
+
+
 def _load(r: pd.Series) -> str:
     return f"{r['load']:g}"
 
@@ -47,10 +75,23 @@ COMMON = (
     Column("predicted", lambda r: view.rps(r["predicted_rps"])),
     Column("vs pred.", lambda r: view.pct(r["rps_gap"])),
     Column("vs best", lambda r: view.ratio(r["rps_ratio"])),
+    Column("explained (gap)", lambda r: _explained(r["explained_rps"], r["explained_gap"]),
+           lambda c: _explained(c.get("explained_rps"), c.get("explained_gap"))),
     Column("p50 ms", lambda r: view.ms(r["p50_ms_median"]), lambda c: view.ms(c["p50_ms"])),
     Column("p90 ms", lambda r: view.ms(r["p90_ms_median"]), lambda c: view.ms(c["p90_ms"])),
     Column("p99 ms", lambda r: view.ms(r["p99_ms_median"]), lambda c: view.ms(c["p99_ms"])),
     Column("p99 min–max", lambda r: view.span(r["p99_ms_min"], r["p99_ms_max"], view.ms)),
+    Column("in handler · outside p50 ms",
+           lambda r: _split(r["handler_p50_ms"], r["outside_p50_ms"]),
+           lambda c: _split(c.get("handler_p50_ms"), c.get("outside_p50_ms"))),
+    Column("accept queue · loop lag ms",
+           lambda r: _pair(r["accept_queue_max"], r["loop_lag_max_ms"]),
+           lambda c: _pair(c.get("accept_queue_max"), c.get("loop_lag_max_ms"))),
+    Column("limit", lambda r: r.get("bottleneck") or "", lambda c: c.get("bottleneck") or ""),
+    Column("RSS MB · KB/req", lambda r: _memory(r["rss_server_mb"], r["rss_per_inflight_kb"]),
+           lambda c: _memory(c["rss_server_mb"], c.get("rss_per_inflight_kb"))),
+    Column("busiest worker", lambda r: _share(r["busiest_process_share"], r["workers"]),
+           lambda c: _share(c.get("busiest_process_share"), c["workers"])),
     Column("CPU server · locust · all",
            lambda r: view.cpus(r["cpu_server"], r["cpu_locust"], r["cpu_machine"]),
            lambda c: view.cpus(c["cpu_server"], c["cpu_locust"], c.get("cpu_machine"))),
@@ -76,9 +117,9 @@ def columns_for(sec: Section, with_baseline: bool) -> list[Column]:
     return chosen
 
 
-def level_table(sec: Section, models, palette, with_baseline: bool) -> dict:
+def level_table(sec: Section, models, palette, with_baseline: bool, columns=None) -> dict:
     """One row per model and load; each excluded cell gets its own greyed row with the reason."""
-    columns = columns_for(sec, with_baseline)
+    columns = columns or columns_for(sec, with_baseline)
     rows = []
     for model in models:
         for _, r in sec.agg[sec.agg["server"] == model].sort_values("load").iterrows():

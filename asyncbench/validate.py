@@ -31,7 +31,7 @@ MIN_MEASURE_S = 0.5  # as a scenario file's measure_s: shorter windows hold too 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*$")
 # `run --resume` replays the stored plan; only these may be given again (a password is never
 # stored, and the run directory decides where results go).
-_RESUME_MAY_GIVE = {"resume", "mysql_url", "redis_url", "out", "command", "handler"}
+_RESUME_MAY_GIVE = {"resume", "mysql_url", "out", "command", "handler"}
 
 
 class UsageError(Exception):
@@ -58,7 +58,8 @@ def check_serve(args: argparse.Namespace) -> None:
     _check_http_url("--upstream", args.upstream)
     _check_mysql_url(args.mysql_url)
     config = ServerConfig(host=args.host, port=args.port, workers=args.workers,
-                          threads=args.threads, upstream=args.upstream)  # fmt: skip
+                          threads=args.threads, upstream=args.upstream,
+                          redis_url=args.redis_url)  # fmt: skip
     try:
         check_config(config)  # what the model itself will check, so it cannot refuse later
     except ValueError as exc:
@@ -146,6 +147,7 @@ def _check_endpoints(args: argparse.Namespace) -> None:
     _check_http_url("--target", args.target)
     _check_http_url("--upstream", args.upstream)
     _check_mysql_url(args.mysql_url)
+    _check_redis_url(args.redis_url)
 
 
 def _check_out(out: str) -> None:
@@ -225,6 +227,13 @@ def _check_mysql_url(url: str | None) -> None:
     except ValueError as exc:
         message = str(exc) if str(exc).startswith("--mysql-url") else f"--mysql-url: {exc}"
         raise UsageError(message) from None
+
+
+def _check_redis_url(url: str | None) -> None:
+    try:
+        check_config(ServerConfig(redis_url=url))  # the models' own check of the URL
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _flag(dest: str) -> str:

@@ -101,10 +101,11 @@ def _plateau_sentences(sec: Section, meta: RunMeta) -> list[str]:
         if p["in_service"] is None:
             cpu_bound.append(f"{where} ({view.rps(p['ceiling_rps'])} req/s)")
         elif p["slots"]:
-            kind = meta.servers.get(server, {}).get("slot_unit", "slots")
+            unit_name = meta.servers.get(server, {}).get("slot_unit", "slots")
+            limit = p.get("slot_limit") or f"{p['slots']:.0f} {unit_name}"
             limited.append(
-                f"{where} at {view.rps(p['ceiling_rps'])} req/s, {p['in_service']:.1f} requests in "
-                f"service (rps × {delay} ms) for its {p['slots']:.0f} {kind}"
+                f"{where} at {view.rps(p['ceiling_rps'])} req/s, {p['in_service']:.1f} requests "
+                f"in service (rps × {delay} ms): {limit}"
             )
         else:
             unexplained.append(
@@ -158,7 +159,29 @@ def _knee_sentences(sec: Section) -> list[str]:
     ]
 
 
+def _explained_sentence(sec: Section) -> list[str]:
+    """How many cells the second prediction explains within analyze.EXPLAINED_WITHIN."""
+    if "explained_gap" not in sec.cells:
+        return []
+    gaps = sec.cells.loc[sec.cells["included"], "explained_gap"].dropna()
+    if gaps.empty:
+        return []
+    within = int((gaps.abs() <= analyze.EXPLAINED_WITHIN).sum())
+    worst = sec.cells.loc[gaps.abs().idxmax()]
+    text = (f"The second prediction (each model's own round trip at its lowest load, its slots "
+            f"held for the handler time, and its CPU demands) explains {within} of {len(gaps)} "
+            f"cells within {analyze.EXPLAINED_WITHIN:.0%}")
+    if within < len(gaps):
+        text += (f"; furthest: {worst['server']} at {sec.at(worst['load'])} "
+                 f"{worst['explained_gap']:+.1%} ({worst.get('bottleneck') or 'no limit named'})")
+    return [text + "."]
+
+
 def _prediction_sentences(sec: Section) -> list[str]:
+    return _textbook_sentences(sec) + _explained_sentence(sec)
+
+
+def _textbook_sentences(sec: Section) -> list[str]:
     rows = sec.agg[sec.agg["rps_gap"].notna()]
     if rows.empty:
         return ["No queueing prediction applies (no delay): this measures framework cost."]

@@ -24,6 +24,7 @@ The harness runs it headless. By hand, against a server started with ``asyncbenc
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 import time
@@ -34,11 +35,12 @@ from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.protocol import USERS_PER_WORKER, LocustMeta, Progress, write_record
-from loadtests.recording import ArrivalSchedule, SampleRecorder
+from loadtests.recording import ArrivalSchedule, DeliveryRecorder, SampleRecorder
 
 SAMPLES_MESSAGE = "asyncbench_samples"
 PROGRESS_INTERVAL_S = 1.0
 SCHEDULE_LEAD_S = 0.2  # open loop: the first send is due this long after the test starts
+MEMBER_RETRY_S = 0.5  # after a failed poll
 
 
 @events.init_command_line_parser.add_listener
@@ -54,10 +56,14 @@ def _add_arguments(parser) -> None:
     group.add_argument("--samples-out", default="", help="write raw samples (parquet) here")
     group.add_argument("--progress-out", default="", help="write live counters (JSON) here")
     group.add_argument("--meta-out", default="", help="write run timestamps (JSON) here")
+    group.add_argument("--deliveries-out", default="", help="room: write deliveries here")
+    group.add_argument("--bench-probe-rate", type=float, default=2.0,
+                       help="room: GET /hello per second from the probe user")
     # fmt: skip
 
 
 recorder = SampleRecorder()
+deliveries = DeliveryRecorder()
 timestamps: dict[str, float] = {}
 # Start times of requests still waiting for their answer when Locust killed their user at the
 # stop. They have no sample, so the harness must hear of them: every user stuck since inside the
@@ -136,6 +142,8 @@ def _on_quitting(environment, **_) -> None:
         return
     if options.samples_out:
         recorder.write_parquet(options.samples_out, node_name)
+    if options.deliveries_out:
+        deliveries.write_parquet(options.deliveries_out)
     if options.meta_out:
         total = environment.stats.total
         planned = None
@@ -163,19 +171,27 @@ def _write_progress(environment, path: str) -> None:
         gevent.sleep(PROGRESS_INTERVAL_S)
 
 
-class BenchUser(FastHttpUser):
-    """Closed loop by default; with ``--bench-rate`` each request waits for its intended time."""
+class _NumberedUser(FastHttpUser):
+    """A user with an id unique across worker processes (the samples' ``user`` column)."""
 
+    abstract = True
     wait_time = constant(0)
     # Longer than any allowed delay (60 s) so a slow-but-correct answer is never cut off.
     network_timeout = 75.0
     connection_timeout = 75.0
 
     def on_start(self) -> None:
-        self.path = self.environment.parsed_options.bench_path
-        self.name = self.path.split("?")[0]  # one stats row per endpoint, not per delay
         worker = getattr(self.environment.runner, "worker_index", 0) or 0
         self.user_id = worker * USERS_PER_WORKER + next(_user_numbers)
+
+
+class BenchUser(_NumberedUser):
+    """Closed loop by default; with ``--bench-rate`` each request waits for its intended time."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.path = self.environment.parsed_options.bench_path
+        self.name = self.path.split("?")[0]  # one stats row per endpoint, not per delay
 
     @task
     def hit(self) -> None:
@@ -191,3 +207,49 @@ class BenchUser(FastHttpUser):
         except GreenletExit:
             abandoned.append(started)
             raise
+
+
+class RoomMember(_NumberedUser):
+    """A chat-room member on long-poll: poll with the last id it has, record every message it
+    receives (with the sender's embedded timestamp), poll again at once."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.after = 0  # network_timeout (75 s) outlasts the longest hold (60 s)
+
+    @task
+    def poll(self) -> None:
+        context = {"user": self.user_id}
+        with self.client.get(f"/room/poll?after={self.after}", name="/room/poll",
+                             context=context, catch_response=True) as response:  # fmt: skip
+            received = time.time()
+            if response.status_code == 200:
+                for message in json.loads(response.content)["messages"]:
+                    deliveries.record(self.user_id, message["id"], message["sent"], received)
+                    self.after = max(self.after, message["id"])
+            elif response.status_code == 204:
+                response.success()
+            else:
+                response.failure(f"HTTP {response.status_code}")
+                gevent.sleep(MEMBER_RETRY_S)
+
+
+class Probe(_NumberedUser):
+    """While a room is held: ``GET /hello`` at fixed intended times (an open loop), so its
+    latency shows whether the server can still serve anything else."""
+
+    fixed_count = 1
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.gap = 1 / self.environment.parsed_options.bench_probe_rate
+        self.next_time = time.time()
+
+    @task
+    def hello(self) -> None:
+        intended, self.next_time = self.next_time, self.next_time + self.gap
+        wait = intended - time.time()
+        if wait > 0:
+            gevent.sleep(wait)
+        self.client.get("/hello", name="/hello", context={"user": self.user_id,
+                                                          "intended_time": intended})  # fmt: skip

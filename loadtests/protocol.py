@@ -10,8 +10,14 @@ The locustfile (inside Locust's process) writes three files per cell; the harnes
 A file of another version, or with fields that do not match, raises ``ProtocolError``: a drifted
 record must stop the harness loudly, never switch a check off silently.
 
+* for a room: the deliveries (parquet), one row per message a member received, columns
+  ``DELIVERY_COLUMNS``.
+
 Versions:
   1 — first typed version (adds the ``user`` sample column: which Locust user sent it).
+  2 — samples carry the request's ``endpoint`` (polls and the probe share a room cell's file);
+      deliveries.
+  3 — samples carry ``server_ms``, the handler time each model reports in ``Server-Timing``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 3
 PARQUET_VERSION_KEY = b"asyncbench_protocol"
 # Sample columns and their array typecodes (the recorder's storage on the hot path).
 SAMPLE_COLUMNS = {
@@ -30,8 +36,16 @@ SAMPLE_COLUMNS = {
     "bytes": "q",
     "intended_time": "d",  # open loop: when it was due (NaN in a closed loop)
     "user": "q",  # which Locust user sent it (unique across worker processes)
+    "server_ms": "d",  # what the server said its handler took (``Server-Timing``), NaN if none
 }
-TEXT_COLUMNS = ("error", "worker")
+TEXT_COLUMNS = ("error", "worker", "endpoint")
+# One row per message a room member received.
+DELIVERY_COLUMNS = {
+    "member": "q",  # the member's user id
+    "message": "q",  # the message id
+    "sent": "d",  # epoch seconds the sender embedded
+    "received": "d",  # epoch seconds the member had the answer
+}
 USERS_PER_WORKER = 1_000_000  # user ids are worker_index * this + the user's own number
 
 

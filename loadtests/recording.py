@@ -9,6 +9,7 @@ import random
 from array import array
 
 from loadtests.protocol import (
+    DELIVERY_COLUMNS,
     PARQUET_VERSION_KEY,
     PROTOCOL_VERSION,
     SAMPLE_COLUMNS,
@@ -25,13 +26,14 @@ class SampleRecorder:
     def __init__(self) -> None:
         self.columns = {name: array(code) for name, code in SAMPLE_COLUMNS.items()}
         self.errors: dict[int, str] = {}  # row -> message, for the rare failed request
+        self.endpoints: list[str] = []
         self.sources: list[tuple[str, int]] = []  # (worker, rows) for merged samples
 
     def __len__(self) -> int:
         return len(self.columns["start_time"])
 
     def on_request(self, start_time, response_time, response_length, response, exception,
-                   context, **_) -> None:  # fmt: skip
+                   context, name="", **_) -> None:  # fmt: skip
         c = self.columns
         if exception is not None:
             self.errors[len(self)] = f"{type(exception).__name__}: {exception}"[:ERROR_CHARS]
@@ -41,6 +43,8 @@ class SampleRecorder:
         c["bytes"].append(response_length or 0)
         c["intended_time"].append(context.get("intended_time", math.nan))
         c["user"].append(context.get("user", -1))
+        c["server_ms"].append(_server_ms(response))
+        self.endpoints.append(name)
 
     def chunks(self):
         """The samples as messages of at most ``CHUNK_ROWS`` rows, for sending to the master."""
@@ -48,6 +52,7 @@ class SampleRecorder:
             end = min(begin + CHUNK_ROWS, len(self))
             yield {
                 "columns": {k: v[begin:end].tolist() for k, v in self.columns.items()},
+                "endpoints": self.endpoints[begin:end],
                 "errors": {str(i - begin): e for i, e in self.errors.items() if begin <= i < end},
             }
 
@@ -59,6 +64,7 @@ class SampleRecorder:
         offset = len(self)
         for name, values in chunk["columns"].items():
             self.columns[name].extend(values)
+        self.endpoints.extend(chunk["endpoints"])
         self.errors.update({offset + int(i): e for i, e in chunk["errors"].items()})
         self.sources.append((worker, len(self) - offset))
 
@@ -73,12 +79,25 @@ class SampleRecorder:
                 **{name: pa.array(values) for name, values in self.columns.items()},
                 "error": pa.array([self.errors.get(i) for i in range(n)], pa.string()),
                 "worker": pa.array(workers, pa.string()),
+                "endpoint": pa.array(self.endpoints, pa.string()),
             }
         )
         table = table.replace_schema_metadata({PARQUET_VERSION_KEY: str(PROTOCOL_VERSION)})
         tmp = f"{path}.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, path)
+
+
+def _server_ms(response) -> float:
+    """The handler time from ``Server-Timing: app;dur=12.3`` (NaN when absent)."""
+    headers = getattr(response, "headers", None)
+    value = headers.get("Server-Timing") if headers else None
+    if not value or "dur=" not in value:
+        return math.nan
+    try:
+        return float(value.split("dur=", 1)[1].split(";", 1)[0].split(",", 1)[0])
+    except ValueError:
+        return math.nan
 
 
 class ArrivalSchedule:
@@ -100,3 +119,30 @@ class ArrivalSchedule:
         self.next_time += gap
         self.issued += 1
         return intended
+
+
+class DeliveryRecorder:
+    """A room's deliveries: one row per message a member received (appends only)."""
+
+    def __init__(self) -> None:
+        self.columns = {name: array(code) for name, code in DELIVERY_COLUMNS.items()}
+
+    def __len__(self) -> int:
+        return len(self.columns["member"])
+
+    def record(self, member: int, message: int, sent: float, received: float) -> None:
+        c = self.columns
+        c["member"].append(member)
+        c["message"].append(message)
+        c["sent"].append(sent)
+        c["received"].append(received)
+
+    def write_parquet(self, path: str) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({name: pa.array(values) for name, values in self.columns.items()})
+        table = table.replace_schema_metadata({PARQUET_VERSION_KEY: str(PROTOCOL_VERSION)})
+        tmp = f"{path}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)

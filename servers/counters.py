@@ -1,21 +1,27 @@
-"""Per-process request counters the harness reads while a server runs (``--stats-dir``).
+"""Per-process gauges the harness reads while a server runs (``--stats-dir``).
 
-Each serving process owns one 8-byte file ``<stats-dir>/<pid>.count`` mapped into memory and adds
-one per answered request. The harness samples the files once a second, so how requests spread
-over a multi-process model's workers (forked Tornado's accept imbalance) is evidence in the
-results, not a claim. Without ``--stats-dir`` nothing is counted.
+Each serving process owns one small file ``<stats-dir>/<pid>.count`` mapped into memory: the
+requests it answered so far, and (processes with an event loop) the loop's lag, the worst
+scheduling delay of a periodic callback over the last second. The harness samples the files once
+a second, so how requests spread over a multi-process model's workers (forked Tornado's accept
+imbalance) and how late an event loop runs are evidence in the results, not claims. Without
+``--stats-dir`` nothing is counted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import os
 import struct
 import threading
+import time
 from pathlib import Path
 
-_FORMAT = "<Q"
+_FORMAT = "<QQ"  # requests answered; event-loop lag in microseconds (worst of the last second)
 _SIZE = struct.calcsize(_FORMAT)
+LAG_PROBE_S = 0.05  # the periodic callback's interval
+LAG_WINDOW_S = 1.0  # the lag reported is the worst over this long
 
 
 class RequestCounter:
@@ -32,19 +38,49 @@ class RequestCounter:
                 fh.flush()
                 self._map = mmap.mmap(fh.fileno(), _SIZE)
 
+        self._lag_us = 0
+
     def add(self) -> None:
         if self._map is None:
             return
         with self._lock:
             self._count += 1
-            struct.pack_into(_FORMAT, self._map, 0, self._count)
+            struct.pack_into(_FORMAT, self._map, 0, self._count, self._lag_us)
+
+    def watch_loop(self) -> None:
+        """Measure the running asyncio loop's lag from now on (call inside the loop)."""
+        if self._map is not None:
+            asyncio.get_running_loop().create_task(self._probe_lag())
+
+    async def _probe_lag(self) -> None:
+        worst, since = 0.0, time.monotonic()
+        while True:
+            due = time.monotonic() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            worst = max(worst, time.monotonic() - due)
+            if time.monotonic() - since >= LAG_WINDOW_S:
+                with self._lock:
+                    self._lag_us = int(worst * 1e6)
+                    struct.pack_into(_FORMAT, self._map, 0, self._count, self._lag_us)
+                worst, since = 0.0, time.monotonic()
+
+
+def read_gauges(directory: Path) -> dict[int, tuple[int, int]]:
+    """Per process counting into ``directory``: (requests answered, loop lag in µs)."""
+    found = {}
+    for path in Path(directory).glob("*.count"):
+        data = path.read_bytes()
+        if len(data) == _SIZE and path.stem.isdigit():
+            found[int(path.stem)] = struct.unpack(_FORMAT, data)
+    return found
 
 
 def read_counts(directory: Path) -> dict[int, int]:
     """Requests answered so far by each process that counts into ``directory`` (pid → count)."""
-    counts = {}
-    for path in Path(directory).glob("*.count"):
-        data = path.read_bytes()
-        if len(data) == _SIZE and path.stem.isdigit():
-            counts[int(path.stem)] = struct.unpack(_FORMAT, data)[0]
-    return counts
+    return {pid: count for pid, (count, _) in read_gauges(directory).items()}
+
+
+def read_loop_lag_ms(directory: Path) -> float | None:
+    """The worst event-loop lag over the last second, over every process that has a loop."""
+    lags = [lag for _, lag in read_gauges(directory).values()]
+    return max(lags) / 1000 if any(lags) else None

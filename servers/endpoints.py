@@ -55,6 +55,15 @@ def parse_delay(query: str | bytes) -> int:
     return ms
 
 
+SERVER_TIMING = "Server-Timing"
+
+
+def server_timing(seconds: float) -> str:
+    """The ``Server-Timing`` value every model sends: the time its handler spent, e.g.
+    ``app;dur=100.412`` (milliseconds), so a client can split latency into inside and outside."""
+    return f"app;dur={seconds * 1000:.3f}"
+
+
 def hello_body() -> bytes:
     return json_line({"endpoint": "hello", "message": "Hello, world"})
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from http.client import responses
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.base import Worker
 from werkzeug.exceptions import HTTPException
@@ -48,9 +49,16 @@ def create_app(config: ServerConfig, model: str = MODEL) -> Flask:
     bus = BlockingBus(config)
     counter = RequestCounter(config.stats_dir)
 
+    @app.before_request
+    def start_clock() -> None:
+        g.started = time.perf_counter()
+
     @app.after_request
     def count(response: Response) -> Response:
         counter.add()
+        if "started" in g:
+            elapsed = time.perf_counter() - g.started
+            response.headers[endpoints.SERVER_TIMING] = endpoints.server_timing(elapsed)
         return response
 
     @app.get("/hello")

@@ -9,11 +9,14 @@ here, on top of ``servers.endpoints`` and ``servers.room``.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
 import sys
 from http.client import responses
 from typing import Any
 
+import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
@@ -42,6 +45,12 @@ class JsonHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.settings["request_counter"].add()
+
+    def finish(self, chunk: Any = None) -> Any:
+        if not self._headers_written:  # time from the parsed request to the answer
+            self.set_header(endpoints.SERVER_TIMING,
+                            endpoints.server_timing(self.request.request_time()))  # fmt: skip
+        return super().finish(chunk)
 
     def send(self, body: bytes, status: int = 200) -> None:
         self.set_status(status)
@@ -192,6 +201,19 @@ def make_app(
         compress_response=False,
         request_counter=RequestCounter(config.stats_dir),
     )
+
+
+async def serve_until_stopped(app: tornado.web.Application, sockets: list[socket.socket]) -> None:
+    """Serve ``app`` on ``sockets``, watching the loop's lag, until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    app.settings["request_counter"].watch_loop()
+    await stop.wait()
+    server.stop()
 
 
 def bind_or_exit(

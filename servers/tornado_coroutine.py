@@ -11,12 +11,10 @@ it promptly and close the pools.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 
 import aiomysql
 import pymysql
-import tornado.httpserver
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from servers.backends import (
@@ -36,6 +34,7 @@ from servers.tornado_common import (
     AwaitingDelayHandler,
     bind_or_exit,
     make_app,
+    serve_until_stopped,
 )
 
 MODEL = "tornado-coroutine"
@@ -120,16 +119,9 @@ class AsyncIO:
 
 async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     """Serve on ``sockets`` until SIGTERM or SIGINT, then stop and close the I/O resources."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     backend, bus = AsyncIO(config), AsyncBus(config)
     app = make_app(MODEL, AwaitingDelayHandler, backend, AWAITING_ROOM_HANDLERS, bus, config)
-    server = tornado.httpserver.HTTPServer(app)
-    server.add_sockets(sockets)
-    await stop.wait()
-    server.stop()
+    await serve_until_stopped(app, sockets)
     await backend.close()
     await bus.close()
 

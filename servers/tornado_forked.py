@@ -92,6 +92,7 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     app = make_app(name, BlockingDelayHandler, backend, room_handlers, bus, config)
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
+    app.settings["request_counter"].watch_loop()
     await asyncio.Event().wait()
 
 

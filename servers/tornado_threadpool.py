@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
-import tornado.httpserver
 from tornado.ioloop import IOLoop
 
 from servers.blocking_io import BlockingIO
@@ -29,6 +27,7 @@ from servers.tornado_common import (
     AwaitingDelayHandler,
     bind_or_exit,
     make_app,
+    serve_until_stopped,
 )
 
 MODEL = "tornado-threadpool"
@@ -60,16 +59,9 @@ class ThreadPoolIO:
 
 async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     """Serve on ``sockets`` until SIGTERM or SIGINT, then stop and drop the pool."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     backend = ThreadPoolIO(config)
     app = make_app(MODEL, AwaitingDelayHandler, backend, AWAITING_ROOM_HANDLERS, backend, config)
-    server = tornado.httpserver.HTTPServer(app)
-    server.add_sockets(sockets)
-    await stop.wait()
-    server.stop()
+    await serve_until_stopped(app, sockets)
     backend.close()
 
 

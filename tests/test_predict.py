@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from asyncbench.predict import predicted_rps
+from asyncbench.predict import explained_rps, predicted_rps
 
 
 @pytest.mark.parametrize(
@@ -24,3 +24,20 @@ from asyncbench.predict import predicted_rps
 )
 def test_predicted_rps(users, slots, delay_ms, rate, expected):
     assert predicted_rps(users, slots, delay_ms, rate) == expected
+
+
+@pytest.mark.parametrize(
+    ("users", "base", "slots", "handler", "cpu", "cores", "expected"),
+    [
+        (1, 103.0, 4, 103.0, {}, {}, 1000 / 103),  # one user: its own round trip
+        (64, 103.0, 4, 102.0, {}, {}, 4000 / 102),  # slots held for the handler time
+        (64, 102.0, math.inf, 101.0, {}, {}, 64000 / 102),  # no slot limit: the users
+        (64, 1.0, None, None, {"server": 2.0}, {"server": 1.0}, 500.0),  # one core, 2 ms each
+        (64, 1.0, None, None, {"server": 0.6, "locust": 0.4}, {"server": 1, "locust": 1,
+                                                              "machine": 1.0}, 1000.0),
+        (8, None, None, None, {}, {}, None),
+    ],
+)  # fmt: skip
+def test_explained_rps_is_the_tightest_bound(users, base, slots, handler, cpu, cores, expected):
+    found = explained_rps(users, base, slots, handler, cpu, cores)
+    assert found == (pytest.approx(expected) if expected else None)

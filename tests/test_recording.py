@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from loadtests.protocol import (
+    PROTOCOL_VERSION,
     SAMPLE_COLUMNS,
     LocustMeta,
     Progress,
@@ -58,7 +59,7 @@ def test_a_drifted_record_fails_loudly(tmp_path, change, message):
 
 def test_a_missing_field_fails_loudly(tmp_path):
     path = tmp_path / "progress.json"
-    path.write_text(json.dumps({"t": 1.0, "requests": 1, "version": 1}))
+    path.write_text(json.dumps({"t": 1.0, "requests": 1, "version": PROTOCOL_VERSION}))
     with pytest.raises(ProtocolError, match="not a Progress"):
         read_record(path, Progress)
 

@@ -48,7 +48,10 @@ def test_every_model_entry_is_complete_and_importable_by_name():
     assert len({m.color for m in MODELS.values()}) == len(MODELS)
 
 
-@pytest.mark.parametrize("kind", list(KINDS.values()), ids=list(KINDS))
+REQUEST_KINDS = [k for k in KINDS.values() if not k.fields]
+
+
+@pytest.mark.parametrize("kind", REQUEST_KINDS, ids=[k.name for k in REQUEST_KINDS])
 def test_kind_paths_and_bodies(kind):
     assert kind_of_endpoint(kind.endpoint) is kind
     path = kind.path(250)

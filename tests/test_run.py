@@ -24,8 +24,8 @@ def sleep_run(tmp_path_factory) -> RunDir:
     """sleep at 100 ms, 2 and 24 users, 3 s windows, 2 workers for the blocking models."""
     reports = tmp_path_factory.mktemp("reports")
     settings = RunSettings(
-        scenarios=("sleep",), users=(2, 24), duration_s=3, warmup_s=1, repeat=1, workers=2,
-        reports_dir=str(reports), seed=11, new=True,
+        scenarios=("sleep",), servers=MODELS, users=(2, 24), duration_s=3, warmup_s=1,
+        repeat=1, workers=2, reports_dir=str(reports), seed=11, new=True,
     )  # fmt: skip
     return run_matrix(settings)
 
@@ -123,8 +123,8 @@ def test_saturated_load_generator_is_marked_invalid(tmp_path):
 
 def test_rerun_replaces_only_its_cells(tmp_path):
     base = RunSettings(
-        scenarios=("sleep",), users=(1,), duration_s=1, warmup_s=0.5, repeat=1,
-        reports_dir=str(tmp_path), seed=3,
+        scenarios=("sleep",), servers=MODELS, users=(1,), duration_s=1, warmup_s=0.5,
+        repeat=1, reports_dir=str(tmp_path), seed=3,
     )  # fmt: skip
     first = run_matrix(base)
     before = first.results().set_index("cell_id")

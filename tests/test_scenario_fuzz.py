@@ -28,6 +28,7 @@ from asyncbench.kinds import ENDPOINTS
 from asyncbench.plan import (
     _KEYS,
     _PROFILE_KEYS,
+    _ROOM_KEYS,
     MAX_SECONDS,
     MAX_USERS,
     SCENARIO_DIR,
@@ -73,7 +74,14 @@ PLAUSIBLE = {  # values of the right type, so that checks past the type are exer
     "measure_s": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 10**6),
     "servers": st.lists(st.sampled_from([*MODELS, "node"]), max_size=3),
     "spawn_rate": st.floats(allow_nan=True, allow_infinity=True),
+    "kind": st.sampled_from(["room", "chat"]),
+    "members": st.lists(st.integers(0, MAX_USERS + 1), max_size=4),
+    "transport": st.sampled_from(["long-poll", "websocket", ""]),
+    "message_rate": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 1000),
+    "hold_s": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 100),
+    "probe_rate": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 100),
 }
+ALL_KEYS = _KEYS | _ROOM_KEYS | {"colour", "rampup"}
 
 
 def toml_value(value) -> str:
@@ -94,7 +102,7 @@ def toml_value(value) -> str:
 
 @st.composite
 def documents(draw) -> bytes:
-    keys = draw(st.sets(st.sampled_from(sorted(_KEYS | {"colour", "rampup"})), max_size=9))
+    keys = draw(st.sets(st.sampled_from(sorted(ALL_KEYS)), max_size=9))
     lines = []
     for key in sorted(keys):
         plausible = key in PLAUSIBLE and draw(st.integers(0, 3)) > 0
@@ -105,14 +113,16 @@ def documents(draw) -> bytes:
 
 VALID = {"description": "x", "endpoint": "/sleep", "delay_ms": 10, "users": [1, 4],
          "warmup_s": 0.5, "measure_s": 1}  # fmt: skip
+VALID_ROOM = {"description": "x", "kind": "room", "members": [2, 8], "message_rate": 2.0,
+              "warmup_s": 0.5, "measure_s": 1}  # fmt: skip
 
 
 @st.composite
 def near_valid_documents(draw) -> bytes:
     """A valid file with a few fields changed, removed or added (the quick table included)."""
-    data: dict = dict(VALID)
+    data: dict = dict(draw(st.sampled_from([VALID, VALID_ROOM])))
     for _ in range(draw(st.integers(0, 3))):
-        key = draw(st.sampled_from(sorted(_KEYS | {"colour"})))
+        key = draw(st.sampled_from(sorted(ALL_KEYS)))
         if draw(st.integers(0, 4)) == 0:
             data.pop(key, None)
         elif key == "quick":
@@ -150,7 +160,10 @@ def report_counts() -> Iterator[None]:
 
 
 def assert_valid(scenario: Scenario) -> None:
-    assert scenario.endpoint in ENDPOINTS and 0 <= scenario.delay_ms <= MAX_MS
+    assert scenario.kind is not None and 0 <= scenario.delay_ms <= MAX_MS
+    for name in ("message_rate", "hold_s", "probe_rate"):  # a room's, when it has them
+        value = getattr(scenario, name, None)
+        assert value is None or (math.isfinite(value) and value > 0), (name, value)
     assert scenario.users and all(1 <= u <= MAX_USERS for u in scenario.users)
     assert 0 <= scenario.warmup_s <= MAX_SECONDS and 0.5 <= scenario.measure_s <= MAX_SECONDS
     assert scenario.servers and set(scenario.servers) <= set(MODELS)

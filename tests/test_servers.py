@@ -125,6 +125,18 @@ def test_same_bytes_on_every_model(servers: dict[str, Server], endpoint: str, ms
     assert len(set(answers.values())) == 1, answers
 
 
+@pytest.mark.parametrize("endpoint", ["sleep", "fetch", "sql"])
+def test_server_timing_is_the_handler_time(running: Server, endpoint: str) -> None:
+    with connection(running.url) as conn:
+        conn.request("GET", f"/{endpoint}?ms={SLOW_MS}")
+        response = conn.getresponse()
+        response.read()
+        timing = response.getheader("Server-Timing")
+    assert timing and timing.startswith("app;dur=")
+    handler_ms = float(timing.removeprefix("app;dur="))
+    assert SLOW_MS <= handler_ms < SLOW_MS + 40, timing  # a few ms of work beside the wait
+
+
 def test_health(running: Server) -> None:
     status, body, content_type = get(running.url, "/health")
     assert (status, content_type) == (200, CONTENT_TYPE)

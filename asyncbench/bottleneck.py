@@ -1,0 +1,130 @@
+"""What limits a cell, named from its measured service demands and the model's slots.
+
+The service demand of a component is the CPU time it spends per completed request
+(utilisation × window / requests). A cell is bound by the first of: the load generator, the
+machine, the upstream or the database running out of CPU, the server running out of CPU (one
+core for a single process: one event loop), the model's slots (requests it can hold at once),
+and otherwise the offered load itself (closed loop: users / delay). The rules read only stored
+columns, so the runner and a rebuilt report name the same limit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from servers import MODELS
+
+SATURATED = 85.0  # % of what a component can use: from here on it sets the pace
+MACHINE_SATURATED = 90.0  # % of all cores
+SLOT_BOUND = 0.85  # throughput at 85 % of slots / delay or more, with more users than slots
+COMPONENTS = ("server", "locust", "upstream", "mariadb")
+
+
+@dataclass(frozen=True)
+class Demands:
+    """CPU milliseconds per completed request, per component (None when not sampled)."""
+
+    server: float | None = None
+    locust: float | None = None
+    upstream: float | None = None
+    mariadb: float | None = None
+
+
+def demands(row: Mapping) -> Demands:
+    """Service demands from a cell's mean CPU (% of one core) and throughput."""
+    rps = _number(row.get("rps"))
+    if not rps:
+        return Demands()
+    per = {c: _number(row.get(f"cpu_{c}")) for c in COMPONENTS}
+    return Demands(**{c: v / 100 / rps * 1000 if v is not None else None for c, v in per.items()})
+
+
+def columns(row: Mapping) -> dict:
+    """The ``results.csv`` columns derived here: the bottleneck and the service demands."""
+    found = demands(row)
+    return {"bottleneck": name_bottleneck(row),
+            **{f"cpu_ms_{c}": getattr(found, c) for c in COMPONENTS}}  # fmt: skip
+
+
+def name_bottleneck(row: Mapping) -> str:
+    """The binding limit of one measured cell, in words."""
+    for rule in (_load_generator, _machine, _auxiliary, _server_cpu, _slots, _short_of_slots):
+        found = rule(row)
+        if found:
+            return found
+    users, delay = _number(row.get("users")), _number(row.get("delay_ms"))
+    if delay and users:
+        return f"offered load ({users:.0f} users, {delay:.0f} ms each)"
+    return "offered load"
+
+
+def _load_generator(row: Mapping) -> str | None:
+    locust = _number(row.get("cpu_locust_max")) or _number(row.get("cpu_locust"))
+    if locust is not None and locust >= SATURATED:
+        return f"load generator (busiest Locust process {locust:.0f}% of a core)"
+    return None
+
+
+def _machine(row: Mapping) -> str | None:
+    machine = _number(row.get("cpu_machine"))
+    if machine is not None and machine >= MACHINE_SATURATED:
+        return f"machine CPU ({machine:.0f}% of all cores)"
+    return None
+
+
+def _auxiliary(row: Mapping) -> str | None:
+    for name in ("upstream", "mariadb"):
+        cpu = _number(row.get(f"cpu_{name}"))
+        if cpu is not None and cpu >= SATURATED:
+            return f"{name} CPU ({cpu:.0f}% of a core)"
+    return None
+
+
+def _server_cpu(row: Mapping) -> str | None:
+    cpu = _number(row.get("cpu_server"))
+    spec = MODELS.get(str(row.get("server")))
+    if cpu is None or spec is None:
+        return None
+    processes = int(_number(row.get("workers")) or 1) if spec.multi_process else 1
+    usable = min(processes, os.cpu_count() or 1) * 100
+    if cpu < SATURATED / 100 * usable:
+        return None
+    if processes == 1:
+        return f"server CPU: one process at {cpu:.0f}% of its one core"
+    return f"server CPU ({cpu:.0f}% of {usable / 100:.0f} cores)"
+
+
+def _slots(row: Mapping) -> str | None:
+    slots, users = _number(row.get("slots")), _number(row.get("users"))
+    delay, rps = _number(row.get("delay_ms")), _number(row.get("rps"))
+    if not (slots and users and delay and rps) or users <= slots:
+        return None
+    if rps >= SLOT_BOUND * slots / (delay / 1000):
+        return f"slots: {row.get('slot_limit') or f'{slots:.0f}'}"
+    return None
+
+
+def _short_of_slots(row: Mapping) -> str | None:
+    """More users than slots, yet well under slots / delay: a limit the rules cannot name."""
+    slots, users = _number(row.get("slots")), _number(row.get("users"))
+    delay, rps = _number(row.get("delay_ms")), _number(row.get("rps"))
+    if not (slots and users and delay and rps) or users <= slots:
+        return None
+    capacity = slots / (delay / 1000)
+    share = _number(row.get("busiest_process_share"))
+    workers = _number(row.get("workers"))
+    if share and workers and share > 1.5 / workers:
+        return (f"unbalanced workers: {rps:.0f} of {capacity:.0f} req/s, the busiest worker "
+                f"served {share:.0%}")  # fmt: skip
+    return f"unexplained: {rps:.0f} of the {capacity:.0f} req/s its slots allow"
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number

@@ -1,0 +1,225 @@
+"""The chat room, harness side: verifying a model's room, the sender, and a room cell's numbers.
+
+N members hold long-polls (Locust's ``RoomMember``); the sender publishes at a fixed rate on the
+message bus, each message carrying its send time, the way a separate publishing service would,
+so the room's message rate is the same for every model whatever the model does with its slots
+(``POST /room/send`` is the same publish, checked before each cell). A probe user sends
+``GET /hello`` at a low fixed rate meanwhile.
+
+A room cell's numbers come from its stored raw facts (the deliveries, the samples, the resource
+samples with the held-polls gauge, the messages published), like any cell's.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+
+from asyncbench.evaluate import (
+    CellStats,
+    Judgement,
+    ResourceUsage,
+    corrected_latency_ms,
+    judge,
+    resource_usage,
+)
+from asyncbench.measure import CellFailed
+from servers import room
+from servers.bus_blocking import BlockingBus
+from servers.config import ServerConfig
+
+PROBE_ENDPOINT = "/hello"
+POLL_ENDPOINT = "/room/poll"
+VERIFY_TIMEOUT_S = 30.0
+SENDER_TEXT = "x" * 64  # every message the same size: what varies is only who holds polls
+
+
+class Sender:
+    """Publishes ``rate`` messages a second on the bus from a thread until stopped; remembers
+    each message's id and embedded send time."""
+
+    def __init__(self, redis_url: str, rate: float) -> None:
+        self.bus = BlockingBus(ServerConfig(redis_url=redis_url))
+        self.gap = 1 / rate
+        self.published: list[tuple[int, float]] = []
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="room-sender", daemon=True)
+
+    def __enter__(self) -> Sender:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.published, columns=["message", "sent"])
+
+    def _loop(self) -> None:
+        due = time.time()
+        while not self._stop.wait(max(0.0, due - time.time())):
+            sent = time.time()
+            try:
+                message_id = self.bus.publish(room.Outgoing(SENDER_TEXT, sent))
+            except Exception as exc:  # the bus died: the cell fails with this reason
+                self.error = f"the sender could not publish: {exc}"
+                return
+            self.published.append((message_id, sent))
+            due += self.gap
+
+
+def verify_room(url: str, work_done) -> None:
+    """A send through the server comes back from a poll, byte for byte, and the bus saw it."""
+    before = work_done()
+    body = json.dumps({"text": "verify", "sent": time.time()}).encode()
+    status, answer = _request(url, "POST", "/room/send", body)
+    if status != 200:
+        raise CellFailed(f"verification: POST /room/send answered {status}: {answer[:120]!r}")
+    message_id = json.loads(answer)["id"]
+    status, answer = _request(url, "GET", f"/room/poll?after={message_id - 1}")
+    if status != 200 or json.loads(answer)["messages"][0]["id"] != message_id:
+        raise CellFailed(f"verification: the poll did not return message {message_id}: "
+                         f"{status} {answer[:120]!r}")  # fmt: skip
+    if work_done() <= before:
+        raise CellFailed("verification: the server answered but the bus saw no message")
+
+
+def _request(url: str, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=VERIFY_TIMEOUT_S)
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    except OSError as exc:
+        raise CellFailed(f"verification request failed: {exc}") from None
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class RoomStats:
+    """What one room cell measured."""
+
+    messages: int = 0  # published in the window
+    delivered: int = 0  # (member, message) pairs received, each counted once
+    lost: int = 0  # pairs never received by the end of the cell
+    duplicates: int = 0
+    out_of_order: int = 0  # deliveries with an id below one the member already had
+    delivery_p50_ms: float | None = None  # from the embedded send time to the member's receipt
+    delivery_p99_ms: float | None = None
+    delivery_max_ms: float | None = None
+    last_member_p50_ms: float | None = None  # time until every member had a message
+    members_held: float | None = None  # polls the server held at once (gauge, window mean)
+    members_held_max: float | None = None
+    member_errors: int = 0  # polls that failed (refused, reset, timed out, 5xx)
+    probe_p50_ms: float | None = None  # GET /hello meanwhile, from its intended time
+    probe_p99_ms: float | None = None
+    mem_per_member_kb: float | None = None  # server RSS over idle, per poll held
+
+
+def evaluate_room(
+    samples: pd.DataFrame,
+    deliveries: pd.DataFrame,
+    published: pd.DataFrame,
+    resources: pd.DataFrame,
+    start: float,
+    end: float,
+    members: int,
+) -> tuple[RoomStats, ResourceUsage, Judgement]:
+    """A room cell's numbers and judgement from its raw facts."""
+    usage = resource_usage(resources, start, end)
+    window = published[(published["sent"] >= start) & (published["sent"] < end)]
+    fields = _delivery_fields(deliveries, window, members)
+    fields.update(_held_fields(resources, start, end, usage))
+    fields.update(_probe_and_errors(samples, start, end))
+    stats = RoomStats(**fields)
+    polls = CellStats(requests=stats.delivered + stats.lost, failures=stats.member_errors,
+                      rps=len(window) / (end - start))  # fmt: skip
+    verdict = judge(polls, usage)
+    reasons = [verdict.reason] if verdict.reason else []
+    if not len(window):
+        reasons.append("no message was published in the window")
+    if stats.lost:
+        reasons.append(f"{stats.lost} of {stats.lost + stats.delivered} deliveries lost "
+                       "(never received by the end of the cell)")  # fmt: skip
+    if stats.duplicates or stats.out_of_order:
+        reasons.append(f"{stats.duplicates} duplicate and {stats.out_of_order} out-of-order "
+                       "deliveries")  # fmt: skip
+    return stats, usage, Judgement(not reasons, "; ".join(reasons))
+
+
+def _delivery_fields(deliveries: pd.DataFrame, window: pd.DataFrame, members: int) -> dict:
+    mine = deliveries[deliveries["message"].isin(window["message"])]
+    unique = mine.drop_duplicates(["member", "message"])
+    fields: dict = {"messages": len(window), "delivered": len(unique),
+                    "lost": max(0, members * len(window) - len(unique)),
+                    "duplicates": len(mine) - len(unique),
+                    "out_of_order": _out_of_order(deliveries)}  # fmt: skip
+    if len(unique):
+        latency = (unique["received"] - unique["sent"]).to_numpy() * 1000
+        fields["delivery_p50_ms"] = float(np.percentile(latency, 50))
+        fields["delivery_p99_ms"] = float(np.percentile(latency, 99))
+        fields["delivery_max_ms"] = float(latency.max())
+        per_message = unique.groupby("message").agg(n=("member", "size"), last=("received", "max"),
+                                                    sent=("sent", "first"))  # fmt: skip
+        complete = per_message[per_message["n"] == members]
+        if len(complete):
+            last = (complete["last"] - complete["sent"]).to_numpy() * 1000
+            fields["last_member_p50_ms"] = float(np.median(last))
+    return fields
+
+
+def _out_of_order(deliveries: pd.DataFrame) -> int:
+    if deliveries.empty:
+        return 0
+    ordered = deliveries.sort_values(["member", "received"], kind="stable")
+    best_so_far = ordered.groupby("member")["message"].cummax().shift().where(
+        ordered["member"].eq(ordered["member"].shift()))  # fmt: skip
+    return int((ordered["message"] < best_so_far).sum())
+
+
+def _held_fields(resources: pd.DataFrame, start: float, end: float, usage) -> dict:
+    if resources is None or resources.empty or "room_held" not in resources:
+        return {}
+    inside = resources[(resources["t"] > start) & (resources["t"] <= end + 0.5)]
+    held = inside["room_held"].dropna()
+    if held.empty:
+        return {}
+    fields = {"members_held": float(held.mean()), "members_held_max": float(held.max())}
+    if usage.rss_server_mb is not None and usage.rss_server_idle_mb is not None and held.mean():
+        grown = usage.rss_server_mb - usage.rss_server_idle_mb
+        fields["mem_per_member_kb"] = grown * 1024 / held.mean()
+    return fields
+
+
+def _probe_and_errors(samples: pd.DataFrame, start: float, end: float) -> dict:
+    if samples.empty or "endpoint" not in samples:
+        return {}
+    polls = samples[samples["endpoint"] == POLL_ENDPOINT]
+    failed = polls["error"].notna() | ~polls["status"].isin([200, 204])
+    fields: dict = {"member_errors": int(failed.sum())}
+    intended = samples["intended_time"]
+    probe = samples[
+        (samples["endpoint"] == PROBE_ENDPOINT) & (intended >= start) & (intended < end)
+    ]
+    if len(probe):
+        latency = corrected_latency_ms(probe).to_numpy()
+        fields["probe_p50_ms"] = float(np.percentile(latency, 50))
+        fields["probe_p99_ms"] = float(np.percentile(latency, 99))
+    return fields
+
+
+def room_columns(stats: RoomStats, usage: ResourceUsage, judgement: Judgement, rate: float):
+    """The ``results.csv`` columns of a room cell."""
+    return {**asdict(stats), **asdict(usage), "valid": judgement.valid, "reason": judgement.reason,
+            "status": judgement.status, "rps": rate, "requests": stats.delivered}  # fmt: skip

@@ -1,0 +1,136 @@
+"""How a cell drives and judges each load shape: request/response, or a room of held polls.
+
+A scenario kind's registry entry names its workload; the cell runner asks the workload how to
+configure the server, prove the work, which Locust users to start, what runs beside Locust (the
+room's sender), and how to turn the raw facts into the cell's columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import replace
+
+import pandas as pd
+
+from asyncbench import room
+from asyncbench.evaluate import evaluate_cell
+from asyncbench.measure import CellFailed, LocustOutcome, verify_equivalence
+
+ROOM_STOP_TIMEOUT_S = 3.0  # deliveries in flight at the window's end get this long to arrive
+
+
+class RequestResponse:
+    """One request, one answer, then the next (closed loop) or at intended times (open loop)."""
+
+    user_classes = ("BenchUser",)
+    extra_users = 0
+
+    def configure(self, config, scenario):
+        return config
+
+    def slots(self, kind, model, config, db_max_connections: int | None) -> float | None:
+        return kind.slots(model, config, db_max_connections)
+
+    def base_fields(self, scenario, users: int, slots: float | None) -> dict:
+        return {}
+
+    def verify(self, url: str, scenario, proof) -> None:
+        verify_equivalence(
+            url, scenario.path, scenario.kind.expected_body(scenario.delay_ms),
+            scenario.delay_ms, proof.work_done if proof else None,
+        )  # fmt: skip
+
+    def extra_args(self, scenario) -> tuple[str, ...]:
+        return ()
+
+    def beside(self, services, scenario):
+        """What runs beside Locust for the whole cell (nothing here)."""
+        return contextlib.nullcontext()
+
+    def stop_timeout_s(self, default: float) -> float:
+        return default
+
+    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, beside):
+        evaluation = evaluate_cell(
+            outcome.samples, resources, outcome.window_start, outcome.window_end,
+            rate=cell.rate, abandoned=outcome.abandoned,
+        )  # fmt: skip
+        return evaluation.columns()
+
+    def reevaluate(self, row: pd.Series, facts: dict[str, pd.DataFrame], stored_usage) -> dict:
+        """The columns again, from a stored cell's raw facts (``asyncbench report``)."""
+        evaluation = evaluate_cell(
+            facts["samples"], facts["resources"], row["window_start"], row["window_end"],
+            rate=row["rate"], abandoned=_count(row.get("abandoned")), stored_usage=stored_usage,
+        )  # fmt: skip
+        return evaluation.columns()
+
+
+class Room:
+    """N members hold long-polls; the sender publishes at the scenario's rate on the bus."""
+
+    user_classes = ("RoomMember", "Probe")
+    extra_users = 1  # the probe
+
+    def configure(self, config, scenario):
+        return replace(config, hold_s=scenario.hold_s)
+
+    def slots(self, kind, model, config, db_max_connections: int | None) -> float:
+        """The polls a model holds at once: each one holds a worker, a thread, or nothing."""
+        return model.slots(config, None, None)
+
+    def base_fields(self, scenario, users: int, slots: float | None) -> dict:
+        return {"transport": scenario.transport, "message_rate": scenario.message_rate,
+                "predicted_held": room_prediction(users, slots)}  # fmt: skip
+
+    def verify(self, url: str, scenario, proof) -> None:
+        proof.reset_room()
+        room.verify_room(url, proof.work_done)
+
+    def extra_args(self, scenario) -> tuple[str, ...]:
+        return ("--bench-probe-rate", f"{scenario.probe_rate:g}")
+
+    def beside(self, services, scenario):
+        return room.Sender(services["bus"].url, scenario.message_rate)
+
+    def stop_timeout_s(self, default: float) -> float:
+        return ROOM_STOP_TIMEOUT_S
+
+    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, sender):
+        if sender.error:
+            raise CellFailed(sender.error)
+        deliveries = outcome.deliveries if outcome.deliveries is not None else pd.DataFrame()
+        return self._columns(outcome.samples, deliveries, sender.frame(), resources,
+                             outcome.window_start, outcome.window_end, cell.users)
+
+    def reevaluate(self, row: pd.Series, facts: dict[str, pd.DataFrame], stored_usage) -> dict:
+        messages = facts["messages"]
+        if messages.empty:  # nothing published: the stored judgement stands
+            return {}
+        return self._columns(facts["samples"], facts["deliveries"], messages,
+                             facts["resources"], row["window_start"], row["window_end"],
+                             int(row["users"]))  # fmt: skip
+
+    @staticmethod
+    def _columns(samples, deliveries, messages, resources, start, end, members) -> dict:
+        if deliveries.empty:
+            deliveries = pd.DataFrame(columns=["member", "message", "sent", "received"])
+        stats, usage, judgement = room.evaluate_room(samples, deliveries, messages, resources,
+                                                     start, end, members=members)  # fmt: skip
+        return room.room_columns(stats, usage, judgement, stats.delivered / (end - start))
+
+
+REQUEST_RESPONSE = RequestResponse()
+ROOM = Room()
+
+
+def room_prediction(members: int, slots: float | None) -> float | None:
+    """Polls a model holds at once: all members, or its slots (the rest wait to be accepted)."""
+    if slots is None or math.isinf(slots):
+        return float(members)
+    return float(min(members, slots))
+
+
+def _count(value) -> int:
+    return 0 if value is None or pd.isna(value) else int(value)

@@ -1,0 +1,48 @@
+"""The bottleneck rules on synthetic service demands (no processes)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from asyncbench.bottleneck import columns, demands, name_bottleneck
+
+CORES = os.cpu_count() or 1
+
+
+def cell(**facts) -> dict:
+    base = {"server": "flask-blocking", "workers": 4, "users": 64, "slots": 4.0,
+            "delay_ms": 100, "rps": 39.0, "cpu_server": 10.0, "cpu_locust": 20.0,
+            "cpu_locust_max": 20.0, "cpu_machine": 30.0, "slot_limit": "workers = 4"}  # fmt: skip
+    return {**base, **facts}
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ({}, "slots: workers = 4"),
+        ({"users": 4, "rps": 39.0}, "offered load (4 users, 100 ms each)"),
+        ({"cpu_locust_max": 95.0}, "load generator"),
+        ({"cpu_machine": 97.0}, "machine CPU"),
+        ({"cpu_upstream": 91.0}, "upstream CPU"),
+        ({"server": "tornado-coroutine", "slots": math.nan, "delay_ms": 0, "rps": 3000,
+          "cpu_server": 97.0}, "server CPU: one process"),
+        ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "rps": 600,
+          "cpu_server": 40.0}, "offered load (64 users"),
+        ({"rps": 20.0, "busiest_process_share": 0.7}, "unbalanced workers"),
+        ({"rps": 20.0}, "unexplained: 20 of the 40 req/s"),
+        ({"server": "tornado-forked", "cpu_server": 0.9 * 100 * min(4, CORES)}, "server CPU ("),
+    ],
+)  # fmt: skip
+def test_rules(facts, expected):
+    assert name_bottleneck(cell(**facts)).startswith(expected)
+
+
+def test_service_demands_are_cpu_ms_per_request():
+    found = demands(cell(rps=50.0, cpu_server=25.0, cpu_locust=10.0))
+    assert found.server == pytest.approx(5.0)  # 0.25 core-s per s / 50 req/s = 5 ms
+    assert found.locust == pytest.approx(2.0) and found.upstream is None
+    assert columns(cell())["cpu_ms_server"] == pytest.approx(10 / 100 / 39 * 1000)
+    assert demands(cell(rps=0)).server is None

@@ -1,0 +1,71 @@
+"""The long-poll room, end to end: real servers, a real Redis, real Locust members."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from asyncbench.run import RunHooks, RunSettings, run_matrix
+from asyncbench.services import throwaway_redis
+from asyncbench.store import RunDir
+
+pytestmark = pytest.mark.slow
+
+
+def room_run(tmp_path, servers, members, redis_url=None, hooks=None, workers=2) -> RunDir:
+    settings = RunSettings(
+        scenarios=("room-longpoll",), servers=servers, users=(members,), duration_s=3,
+        warmup_s=1.5, repeat=1, workers=workers, reports_dir=str(tmp_path), seed=5, new=True,
+        redis_url=redis_url,
+    )  # fmt: skip
+    return run_matrix(settings, hooks)
+
+
+@pytest.fixture(scope="module")
+def rooms(tmp_path_factory) -> dict[str, RunDir]:
+    """200 members on the coroutine model; 20 on a 2-worker blocking model."""
+    out = tmp_path_factory.mktemp("rooms")
+    return {"tornado-coroutine": room_run(out, ("tornado-coroutine",), 200),
+            "flask-blocking": room_run(out, ("flask-blocking",), 20)}  # fmt: skip
+
+
+def cell(run: RunDir, server: str):
+    results = run.results()
+    return results[results["server"] == server].iloc[0]
+
+
+def test_coroutine_room_delivers_every_message_to_200_members(rooms):
+    run = rooms["tornado-coroutine"]
+    row = cell(run, "tornado-coroutine")
+    assert row["status"] == "ok", row["reason"]
+    assert row["messages"] >= 2 and row["lost"] == 0 and row["duplicates"] == 0
+    assert row["delivered"] == 200 * row["messages"]
+    assert row["delivery_p99_ms"] < 1000  # generous: a message a second to 200 members
+    assert row["members_held_max"] >= 150  # the event loop holds (nearly) every member
+    assert row["probe_p99_ms"] < 500
+    assert (run.path / "index.html").exists()
+
+
+def test_a_two_worker_blocking_model_holds_two_and_the_probe_waits(rooms):
+    row = cell(rooms["flask-blocking"], "flask-blocking")
+    assert row["status"] in ("ok", "invalid"), row["reason"]
+    assert row["members_held_max"] <= 2 and row["predicted_held"] == 2
+    # the probe queues behind held polls: far slower than on an idle server
+    assert row["probe_p99_ms"] > 50 or row["lost"] > 0
+
+
+def test_killing_redis_mid_cell_fails_that_cell_and_the_matrix_goes_on(tmp_path):
+    with throwaway_redis() as bus:
+        class KillRedis(RunHooks):
+            def cell_started(self, cell, index, expected_s):
+                if index == 0:
+                    threading.Timer(2.5, bus.process.popen.kill).start()
+
+        run = room_run(tmp_path, ("tornado-coroutine", "tornado-threadpool"), 20,
+                       redis_url=bus.url, hooks=KillRedis())  # fmt: skip
+    results = run.results()
+    assert len(results) == 2 and run.read_meta().status == "complete"
+    first = results.sort_values("order").iloc[0]
+    assert first["status"] == "failed"
+    assert "publish" in first["reason"] or "bus" in first["reason"], first["reason"]
