@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from asyncbench.atomic import is_disk_full
 from asyncbench.gate import ComparisonInputError
 from asyncbench.plan import ScenarioError, available_scenarios, load_scenario
 from asyncbench.processes import ProcessError
 from asyncbench.services import ServiceError
 from asyncbench.session import SessionError
 from asyncbench.store import StoreError
+from asyncbench.validate import (
+    UsageError,
+    check_compare,
+    check_loadgen_worker,
+    check_report,
+    check_run,
+    check_serve,
+)
 from servers import MODELS
-from servers.config import MysqlUrl, ServerConfig
+from servers.config import ServerConfig
 from servers.registry import LIBRARY, SIZED
-
-
-class UsageError(Exception):
-    """The command line asks for something that cannot work; the message says what to change."""
-
 
 # What a user can cause and fix: one line each. Anything else is a bug and shows its traceback.
 USER_ERRORS = (UsageError, ScenarioError, ServiceError, StoreError, ProcessError, SessionError,
@@ -29,21 +36,60 @@ USER_ERRORS = (UsageError, ScenarioError, ServiceError, StoreError, ProcessError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     try:
+        args = parse_and_check(argv)
         return args.handler(args) or 0
     except USER_ERRORS as exc:
-        first, *rest = str(exc).splitlines() or [""]
-        print(f"asyncbench: error: {first}", file=sys.stderr)
-        if rest:  # e.g. a process's last log lines: useful, but after the one-line error
-            print("\n".join(f"  {line}" for line in rest), file=sys.stderr)
-        return 2
+        return print_user_error(exc)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        return print_user_error(UsageError(
+            f"no space left on the device holding {exc.filename or 'a file'}: free some space "
+            "and try again"))  # fmt: skip
     except KeyboardInterrupt:
         print("asyncbench: interrupted; finished cells are kept", file=sys.stderr)
         return 130
+
+
+def parse_and_check(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, every flag validated; nothing has started yet.
+
+    argparse's own errors exit 2 with a usage line; ours raise ``UsageError`` (or
+    ``ScenarioError`` for a scenario file), one line each.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        check_run(args, defaults=parser.parse_args(["run"]))
+    elif args.command == "serve":
+        check_serve(args)
+    elif args.command == "report":
+        check_report(args)
+    elif args.command == "compare":
+        check_compare(args)
+    elif args.command == "loadgen-worker":
+        args.master_address = check_loadgen_worker(args)
+    return args
+
+
+def print_user_error(exc: Exception) -> int:
+    """One line on stderr (then indented detail, if the error carries some); exit status 2.
+
+    Validation errors have no detail: any line break in them came from the user's input."""
+    text = str(exc)
+    first, *rest = [text] if isinstance(exc, UsageError | ScenarioError) else text.split("\n")
+    print(f"asyncbench: error: {one_line(first)}", file=sys.stderr)
+    if rest:  # e.g. a process's last log lines: useful, but after the one-line error
+        print("\n".join(f"  {one_line(line)}" for line in rest), file=sys.stderr)
+    return 2
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -57,8 +103,18 @@ def _still_cleaning_up(signum, frame) -> None:
     print("asyncbench: stopping child processes, please wait", file=sys.stderr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the project's one-line style (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("asyncbench").strip()
+        where = f"{command}: " if command else ""
+        message = one_line(f"{where}{message} (see `{self.prog} --help`)")
+        self.exit(2, f"asyncbench: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="asyncbench", description="Benchmark blocking versus asynchronous Python servers."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,38 +254,11 @@ _int_list = _positive_list(int, "load levels", "1,10,50")
 _rate_list = _positive_list(float, "rates (requests/s)", "50,100,200")
 
 
-def _check_run_args(args: argparse.Namespace) -> None:
-    if args.workers < 1:
-        raise UsageError("--workers must be at least 1")
-    if args.threads < 1:
-        raise UsageError("--threads must be at least 1")
-    if args.spawn_rate is not None and args.spawn_rate <= 0:
-        raise UsageError("--spawn-rate must be positive")
-    if args.repeat is not None and args.repeat < 1:
-        raise UsageError("--repeat must be at least 1")
-    if args.rate and args.users:
-        raise UsageError("give either --users (closed loop) or --rate (open loop), not both")
-    if args.locust_workers < 0 or args.expect_workers < 0:
-        raise UsageError("--locust-workers and --expect-workers cannot be negative")
-    if args.target and len(args.server) != 1:
-        raise UsageError("--target measures a server started elsewhere: give exactly one --server")
-    _check_mysql_url(args.mysql_url)
-
-
-def _check_mysql_url(url: str | None) -> None:
-    if url:
-        try:
-            MysqlUrl.parse(url)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from asyncbench.display import RichDisplay
     from asyncbench.run import run_matrix
     from asyncbench.session import RunSettings
 
-    _check_run_args(args)
     settings = RunSettings(
         scenarios=tuple(args.scenario), servers=tuple(args.server), users=args.users,
         duration_s=args.duration, warmup_s=args.warmup,
@@ -282,12 +311,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from asyncbench.processes import port_in_use
     from servers.config import MYSQL_URL_ENV, REDIS_URL_ENV
 
-    _check_mysql_url(args.mysql_url)
-    if port_in_use(args.host, args.port):
-        raise ServiceError(f"port {args.port} on {args.host} is already in use")
+    _check_can_listen(args.host, args.port)
     spec = MODELS[args.model]
     config = spec.configure(ServerConfig(host=args.host, port=args.port, workers=args.workers,
                                          threads=args.threads, upstream=args.upstream))  # fmt: skip
@@ -301,13 +327,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail with one line, before exec'ing the model, if ``host:port`` cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServiceError(f"port {port} on {host} is already in use") from None
+            raise ServiceError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def _cmd_loadgen_worker(args: argparse.Namespace) -> int:
     from asyncbench.measure import run_remote_worker
 
-    host, _, port = args.master.partition(":")
-    if not host or not (port or "5557").isdigit():
-        raise UsageError(f"--master must be HOST or HOST:PORT, got {args.master!r}")
-    run_remote_worker(host, int(port or 5557), args.idle_timeout)
+    host, port = args.master_address
+    run_remote_worker(host, port, args.idle_timeout)
     return 0
 
 

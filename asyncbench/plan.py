@@ -12,6 +12,7 @@ halves differ by is the run's noise floor (``noise.py``). It may also declare ``
 
 from __future__ import annotations
 
+import math
 import random
 import tomllib
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from servers.endpoints import MAX_MS
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 MAX_USERS = 5000
 MAX_SPAWN_RATE = 100_000.0
+MAX_SECONDS = 86_400.0  # a warm-up or measured window longer than a day is a typo
 TRANSPORTS = ("long-poll",)
 MAX_MESSAGE_RATE = 100.0
 _PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
@@ -132,6 +134,8 @@ def load_scenario(path: Path) -> Scenario:
         raise ScenarioError(f"{where}: no such scenario file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{where}: not valid TOML: {exc}") from None
+    except OSError as exc:  # a directory, no permission, an I/O error
+        raise ScenarioError(f"{where}: cannot read the scenario file: {exc.strerror}") from None
     check = _Checker(where)
     if "kind" in data:
         return _load_room(path, data, check)
@@ -212,9 +216,9 @@ def _profile_fields(check: _Checker, data: dict, required: bool, levels: str = "
     if required or "users" in data:
         fields["users"] = check.user_levels(data, "users", shown=levels)
     if required or "warmup_s" in data:
-        fields["warmup_s"] = check.number(data, "warmup_s", minimum=0)
+        fields["warmup_s"] = check.number(data, "warmup_s", minimum=0, maximum=MAX_SECONDS)
     if required or "measure_s" in data:
-        fields["measure_s"] = check.number(data, "measure_s", minimum=0.5)
+        fields["measure_s"] = check.number(data, "measure_s", minimum=0.5, maximum=MAX_SECONDS)
     return fields
 
 
@@ -256,10 +260,14 @@ class _Checker:
             self.fail(field, f"must be an integer from {low} to {high}, got {value!r}")
         return value
 
-    def number(self, data: dict, field: str, minimum: float) -> float:
+    def number(self, data: dict, field: str, minimum: float, maximum: float = math.inf) -> float:
         value = self.get(data, field)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            self.fail(field, f"must be a number ≥ {minimum}, got {value!r}")
+        ok = not isinstance(value, bool) and isinstance(value, int | float)
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf
+            ok = False
+        if not ok or not minimum <= value <= maximum:
+            bound = f" and ≤ {maximum:g}" if maximum < math.inf else ""
+            self.fail(field, f"must be a finite number ≥ {minimum}{bound}, got {value!r}")
         return float(value)
 
     def user_levels(self, data: dict, field: str, shown: str = "users") -> tuple[int, ...]:
@@ -287,7 +295,7 @@ class _Checker:
         if not isinstance(value, list) or not value:
             self.fail("servers", "must be a non-empty list of server model names")
         for name in value:
-            if name not in MODELS:
+            if not isinstance(name, str) or name not in MODELS:
                 self.fail("servers", f"unknown server {name!r} (known: {', '.join(MODELS)})")
         return tuple(dict.fromkeys(value))
 
@@ -325,13 +333,20 @@ def resolve_scenarios(choices: list[str] | None, directory: Path = SCENARIO_DIR)
     for choice in choices:
         if choice in known:
             scenarios.append(load_scenario(known[choice]))
-        elif choice.endswith(".toml") or Path(choice).exists():
+        elif choice.endswith(".toml") or _exists(Path(choice)):
             scenarios.append(load_scenario(Path(choice)))
         else:
             raise ScenarioError(
                 f"unknown scenario {choice!r}: give a name ({', '.join(known)}) or a .toml path"
             )
     return scenarios
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long: it is no file, whatever it was meant to be
+        return False
 
 
 def plan_cells(

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from asyncbench.atomic import write_atomic
+
 _PR_SET_PDEATHSIG = 1
 try:
     _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -93,9 +95,7 @@ class ProcessLedger:
     def _write(self) -> None:
         payload = {"orchestrator": {"pid": os.getpid(), "create_time": _create_time(os.getpid())},
                    "processes": list(self.entries.values())}  # fmt: skip
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(payload, indent=1).encode())
 
 
 def reap_orphans(ledger_paths: list[Path]) -> list[str]:

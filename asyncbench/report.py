@@ -9,7 +9,6 @@ offline: plotly.js is inlined once, nothing is fetched from anywhere.
 from __future__ import annotations
 
 import copy
-import os
 import shlex
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -43,9 +42,7 @@ def build_report(run: RunDir, baseline: RunDir | None = None) -> Path:
     write_hlogs(run.path, cells, samples)
     html = render(data)
     target = run.path / "index.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, target)
+    run.write_files([(target, html.encode("utf-8"))])
     return target
 
 

@@ -15,7 +15,7 @@ from asyncbench.cell import CellContext, measure_cell
 from asyncbench.plan import Cell, Scenario
 from asyncbench.processes import ProcessLedger, raise_open_file_limit
 from asyncbench.session import RunPlan, RunSettings, open_session
-from asyncbench.store import CellResult, RunDir, RunMeta
+from asyncbench.store import CellResult, DiskFullError, RunDir, RunMeta, is_disk_full_error
 from loadtests.protocol import Progress
 from servers import MODELS
 
@@ -42,23 +42,57 @@ def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) 
     _warn_about_ceiling(plan, hooks)
     estimate = sum(_expected_s(plan.scenarios[c.scenario]) for c in plan.cells)
     hooks.run_started(run, plan.cells, estimate)
+    disk_full = False
     try:
+        run.reserve_space()
         with ProcessLedger(run.path / "processes.json"):
             _run_cells(plan, run, meta, hooks)
-        meta.status = "complete"
+        meta.status, meta.reason = "complete", ""
     except KeyboardInterrupt:
-        meta.status = "interrupted"
+        meta.status, meta.reason = "interrupted", "interrupted by Ctrl-C or SIGTERM"
         raise
-    except BaseException:
-        meta.status = "failed"
+    except BaseException as exc:
+        meta.status, meta.reason = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        if is_disk_full_error(exc):
+            disk_full = True
+            stopped = _disk_full(run, meta)
+            meta.reason = str(stopped)
+            raise stopped from None
         raise
     finally:
-        meta.invocations[-1] = replace(
-            meta.invocations[-1], finished=time.time(), status=meta.status
-        )
-        run.write_meta(meta)
-        _build_report(run, hooks)
+        _finish(run, meta, hooks, disk_full)
     return run
+
+
+def _disk_full(run: RunDir, meta: RunMeta) -> DiskFullError:
+    """The one line a run that filled its disk stops with (and records in ``run.json``)."""
+    kept = len(run.results())
+    return DiskFullError(
+        run.path,
+        f"no space left on the device holding {run.path}: stopped with {kept} of "
+        f"{len(meta.planned_cells)} cells stored and intact; free some space, then run "
+        f"`asyncbench run --resume {run.path}`"
+    )
+
+
+def _finish(run: RunDir, meta: RunMeta, hooks: RunHooks, disk_full: bool) -> None:
+    """Record how the invocation ended; on a full disk, in the space reserved for it."""
+    meta.invocations[-1] = replace(
+        meta.invocations[-1], finished=time.time(), status=meta.status, reason=meta.reason
+    )
+    if disk_full:
+        run.release_space()
+    try:
+        run.write_meta(meta)
+    except DiskFullError:
+        if not disk_full:
+            raise
+        hooks.warn(f"could not record in {run.meta_json} why the run stopped: the disk is "
+                   "still full (it says the run is running; --resume works all the same)")
+    finally:
+        run.release_space()
+    if not disk_full:  # the report would not fit either; the next complete run rebuilds it
+        _build_report(run, hooks)
 
 
 def _build_report(run: RunDir, hooks: RunHooks) -> None:

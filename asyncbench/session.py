@@ -135,21 +135,31 @@ def _resume(requested: RunSettings, argv) -> tuple[RunPlan, RunDir, RunMeta]:
     meta = run.read_meta()
     if not meta.invocations:
         raise StoreError(f"{run.meta_json}: records no invocation to resume; start a new run")
+    done = set(run.results()["cell_id"])  # first: a damaged results.csv is named as such
+    try:
+        plan = _replan(run, meta, requested, done)
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise StoreError(
+            f"{run.meta_json} is damaged (its last invocation cannot be planned again: "
+            f"{type(exc).__name__}: {exc}): restore it, or start a new run"
+        ) from None
+    meta.status = "running"
+    meta.invocations.append(_invocation(plan, argv, resumed=True))
+    run.write_meta(meta)
+    return plan, run, meta
+
+
+def _replan(run: RunDir, meta: RunMeta, requested: RunSettings, done: set[str]) -> RunPlan:
     last = meta.invocations[-1]
     settings = settings_from_stored(last.settings, mysql_url=requested.mysql_url)
     settings = replace(settings, reports_dir=str(run.path.parent), resume=requested.resume)
     stored = last.scenarios or meta.scenarios
     scenarios = {name: scenario_from_stored(data) for name, data in stored.items()}
-    done = set(run.results()["cell_id"])
     cells = plan_cells(
         [scenarios[name] for name in _scenario_names(last.cells, scenarios)],
         list(settings.servers), settings.repeat, last.seed, settings.rates,
     )  # fmt: skip
-    plan = RunPlan(settings, scenarios, [c for c in cells if c.cell_id not in done], last.seed)
-    meta.status = "running"
-    meta.invocations.append(_invocation(plan, argv, resumed=True))
-    run.write_meta(meta)
-    return plan, run, meta
+    return RunPlan(settings, scenarios, [c for c in cells if c.cell_id not in done], last.seed)
 
 
 def settings_from_stored(stored: dict, mysql_url: str | None = None) -> RunSettings:

@@ -6,11 +6,14 @@ is on disk before the next starts and a rerun replaces exactly its own cells; pa
 read the folder as one table), and ``index.html``. ``reports/latest`` points at the newest run.
 
 Every file carries its schema version; ``asyncbench.migrate`` lists the versions and upgrades
-older files when they are read.
+older files when they are read. Every write is atomic (``asyncbench.atomic``): a full disk stops
+a run with ``DiskFullError`` and leaves every finished cell whole. A damaged file (truncated,
+edited by hand) is refused with a ``StoreError`` that names it and says what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -21,6 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from asyncbench import integrity
+from asyncbench.atomic import is_disk_full, write_all_atomic
 from asyncbench.migrate import (
     PARQUET_SCHEMA_KEY,
     SCHEMA_VERSION,
@@ -33,10 +38,26 @@ from asyncbench.migrate import (
 
 _TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn", "rps_method",
                  "replica", "transport", "bottleneck")  # fmt: skip
+# Kept free in every run directory while a run writes into it, and given back when the disk
+# fills, so that run.json can still record why the run stopped.
+RESERVE_BYTES = 256 * 1024
+RESERVE_NAME = ".reserve"
 
 
 class StoreError(RuntimeError):
     """A run directory is missing, damaged or of another schema version."""
+
+
+class DiskFullError(StoreError):
+    """The disk holding a run directory is full; every file written before is intact."""
+
+    def __init__(self, path: Path, message: str = "") -> None:
+        self.path = Path(path)
+        super().__init__(message or f"no space left on the device holding {self.path.parent}")
+
+
+def is_disk_full_error(exc: BaseException) -> bool:
+    return isinstance(exc, DiskFullError) or is_disk_full(exc)
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,7 @@ class Invocation:
     scenarios: dict = field(default_factory=dict)  # name -> the Scenario as it ran
     finished: float | None = None
     status: str = "running"
+    reason: str = ""  # why it stopped, when it did not complete
 
 
 @dataclass(frozen=True)
@@ -161,6 +183,7 @@ class RunMeta:
     run_id: str
     created: float
     status: str = "running"  # running, complete, interrupted, failed
+    reason: str = ""  # why the last invocation stopped (e.g. the disk filled), if it did
     schema_version: int = SCHEMA_VERSION
     updated: float = 0.0
     seed: int = 0
@@ -245,26 +268,82 @@ class RunDir:
 
     def read_meta(self) -> RunMeta:
         try:
-            data = json.loads(self.meta_json.read_text())
-            return RunMeta.from_stored(upgrade_meta(data, str(self.meta_json)))
+            data = json.loads(self.meta_json.read_bytes())
+        except (OSError, ValueError) as exc:  # not UTF-8, not JSON, unreadable
+            raise self._damaged_meta(f"not readable JSON: {_first_line(exc)}") from None
+        if not isinstance(data, dict):
+            raise self._damaged_meta(f"holds a JSON {type(data).__name__}, not an object")
+        try:
+            data = upgrade_meta(data, str(self.meta_json))
         except SchemaError as exc:
             raise StoreError(str(exc)) from None
+        problem = integrity.record_problem(data, fields(RunMeta), "run.json")
+        for i, entry in enumerate(data.get("invocations") or ()):
+            where = f"invocations[{i}]"
+            problem = problem or integrity.record_problem(entry, fields(Invocation), where)
+            missing = [k for k in integrity.required_fields(fields(Invocation)) if k not in entry]
+            problem = problem or (f"{where} lacks {', '.join(missing)}" if missing else None)
+        if problem:
+            raise self._damaged_meta(problem)
+        return RunMeta.from_stored(data)
+
+    def _damaged_meta(self, problem: str) -> StoreError:
+        return StoreError(f"{self.meta_json} is damaged ({problem}): restore it from a copy; "
+                          "without it this run cannot be reported or resumed")  # fmt: skip
 
     def write_meta(self, meta: RunMeta) -> None:
         meta.updated = time.time()
-        _atomic_write(self.meta_json, json.dumps(asdict(meta), indent=2, default=str))
+        text = json.dumps(asdict(meta), indent=2, default=str)
+        self.write_files([(self.meta_json, text.encode())])
+
+    def write_files(self, files: list[tuple[Path, bytes]]) -> None:
+        """Replace these files at once (``atomic.write_all_atomic``); ``DiskFullError`` if the
+        disk fills, with nothing half-written."""
+        try:
+            write_all_atomic(files)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(Path(exc.filename or files[0][0])) from None
+            raise
+
+    def reserve_space(self) -> None:
+        """Set aside ``RESERVE_BYTES`` for the last words of a run that fills the disk."""
+        self.write_files([(self.path / RESERVE_NAME, bytes(RESERVE_BYTES))])
+
+    def release_space(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.path / RESERVE_NAME).unlink(missing_ok=True)
 
     def results(self) -> pd.DataFrame:
         if not self.results_csv.exists():
             return pd.DataFrame(columns=CellResult.columns())
         try:
-            table = upgrade_results(pd.read_csv(self.results_csv), str(self.results_csv))
+            raw = pd.read_csv(self.results_csv)
+        except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+            raise self._damaged_results(f"not a readable CSV table: {_first_line(exc)}") from None
+        try:
+            table = upgrade_results(raw, str(self.results_csv))
         except SchemaError as exc:
             raise StoreError(str(exc)) from None
+        except (ValueError, TypeError):  # a schema_version that is not a number
+            raise self._damaged_results("its schema_version column is not a number") from None
+        problem = integrity.results_problem(table, fields(CellResult))
+        if problem:
+            raise self._damaged_results(problem)
+        for column in integrity.numeric_columns(fields(CellResult)):
+            if column in table:
+                table[column] = pd.to_numeric(table[column])
+        table["valid"] = table["valid"].astype(str) == "True"
         for column in _TEXT_COLUMNS:  # an all-empty column must not come back as float NaN
             if column in table:
                 table[column] = table[column].astype(object).where(table[column].notna(), "")
         return table
+
+    def _damaged_results(self, problem: str) -> StoreError:
+        return StoreError(
+            f"{self.results_csv} is damaged ({problem}): repair or delete the bad row (or the "
+            f"file), then `asyncbench run --resume {self.path}` measures those cells again"
+        )
 
     def save_cell(
         self,
@@ -274,24 +353,31 @@ class RunDir:
         deliveries: pd.DataFrame | None = None,
         messages: pd.DataFrame | None = None,
     ) -> None:
-        """Persist one cell: its raw facts first (samples, resource samples and, for a room,
-        deliveries and the messages published), then its results row."""
+        """Persist one cell at once: its raw facts (samples, resource samples and, for a room,
+        deliveries and the messages published) and its results row.
+
+        Every file is written in full before any replaces its target, so a cell is either
+        wholly stored or (the disk filled: ``DiskFullError``) not at all.
+        """
         raw = {"samples": samples, "resources": resources, "deliveries": deliveries,
                "messages": messages}  # fmt: skip
+        files, stale = [], []
         for name, frame in raw.items():
             target = self.raw_dir(name) / f"{result.cell_id}.parquet"
             if frame is None or frame.empty:  # no file: nothing of that kind (e.g. no room)
-                target.unlink(missing_ok=True)
-                continue
-            target.parent.mkdir(exist_ok=True)
-            _write_parquet(frame.assign(cell_id=result.cell_id), target)
+                stale.append(target)
+            else:
+                target.parent.mkdir(exist_ok=True)
+                files.append((target, _parquet_bytes(frame.assign(cell_id=result.cell_id))))
         table = self.results()
         table = table[table["cell_id"] != result.cell_id]
         row = pd.DataFrame([asdict(result)], columns=CellResult.columns())
         table = row if table.empty else pd.concat([table, row], ignore_index=True)
-        tmp = self.results_csv.with_suffix(".tmp")
-        table.sort_values(["scenario", "server", "users", "repeat"]).to_csv(tmp, index=False)
-        os.replace(tmp, self.results_csv)
+        table = table.sort_values(["scenario", "server", "users", "repeat"])
+        files.append((self.results_csv, table.to_csv(index=False).encode()))
+        self.write_files(files)
+        for target in stale:
+            target.unlink(missing_ok=True)
 
     def raw_dir(self, name: str) -> Path:
         """Where one kind of raw fact lives, one parquet file per cell."""
@@ -334,7 +420,14 @@ def _read_cells(directory: Path, cell_ids: list[str] | None, upgrade) -> pd.Data
 
 
 def _read_parquet(path: Path, upgrade) -> pd.DataFrame:
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:  # truncated, not parquet at all
+        run = path.parent.parent
+        raise StoreError(
+            f"{path} is damaged ({_first_line(exc)}): delete it and its cell's row in "
+            f"{run / 'results.csv'}, then `asyncbench run --resume {run}` measures it again"
+        ) from None
     stored = (table.schema.metadata or {}).get(PARQUET_SCHEMA_KEY)
     version = int(stored) if stored and stored.isdigit() else (None if stored else 1)
     try:
@@ -343,16 +436,15 @@ def _read_parquet(path: Path, upgrade) -> pd.DataFrame:
         raise StoreError(str(exc)) from None
 
 
-def _write_parquet(frame: pd.DataFrame, target: Path) -> None:
-    """Atomically, with the schema version in the file's metadata."""
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """A parquet file in memory, with the schema version in its metadata (written by
+    ``write_files``, so a full disk raises a plain ``ENOSPC`` rather than an Arrow error)."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     metadata = {**(table.schema.metadata or {}), PARQUET_SCHEMA_KEY: str(SCHEMA_VERSION).encode()}
-    tmp = target.with_suffix(".tmp")
-    pq.write_table(table.replace_schema_metadata(metadata), tmp)
-    os.replace(tmp, target)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.replace_schema_metadata(metadata), sink)
+    return sink.getvalue().to_pybytes()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

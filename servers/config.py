@@ -21,6 +21,11 @@ MYSQL_URL_ENV = "ASYNCBENCH_MYSQL_URL"
 REDIS_URL_ENV = "ASYNCBENCH_REDIS_URL"
 # URLs that may hold a password travel in the environment, never on a command line.
 _URL_ENVS = {"mysql_url": MYSQL_URL_ENV, "redis_url": REDIS_URL_ENV}
+# Sane upper bounds: far above any machine this runs on, low enough that a typo is caught
+# before thousands of processes or threads are forked.
+MAX_WORKERS = 512
+MAX_THREADS = 10_000
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,29 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
-from servers.config import MysqlUrl, ServerConfig, redact_url
+from servers.config import MAX_PORT, MAX_THREADS, MAX_WORKERS, MysqlUrl, ServerConfig, redact_url
 from servers.room import MAX_HOLD_S
 
 _PR_SET_PDEATHSIG = 1
 
 
 def check_config(config: ServerConfig) -> None:
-    """Reject an unusable ``--upstream``, MySQL or Redis URL or hold timeout at startup
-    (``ValueError``, one line)."""
+    """Reject an unusable port, worker or thread count, ``--upstream``, MySQL or Redis URL or
+    hold timeout at startup (``ValueError``, one line)."""
+    if not 0 <= config.port <= MAX_PORT:
+        raise ValueError(f"--port must be from 0 to {MAX_PORT}, got {config.port}")
+    if not 1 <= config.workers <= MAX_WORKERS:
+        raise ValueError(f"--workers must be from 1 to {MAX_WORKERS}, got {config.workers}")
+    if not 1 <= config.threads <= MAX_THREADS:
+        raise ValueError(f"--threads must be from 1 to {MAX_THREADS}, got {config.threads}")
     if config.upstream:
         parts = urlsplit(config.upstream)
         if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
             raise ValueError(f"--upstream must look like http://HOST:PORT, got {config.upstream!r}")
-        _ = parts.port  # raises ValueError on a bad port
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"--upstream has an invalid port: {config.upstream!r}") from None
     if config.mysql_url:
         MysqlUrl.parse(config.mysql_url)
     if config.redis_url:
@@ -32,8 +41,12 @@ def check_config(config: ServerConfig) -> None:
         if parts.scheme not in ("redis", "rediss", "unix"):
             shown = redact_url(config.redis_url)
             raise ValueError(f"--redis-url must look like redis://HOST:PORT, got {shown!r}")
-        _ = parts.port
-    if not 0 < config.hold_s <= MAX_HOLD_S:
+        try:
+            _ = parts.port
+        except ValueError:
+            shown = redact_url(config.redis_url)
+            raise ValueError(f"--redis-url has an invalid port: {shown!r}") from None
+    if not 0 < config.hold_s <= MAX_HOLD_S:  # also refuses NaN
         raise ValueError(f"--hold-s must be above 0 and at most {MAX_HOLD_S:.0f}")
 
 
