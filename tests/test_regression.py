@@ -84,7 +84,7 @@ def test_run_check_applies_the_scenario_thresholds(tmp_path, capsys):
 def test_missing_run_is_one_line_and_exit_2(tmp_path, capsys):
     code, out, err = compare(tmp_path / "nothing", copy_run(tmp_path, "b"), capsys)
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "is not a run directory" in err
+    assert err.count("\n") == 1 and "no such run directory" in err
 
 
 def test_schema_mismatch_is_one_line_and_exit_2(tmp_path, capsys):
