@@ -62,6 +62,7 @@ class LevelCheck:
     rps: Comparison | None  # None without a baseline
     p99: Comparison | None
     failures: tuple[str, ...]  # one line each: a regression beyond the noise floor, a threshold
+    notes: tuple[str, ...] = ()  # changes shown but not counted, each with its evidence
 
     @property
     def regressed(self) -> bool:

@@ -10,7 +10,7 @@ earlier ones a count), so a mixed comparison would report the change of method a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -80,8 +80,36 @@ def compare(run: StoredRun, baseline: StoredRun, confidence: float = 0.95) -> Ga
             f"{baseline.run.path} (schema version {_versions(baseline)}): rerun the older one "
             "with this asyncbench"
         )
-    return gate(run.repeats, baseline.repeats, run.floors.larger(baseline.floors),
-                run.thresholds, confidence)  # fmt: skip
+    result = gate(run.repeats, baseline.repeats, run.floors.larger(baseline.floors),
+                  run.thresholds, confidence)  # fmt: skip
+    return _balance_explained(result, _balance(run.cells), _balance(baseline.cells))
+
+
+# A multi-process level whose busiest worker's share moved this much between the two runs landed
+# its connections on the workers differently (forked Tornado's greedy accept, SO_REUSEPORT's
+# hash): its throughput moves with that, whatever the code did, so it is shown, not counted.
+BALANCE_SHIFT = 0.05
+
+
+def _balance(cells: pd.DataFrame) -> dict[tuple, float]:
+    if "busiest_process_share" not in cells:
+        return {}
+    kept = cells[cells["included"]]
+    shares = kept.groupby(["scenario", "server", "users", "rate"])["busiest_process_share"]
+    return {key: value for key, value in shares.median().items() if not pd.isna(value)}
+
+
+def _balance_explained(result: GateResult, now: dict, before: dict) -> GateResult:
+    levels = []
+    for level in result.levels:
+        key = (level.scenario, level.server, level.users, level.rate)
+        shift = abs(now.get(key, 0) - before.get(key, 0)) if key in now and key in before else 0
+        if level.regressed and shift >= BALANCE_SHIFT and now[key] < 0.999:
+            note = (f"workers balanced differently (busiest worker {before[key]:.0%} → "
+                    f"{now[key]:.0%} of the requests): " + "; ".join(level.failures))
+            level = replace(level, failures=(), notes=(note,))
+        levels.append(level)
+    return GateResult(tuple(levels))
 
 
 def gate(
@@ -125,8 +153,11 @@ def lines(result: GateResult, floors: NoiseFloors | None = None) -> list[str]:
 
 def summary(result: GateResult) -> str:
     n = len(result.levels)
+    noted = [f"{lv.label}: {note}" for lv in result.levels for note in lv.notes]
     if not result.status:
-        return f"OK: {n} levels, none regressed beyond the noise floor or failed a threshold"
+        shown = f"; shown, not counted: {'; '.join(noted)}" if noted else ""
+        return (f"OK: {n} levels, none regressed beyond the noise floor or failed a "
+                f"threshold{shown}")  # fmt: skip
     failed = result.failures
     return f"REGRESSED: {sum(lv.regressed for lv in result.levels)} of {n} levels — " + \
         "; ".join(failed)  # fmt: skip
@@ -143,5 +174,7 @@ def _cell(c: Comparison | None) -> str:
 def _outcome(level: LevelCheck) -> str:
     if level.regressed:
         return "REGRESSED"
+    if level.notes:
+        return "balance changed (not counted)"
     better = [c.metric for c in (level.rps, level.p99) if c is not None and c.verdict == "wins"]
     return f"ok (better {', '.join(better)})" if better else "ok"

@@ -103,3 +103,34 @@ def test_bad_confidence_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["compare", str(tmp_path), "--baseline", str(tmp_path), "--confidence", "95"])
     assert exc.value.code == 2
+
+
+def set_balance(run: Path, level: str, counts: list[int]) -> None:
+    """Give one level's resource samples per-worker request counts (``pid:count``), growing
+    from the window's start to its end in the proportions ``counts``."""
+    for path in (run / "resources.parquet").glob(f"{level}.r*.parquet"):
+        table = pq.read_table(path)
+        frame = table.to_pandas()
+        step = frame["t"].rank(method="first") - 1
+        frame["process_requests"] = [
+            " ".join(f"{100 + i}:{int(n * k)}" for i, n in enumerate(counts)) for k in step
+        ]
+        pq.write_table(pa_table(frame, table.schema.metadata), path)
+
+
+def test_a_slower_level_whose_workers_balanced_differently_is_shown_not_counted(tmp_path, capsys):
+    """Forked Tornado's greedy accept lands connections on its workers differently from run to
+    run: a slower level whose busiest worker's share moved is evidence of that, not a code
+    regression."""
+    level = "sleep.tornado-forked.u4"
+    base, run = copy_run(tmp_path, "base"), copy_run(tmp_path, "run")
+    set_balance(base, level, [10, 10, 10, 10])
+    set_balance(run, level, [10, 10, 10, 0])
+    slow_down(run, level, 1.4)
+    code, out, _ = compare(run, base, capsys)
+    assert code == 0, out
+    assert "balance changed (not counted)" in out
+    assert "busiest worker 25% → 33%" in out.splitlines()[-1]
+    slow_down(run, "sleep.tornado-coroutine.u16", 1.3)  # a one-process level still counts
+    code, out, _ = compare(run, base, capsys)
+    assert code == 1 and "REGRESSED: 1 of" in out
