@@ -103,10 +103,13 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
         base_ms = _median(base, "mean_ms")
         for i, row in group.iterrows():
             handler = row.get("handler_p50_ms")  # a slot is held this long (else: the round trip)
+            share = row.get("busiest_process_share")
             predicted = explained_rps(
                 int(row["users"]), base_ms, row.get("slots"),
                 base_ms if handler is None or pd.isna(handler) else handler,
-                {c: d for c, d in demands.items() if not pd.isna(d)}, cores,
+                _own_demands(row, demands), cores,
+                busiest_share=None if share is None or pd.isna(share) else float(share),
+                processes=int(cores["server_processes"]),
             )  # fmt: skip
             if predicted:
                 cells.loc[i, "explained_rps"] = predicted
@@ -114,12 +117,24 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
+def _own_demands(row: pd.Series, lowest: dict) -> dict[str, float]:
+    """The cell's own CPU demands (they include the contention at its load); the lowest
+    level's where the cell has none."""
+    demands = {}
+    for component, fallback in lowest.items():
+        own = row.get(f"cpu_ms_{component}")
+        value = fallback if own is None or pd.isna(own) else own
+        if value is not None and not pd.isna(value):
+            demands[component] = float(value)
+    return demands
+
+
 def _usable_cores(row: pd.Series) -> dict[str, float]:
     machine = float(os.cpu_count() or 1)
     spec = MODELS.get(str(row["server"]))
     processes = float(row["workers"]) if spec and spec.multi_process else 1.0
     return {"server": min(processes, machine), "locust": float(row.get("locust_processes") or 1),
-            "upstream": 1.0, "machine": machine}  # fmt: skip
+            "upstream": 1.0, "machine": machine, "server_processes": processes}  # fmt: skip
 
 
 def _stored_usage(row: pd.Series) -> ResourceUsage:

@@ -2,8 +2,8 @@
 
 The service demand of a component is the CPU time it spends per completed request
 (utilisation × window / requests). A cell is bound by the first of: the load generator, the
-machine, the upstream or the database running out of CPU, the server running out of CPU (one
-core for a single process: one event loop), the model's slots (requests it can hold at once),
+server running out of CPU (one core for a single process: one event loop), the machine, the
+upstream or the database running out of CPU, the model's slots (requests it can hold at once),
 and otherwise the offered load itself (closed loop: users / delay). The rules read only stored
 columns, so the runner and a rebuilt report name the same limit.
 """
@@ -51,7 +51,8 @@ def columns(row: Mapping) -> dict:
 
 def name_bottleneck(row: Mapping) -> str:
     """The binding limit of one measured cell, in words."""
-    for rule in (_load_generator, _machine, _auxiliary, _server_cpu, _slots, _short_of_slots):
+    # A server pegged at its cores limits the cell even when the machine is busy too.
+    for rule in (_load_generator, _server_cpu, _machine, _auxiliary, _slots, _short_of_slots):
         found = rule(row)
         if found:
             return found

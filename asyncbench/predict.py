@@ -25,6 +25,8 @@ def explained_rps(
     handler_ms: float | None,
     cpu_ms: dict[str, float | None],
     usable_cores: dict[str, float],
+    busiest_share: float | None = None,
+    processes: int = 1,
 ) -> float | None:
     """A second prediction from operational analysis: the smallest of the bounds a closed loop
     of ``users`` meets (asymptotic bounds, no think time).
@@ -32,16 +34,21 @@ def explained_rps(
     * ``users / R1``: each user completes one request per round trip, where R1 is the mean
       latency the model showed with the least load (the delay plus every per-request overhead:
       connection set-up, event loop, client, transport);
-    * ``slots / H``: each slot is held for the handler time H (``Server-Timing``);
-    * ``cores / D`` per component: a component with D CPU-milliseconds per request cannot serve
-      more than its usable cores allow (the server's processes, one Locust process, ...), and the
-      machine as a whole cannot exceed its cores over the summed demands.
+    * ``slots / H``: each slot is held for the handler time H (``Server-Timing``); with several
+      processes, the busiest one (``busiest_share`` of the requests, measured) saturates first,
+      so ``(slots / processes) / (H × busiest_share)``;
+    * ``cores / D`` per component: a component with D CPU-milliseconds per request (measured at
+      the cell's own load, so contention is in it) cannot serve more than its usable cores allow
+      (the server's processes, one Locust process, ...), and the machine as a whole cannot
+      exceed its cores over the summed demands.
     """
     bounds = []
     if base_latency_ms:
         bounds.append(users / (base_latency_ms / 1000))
     if slots and handler_ms and slots != float("inf"):
         bounds.append(slots / (handler_ms / 1000))
+        if processes > 1 and busiest_share:
+            bounds.append(slots / processes / (handler_ms / 1000 * busiest_share))
     total = 0.0
     for component, demand in cpu_ms.items():
         if demand:

@@ -60,6 +60,9 @@ def verdict(sec: Section, meta: RunMeta, floors: NoiseFloors) -> Verdict:
         )
         sentences.append(f"Median p99 there: {p99}. {winner['server']}'s p99 is "
                          + "; ".join(_p99(c.p99) for c in found) + ".")  # fmt: skip
+    cost = _framework_cost(sec)
+    if cost:  # no I/O: the framework's own cost decides, not one latency-bound level
+        headline, sentences = cost, [headline, *sentences]
     sentences += _knee_sentences(sec) if sec.loop == "open" else _plateau_sentences(sec, meta)
     sentences += _prediction_sentences(sec)
     excluded = int((~sec.cells["included"]).sum())
@@ -74,6 +77,20 @@ def verdict(sec: Section, meta: RunMeta, floors: NoiseFloors) -> Verdict:
         text = " and ".join(parts)
         sentences.append(text[0].upper() + text[1:] + " (see the table).")
     return Verdict(headline, " ".join(sentences))
+
+
+def _framework_cost(sec: Section) -> str | None:
+    """For a scenario with no I/O: the server CPU each model spends per request, the median
+    over every measured cell. It stays meaningful when the machine saturates (the cell is
+    invalid, its CPU per request is not), so no single latency-bound level decides."""
+    if "cpu_ms_server" not in sec.cells or sec.agg["predicted_rps"].notna().any():
+        return None
+    measured = sec.cells[sec.cells["status"] != "failed"]
+    cost = measured.groupby("server")["cpu_ms_server"].median().dropna().sort_values()
+    if cost.empty:
+        return None
+    parts = ", ".join(f"{model} {ms * 1000:,.0f} µs" for model, ms in cost.items())
+    return f"Framework cost, server CPU per request (median over every measured cell): {parts}."
 
 
 def _headline(winner: str, first: ModelComparison, at: str) -> str:

@@ -41,3 +41,12 @@ def test_predicted_rps(users, slots, delay_ms, rate, expected):
 def test_explained_rps_is_the_tightest_bound(users, base, slots, handler, cpu, cores, expected):
     found = explained_rps(users, base, slots, handler, cpu, cores)
     assert found == (pytest.approx(expected) if expected else None)
+
+
+def test_the_busiest_worker_bounds_a_multi_process_model():
+    """4 workers, 100 ms each, but the busiest served a third of the requests (one idle):
+    it saturates at 10 req/s, so the model at 30, not 40."""
+    found = explained_rps(4, 102.0, 4, 100.0, {}, {}, busiest_share=1 / 3, processes=4)
+    assert found == pytest.approx(30.0)
+    assert explained_rps(4, 102.0, 4, 100.0, {}, {}, busiest_share=0.25, processes=4) == \
+        pytest.approx(4 / 0.102)  # balanced: the round trip binds  # fmt: skip
