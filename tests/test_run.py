@@ -140,3 +140,19 @@ def test_rerun_replaces_only_its_cells(tmp_path):
     changed = after["started_at"] != before["started_at"]
     assert set(after.index[changed]) == {"sleep.tornado-coroutine.u1.r1"}
     assert isinstance(second.samples(), pd.DataFrame)
+
+
+def test_the_bottleneck_is_named_from_measured_demands(sleep_run: RunDir, tmp_path):
+    """A 2-worker blocking model on sleep is slot-bound; the coroutine model on hello (no I/O)
+    is bound by its one process's CPU."""
+    results = sleep_run.results().set_index("cell_id")
+    assert results.loc["sleep.flask-blocking.u24.r1", "bottleneck"] == "slots: workers = 2"
+    assert results.loc["sleep.tornado-coroutine.u24.r1", "bottleneck"].startswith("offered load")
+    settings = RunSettings(
+        scenarios=("hello",), servers=("tornado-coroutine",), users=(32,), duration_s=3,
+        warmup_s=1, repeat=1, reports_dir=str(tmp_path), seed=2, new=True,
+    )  # fmt: skip
+    hello = run_matrix(settings).results().iloc[0]
+    assert hello["bottleneck"].startswith("server CPU: one process"), (
+        hello["bottleneck"], hello["cpu_server"], hello["cpu_locust_max"])
+    assert hello["cpu_ms_server"] > 0 and hello["handler_p50_ms"] < hello["p50_ms"]
