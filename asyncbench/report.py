@@ -26,6 +26,7 @@ from asyncbench.gate import ComparisonInputError
 from asyncbench.kinds import ENDPOINTS, KINDS
 from asyncbench.noise import NoiseFloors, noise_floors
 from asyncbench.store import RunDir, RunMeta
+from asyncbench.summary import summary_table
 from asyncbench.tables import level_table
 from asyncbench.verdicts import verdict
 from asyncbench.view import Section
@@ -68,11 +69,12 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
         agg, notes = _with_baseline(run, agg, every_cell, floors, baseline)
     models = _model_order(meta, cells)
     palette = figures.colors(models)
+    sections = _sections(meta, cells, agg)
     blocks = [
         SECTION_BUILDERS[_section_kind(section.spec)](
             section, meta, samples, models, palette, floors, baseline is not None
         )
-        for section in _sections(meta, cells, agg)
+        for section in sections
     ]
     data = {
         "title": f"asyncbench · run {meta.run_id}",
@@ -90,6 +92,7 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
         "noise": floors.sentence(),
         "throughput": _throughput_note(cells),
         "verdicts": [{"name": b["name"], "anchor": b["anchor"], **b["verdict"]} for b in blocks],
+        "summary": summary_table(sections, [b["anchor"] for b in blocks], palette),
         "models": [{"name": m, "color": palette[m]} for m in models],
         "has_excluded": bool((~cells["included"]).any()),
         "scenarios": blocks,
