@@ -68,16 +68,16 @@ def cell_table(
         facts = {name: _by_cell(frame) for name, frame in (
             ("samples", samples), ("resources", resources), ("deliveries", deliveries),
             ("messages", messages))}  # fmt: skip
+        updates = {}
         for i, row in cells.iterrows():
             own = {name: found.get(row["cell_id"], pd.DataFrame()) for name, found in facts.items()}
             if own["samples"].empty or row["status"] == "failed" or pd.isna(row["window_start"]):
                 continue
             kind = KIND_OF_ENDPOINT.get(row["endpoint"])
             workload = kind.workload if kind else REQUEST_RESPONSE
-            for column, value in workload.reevaluate(row, own, _stored_usage(row)).items():
-                cells.loc[i, column] = value
-            for column, value in bottleneck.columns(cells.loc[i]).items():
-                cells.loc[i, column] = value
+            changed = workload.reevaluate(row, own, _stored_usage(row))
+            updates[i] = {**changed, **bottleneck.columns({**row.to_dict(), **changed})}
+        cells = _apply(cells, updates)
     cells["replica"] = cells["replica"].fillna("") if "replica" in cells else ""
     cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
     cells["loop"] = np.where(cells["rate"] > 0, "open", "closed")
@@ -135,6 +135,20 @@ def _usable_cores(row: pd.Series) -> dict[str, float]:
     processes = float(row["workers"]) if spec and spec.multi_process else 1.0
     return {"server": min(processes, machine), "locust": float(row.get("locust_processes") or 1),
             "upstream": 1.0, "machine": machine, "server_processes": processes}  # fmt: skip
+
+
+def _apply(cells: pd.DataFrame, updates: dict[int, dict]) -> pd.DataFrame:
+    """Write re-evaluated columns back, one column at a time (a cell at a time is slow)."""
+    if not updates:
+        return cells
+    frame = pd.DataFrame.from_dict(updates, orient="index")
+    for column in frame.columns:
+        if column not in cells:
+            cells[column] = None
+        if cells[column].dtype != object and frame[column].dtype == object:
+            cells[column] = cells[column].astype(object)
+        cells.loc[frame.index, column] = frame[column]
+    return cells
 
 
 def _stored_usage(row: pd.Series) -> ResourceUsage:
