@@ -233,3 +233,8 @@ def test_report_renders_in_headless_chromium(built, data, tmp_path):
     assert dom.count('class="scatterlayer') >= figures
     assert 'class="js-line" d="M' in dom  # traces were drawn with path data
     assert screenshot.stat().st_size > 50_000
+    # the first screen: a contents bar, and a summary row per scenario and model compared
+    assert dom.count('<nav class="contents"') == 1 and dom.count('<table class="summary"') == 1
+    summarised = {row["scenario"] for row in data["summary"]["rows"]}
+    assert summarised == {v["name"] for v in data["verdicts"]}
+    assert dom.count("<details") >= len(data["scenarios"])  # the detail is folded
