@@ -303,7 +303,7 @@ class _Checker:
     def aa_pair(self, data: dict) -> AAPair:
         table = data["aa"]
         if not isinstance(table, dict):
-            self.fail("aa", 'must be a table like {server = "tornado-coroutine", users = 64}')
+            self.fail("aa", 'must be a table like {server = "MODEL", users = 64}')
         self.known_keys(table, {"server", "users"}, "aa.")
         check = _Checker(self.where, "aa.")
         server = check.choice(table, "server", tuple(MODELS))
