@@ -14,7 +14,6 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from asyncbench import bottleneck
 from asyncbench.confidence import Comparison, compare
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
 from asyncbench.kinds import KINDS
@@ -76,7 +75,7 @@ def cell_table(
             kind = KIND_OF_ENDPOINT.get(row["endpoint"])
             workload = kind.workload if kind else REQUEST_RESPONSE
             changed = workload.reevaluate(row, own, _stored_usage(row))
-            updates[i] = {**changed, **bottleneck.columns({**row.to_dict(), **changed})}
+            updates[i] = {**changed, **workload.derived({**row.to_dict(), **changed})}
         cells = _apply(cells, updates)
     cells["replica"] = cells["replica"].fillna("") if "replica" in cells else ""
     cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
@@ -109,7 +108,7 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
                 base_ms if handler is None or pd.isna(handler) else handler,
                 _own_demands(row, demands), cores,
                 busiest_share=None if share is None or pd.isna(share) else float(share),
-                processes=int(cores["server_processes"]),
+                processes=_server_processes(base.iloc[0]),
             )  # fmt: skip
             if predicted:
                 cells.loc[i, "explained_rps"] = predicted
@@ -129,12 +128,16 @@ def _own_demands(row: pd.Series, lowest: dict) -> dict[str, float]:
     return demands
 
 
+def _server_processes(row: pd.Series) -> int:
+    spec = MODELS.get(str(row["server"]))
+    return int(row["workers"]) if spec and spec.multi_process else 1
+
+
 def _usable_cores(row: pd.Series) -> dict[str, float]:
     machine = float(os.cpu_count() or 1)
-    spec = MODELS.get(str(row["server"]))
-    processes = float(row["workers"]) if spec and spec.multi_process else 1.0
-    return {"server": min(processes, machine), "locust": float(row.get("locust_processes") or 1),
-            "upstream": 1.0, "machine": machine, "server_processes": processes}  # fmt: skip
+    return {"server": min(_server_processes(row), machine),
+            "locust": float(row.get("locust_processes") or 1), "upstream": 1.0,
+            "machine": machine}  # fmt: skip
 
 
 def _apply(cells: pd.DataFrame, updates: dict[int, dict]) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pymysql
 
-from asyncbench import bottleneck, services
+from asyncbench import services
 from asyncbench.measure import (
     CellFailed,
     LoadPlan,
@@ -127,10 +127,8 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, config, base: Cel
         locust_requests=outcome.locust_requests, recorded_samples=len(outcome.samples),
         locust_processes=len(outcome.workers) + (1 if plan.distributed else 0),
     )  # fmt: skip
-    final = replace(final, **bottleneck.columns(asdict(final)))
-    extra = {"deliveries": outcome.deliveries, "messages": getattr(beside, "frame", None)}
-    return final, outcome.samples, resources, {k: v() if callable(v) else v
-                                               for k, v in extra.items()}  # fmt: skip
+    final = replace(final, **workload.derived(asdict(final)))
+    return final, outcome.samples, resources, workload.raw_facts(outcome, beside)
 
 
 def _profiler(ctx: CellContext, cell: Cell, server, plan: LoadPlan):

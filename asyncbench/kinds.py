@@ -1,12 +1,12 @@
 """The scenario-kind registry: every fact the harness needs about a kind of workload, declared once.
 
 A kind is what a scenario's requests do: no I/O (``hello``), wait (``sleep``), wait on the slow
-upstream (``fetch``) or on the database (``sql``), or hold long-polls in a chat room
-(``room``). Its entry says which endpoint serves it and
-with which parameters, which backing services a run must start for it, which of them proves that
-the work happened, what its requests wait on (which feeds each model's capacity law), its load
-shape and which metrics and charts apply. Plan, run, analysis and report ask the entry; none of
-them switch on a kind's name. The endpoint itself is implemented once per model in ``servers/``.
+upstream (``fetch``) or on the database (``sql``), or hold long-polls in a chat room (``room``).
+Its entry says which endpoint serves it and with which parameters, which backing services a run
+must start for it, which of them proves that the work happened, what its requests wait on (which
+feeds each model's capacity law), its workload (load shape and judgement), and the report section
+that shows its metrics and charts. Plan, run, analysis and report ask the entry; none of them
+switch on a kind's name. The endpoint itself is implemented once per model in ``servers/``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ class ScenarioKind:
     waits_on: str | None  # what a request holds while waiting: feeds the capacity laws
     predicted: bool  # the queueing prediction min(users, slots) / delay applies
     workload: object = REQUEST_RESPONSE  # how a cell drives and judges it (``workloads``)
-    charts: tuple[str, ...] = ("throughput", "latency", "cdf")
     # Its own scenario-file fields and their defaults (checked in ``plan``); a room's members
     # are the scenario's load levels.
     fields: tuple[str, ...] = ()
@@ -67,7 +66,6 @@ KINDS: dict[str, ScenarioKind] = {
         # The chat room: members hold long-polls on a message bus (servers.room, servers.bus).
         ScenarioKind("room", "/room/poll", takes_delay=False, services=("bus",), proof="bus",
                      waits_on=None, predicted=False, workload=ROOM,
-                     charts=("delivery", "held", "memory", "probe"),
                      fields=("transport", "message_rate", "hold_s", "probe_rate"),
                      section="room"),
     )  # fmt: skip

@@ -147,13 +147,7 @@ def load_scenario(path: Path) -> Scenario:
         check.fail("delay_ms", f"{endpoint} takes no delay; remove delay_ms")
     servers = check.servers(data)
     spawn_rate = _spawn_rate(check, data)
-    quick = None
-    if "quick" in data:
-        table = data["quick"]
-        if not isinstance(table, dict):
-            check.fail("quick", "must be a table of users / warmup_s / measure_s overrides")
-        check.known_keys(table, _PROFILE_KEYS, "quick.")
-        quick = _profile_fields(_Checker(where, "quick."), table, required=False)
+    quick = _quick_profile(check, data, _PROFILE_KEYS, "users")
     return Scenario(
         aa=check.aa_pair(data) if "aa" in data else None,
         thresholds=check.thresholds(data) if "thresholds" in data else None,
@@ -179,13 +173,7 @@ def _load_room(path: Path, data: dict, check: _Checker) -> Scenario:
         check.fail("message_rate", f"must be at most {MAX_MESSAGE_RATE:g} messages/s")
     if not 1 <= fields["hold_s"] <= room.MAX_HOLD_S:
         check.fail("hold_s", f"must be from 1 to {room.MAX_HOLD_S:g} seconds")
-    quick = None
-    if "quick" in data:
-        table = data["quick"]
-        if not isinstance(table, dict):
-            check.fail("quick", "must be a table of members / warmup_s / measure_s overrides")
-        check.known_keys(table, _ROOM_PROFILE_KEYS, "quick.")
-        quick = _profile_fields(_Checker(str(path), "quick."), _members(table), required=False)
+    quick = _quick_profile(check, data, _ROOM_PROFILE_KEYS, "members")
     return Scenario(
         name=path.stem, description=check.text(data, "description"),
         endpoint=KINDS["room"].endpoint, delay_ms=0, servers=check.servers(data),
@@ -195,6 +183,18 @@ def _load_room(path: Path, data: dict, check: _Checker) -> Scenario:
         spawn_rate=_spawn_rate(check, data), **fields,
         **_profile_fields(check, _members(data), required=True, levels="members"),
     )  # fmt: skip
+
+
+def _quick_profile(check: _Checker, data: dict, keys: set[str], levels: str) -> dict | None:
+    """The ``[quick]`` table's overrides (of the levels, ``warmup_s``, ``measure_s``), checked."""
+    if "quick" not in data:
+        return None
+    table = data["quick"]
+    if not isinstance(table, dict):
+        check.fail("quick", f"must be a table of {levels} / warmup_s / measure_s overrides")
+    check.known_keys(table, keys, "quick.")
+    return _profile_fields(_Checker(check.where, "quick."), _members(table), required=False,
+                           levels=levels)  # fmt: skip
 
 
 def _members(data: dict) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import replace
 import pandas as pd
 import redis
 
-from asyncbench import room
+from asyncbench import bottleneck, room
 from asyncbench.evaluate import evaluate_cell
 from asyncbench.measure import CellFailed, LocustOutcome, verify_equivalence
 
@@ -58,6 +58,14 @@ class RequestResponse:
             rate=cell.rate, abandoned=outcome.abandoned,
         )  # fmt: skip
         return evaluation.columns()
+
+    def raw_facts(self, outcome: LocustOutcome, beside) -> dict[str, pd.DataFrame | None]:
+        """What the cell stores beside its samples and resource samples (nothing here)."""
+        return {}
+
+    def derived(self, row) -> dict:
+        """Columns derived from the others: the bottleneck and the service demands."""
+        return bottleneck.columns(row)
 
     def reevaluate(self, row: pd.Series, facts: dict[str, pd.DataFrame], stored_usage) -> dict:
         """The columns again, from a stored cell's raw facts (``asyncbench report``)."""
@@ -107,6 +115,14 @@ class Room:
         deliveries = outcome.deliveries if outcome.deliveries is not None else pd.DataFrame()
         return self._columns(outcome.samples, deliveries, sender.frame(), resources,
                              outcome.window_start, outcome.window_end, cell.users)
+
+    def raw_facts(self, outcome: LocustOutcome, sender) -> dict[str, pd.DataFrame | None]:
+        """The deliveries and the messages published: a room's judgement is made from them."""
+        return {"deliveries": outcome.deliveries, "messages": sender.frame()}
+
+    def derived(self, row) -> dict:
+        """The request rules name no room's limit: its members held against its slots do."""
+        return {}
 
     def reevaluate(self, row: pd.Series, facts: dict[str, pd.DataFrame], stored_usage) -> dict:
         messages = facts["messages"]

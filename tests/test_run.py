@@ -106,7 +106,10 @@ def test_percentiles_come_from_raw_samples_in_the_window(sleep_run: RunDir):
         # the cycle estimator: the count's phase error is at most one request per user
         assert row.rps_method == "closed-loop cycles"
         assert row.rps == pytest.approx(row.rps_count, abs=row.users / span)
-        assert 0 <= row.rps_rel_stderr < 0.05
+        # precise where every user cycles freely; conservative (few cycles per user in a 3 s
+        # window) where users queue for a blocking model's workers
+        queued = not pd.isna(row.slots) and row.users > row.slots
+        assert 0 <= row.rps_rel_stderr < (0.5 if queued else 0.05), row.cell_id
         # Exact, not Locust's rounding: latencies are not all multiples of 10 ms.
         assert any(v % 10 for v in latencies)
 
