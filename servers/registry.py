@@ -83,6 +83,9 @@ class ModelSpec:
     library_defaults: Callable[[], dict] = field(default=dict)
     overrides: dict = field(default_factory=dict)  # config it always runs with (a variant)
     default_run: bool = True  # part of a run that names no models
+    # How many WebSockets it keeps open at once, when that differs from ``concurrency``: a
+    # Tornado WebSocketHandler lives on the event loop whatever the HTTP handlers block on.
+    socket_concurrency: Concurrency | None = None
 
     def configure(self, config: ServerConfig, defaults: str = SIZED) -> ServerConfig:
         """``config`` as this model runs it: its fixed overrides, and library pool sizes when
@@ -107,6 +110,10 @@ class ModelSpec:
         ``"database"``) or None (a plain sleep). ``math.inf`` means no limit.
         """
         return min(limit for limit, _ in self.limits(config, resource, db_max_connections))
+
+    def socket_slots(self, config: ServerConfig) -> float:
+        """WebSockets it holds open at once (``math.inf``: no limit but memory)."""
+        return float((self.socket_concurrency or self.concurrency).slots(config))
 
     def slot_limit(
         self, config: ServerConfig, resource: str | None, db_max_connections: int | None
@@ -169,6 +176,7 @@ MODELS: dict[str, ModelSpec] = {
             label="Tornado forked",
             color="#7570b3",
             knobs=("workers", "reuse_port"),
+            socket_concurrency=EVENT_LOOP,  # each child relays its sockets on its own loop
         ),
         ModelSpec(
             name="tornado-forked-reuseport",
@@ -184,6 +192,7 @@ MODELS: dict[str, ModelSpec] = {
             knobs=("workers", "reuse_port"),
             overrides={"reuse_port": True},
             default_run=False,
+            socket_concurrency=EVENT_LOOP,
         ),
         ModelSpec(
             name="tornado-coroutine",
@@ -213,6 +222,8 @@ MODELS: dict[str, ModelSpec] = {
             color="#66a61e",
             knobs=("threads",),
             library_defaults=lambda: {"threads": executor_default_threads()},
+            # Sockets stay open on the loop; only ``threads`` of them wait on the bus at once.
+            socket_concurrency=EVENT_LOOP,
         ),
     )
 }
