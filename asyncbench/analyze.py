@@ -87,6 +87,17 @@ def cell_table(
 EXPLAINED_WITHIN = 0.03  # the second prediction explains a cell within 3 %
 
 
+def explain(results: pd.DataFrame) -> pd.DataFrame:
+    """``results.csv`` rows with their second prediction filled in from the stored numbers
+    (what the runner stores as each cell arrives; the report recomputes it after re-judging)."""
+    cells = results.reset_index(drop=True)
+    rate = cells["rate"].fillna(0.0)
+    work = cells.assign(included=included(cells), loop=np.where(rate > 0, "open", "closed"),
+                        load=np.where(rate > 0, rate, cells["users"]).astype(float))  # fmt: skip
+    work = _with_explained_prediction(work)
+    return cells.assign(explained_rps=work["explained_rps"], explained_gap=work["explained_gap"])
+
+
 def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
     """Each closed-loop request cell's second prediction (``predict.explained_rps``), from the
     overhead and CPU demands its model showed at its lowest load, and whether it explains the
@@ -213,7 +224,8 @@ WHY_MEDIANS = ("handler_p50_ms", "outside_p50_ms", "accept_queue_max", "loop_lag
                "cpu_ms_locust", "explained_rps", "explained_gap")  # fmt: skip
 ROOM_MEDIANS = ("delivery_p50_ms", "delivery_p99_ms", "last_member_p50_ms", "members_held",
                 "members_held_max", "mem_per_member_kb", "probe_p50_ms", "probe_p99_ms", "lost",
-                "member_errors")  # fmt: skip
+                "member_errors", "members_connected", "reconnects",
+                "cpu_ms_per_delivery")  # fmt: skip
 LEVEL_MEDIANS = ("cpu_server", "cpu_locust", "cpu_machine", *OPEN_LOOP_MEDIANS, "rss_server_mb",
                  "rss_per_inflight_kb", "busiest_process_share", *ROOM_MEDIANS,
                  *WHY_MEDIANS)  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pymysql
 
-from asyncbench import services
+from asyncbench import analyze, services
 from asyncbench.measure import (
     CellFailed,
     LoadPlan,
@@ -75,7 +75,7 @@ def measure_cell(ctx: CellContext, scenario: Scenario, cell: Cell, order: int) -
             extra = {}
             final = replace(base, status="failed", valid=False, reason=str(exc))
     final = replace(final, finished_at=time.time())
-    ctx.run.save_cell(final, samples, resources, **extra)
+    ctx.run.save_cell(final, samples, resources, **extra, derive=analyze.explain)
     return final
 
 
@@ -94,7 +94,7 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
         url, scenario.path, base.users + workload.extra_users, scenario.warmup_s,
         scenario.measure_s, workload.stop_timeout_s(_stop_timeout_s(scenario, base)),
         rate=cell.rate, arrival=s.arrival, spawn_rate=scenario.spawn_rate,
-        user_classes=workload.user_classes, extra_args=workload.extra_args(scenario),
+        user_classes=workload.user_classes(scenario), extra_args=workload.extra_args(scenario),
         seed=zlib.crc32(f"{ctx.seed}:{cell.cell_id}".encode()), local_workers=s.locust_workers,
         remote_workers=s.expect_workers, master_bind=s.master_bind,
         master_port=(s.master_port if s.expect_workers else free_port()) if distributed else 0,
@@ -159,10 +159,10 @@ class _ServerWatch:
         if progress is None:
             return None
         self.ctx.hooks.cell_progress(self.cell, progress)
-        if progress.requests != self.requests:
-            self.requests, self.changed = progress.requests, time.monotonic()
+        if progress.activity != self.requests:
+            self.requests, self.changed = progress.activity, time.monotonic()
         elif time.monotonic() - self.changed > self.stall_s:
-            silent = f"no request completed for {self.stall_s:.0f} s"
+            silent = f"no request completed and no message delivered for {self.stall_s:.0f} s"
             return f"{self.cell.server} stopped answering: {silent}"
         return None
 
@@ -171,7 +171,7 @@ def _base_result(
     ctx: CellContext, scenario: Scenario, cell: Cell, config: ServerConfig, order: int
 ) -> CellResult:
     model, workload = MODELS[cell.server], scenario.kind.workload
-    slots = workload.slots(scenario.kind, model, config, ctx.db_max_connections)
+    slots = workload.slots(scenario, model, config, ctx.db_max_connections)
     users = _rate_users(cell.rate, scenario) if cell.rate else cell.users
     limit = model.slot_limit(config, scenario.kind.waits_on, ctx.db_max_connections)
     return CellResult(
@@ -229,8 +229,9 @@ def _gauges(ctx: CellContext, config: ServerConfig) -> dict:
         )
         gauges["loop_lag_ms"] = lambda: read_loop_lag_ms(directory)
     bus = ctx.services.get("bus")
-    if bus:
+    if bus:  # polls held and sockets open, summed over the server's processes
         gauges["room_held"] = lambda: bus.stats().held
+        gauges["room_sockets"] = lambda: bus.stats().sockets
     if not ctx.settings.target:
         gauges["accept_queue"] = lambda: accept_queue(config.port)
     return gauges

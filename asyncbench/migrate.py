@@ -25,6 +25,10 @@ Versions:
       ``endpoint`` and ``server_ms`` (the handler time from ``Server-Timing``); a room cell's
       deliveries and published messages are stored beside them; results.csv splits latency
       into handler and outside time and names each cell's bottleneck.
+  5 — the room over WebSocket: results.csv gains ``members_connected`` and ``reconnects``
+      (empty for long-poll cells) and ``cpu_ms_per_delivery``; resource samples may carry
+      ``room_sockets`` (the bus's gauge of open sockets). And results.csv stores the second
+      prediction (``explained_rps``, ``explained_gap``), so far computed only in the report.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 
@@ -143,5 +147,16 @@ def _results_3_to_4(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{k: v for k, v in added.items() if k not in table})
 
 
-_META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data}
-_RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4}
+SOCKET_COLUMNS = ("members_connected", "reconnects", "cpu_ms_per_delivery", "explained_rps",
+                  "explained_gap")  # fmt: skip
+
+
+def _results_4_to_5(table: pd.DataFrame) -> pd.DataFrame:
+    added = dict.fromkeys(SOCKET_COLUMNS, math.nan)
+    return table.assign(**{k: v for k, v in added.items() if k not in table})
+
+
+_META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data,
+               4: lambda data: data}  # fmt: skip
+_RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4,
+                  4: _results_4_to_5}  # fmt: skip

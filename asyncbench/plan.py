@@ -20,6 +20,7 @@ from pathlib import Path
 
 from asyncbench.gate import ComparisonInputError, Thresholds
 from asyncbench.kinds import ENDPOINTS, KINDS, ScenarioKind, kind_of_endpoint
+from asyncbench.room import TRANSPORTS
 from servers import MODELS, room
 from servers.endpoints import MAX_MS
 
@@ -27,7 +28,6 @@ SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 MAX_USERS = 5000
 MAX_SPAWN_RATE = 100_000.0
 MAX_SECONDS = 86_400.0  # a warm-up or measured window longer than a day is a typo
-TRANSPORTS = ("long-poll",)
 MAX_MESSAGE_RATE = 100.0
 _PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
 _KEYS = {"description", "endpoint", "delay_ms", "servers", "quick", "spawn_rate", "aa",
@@ -174,12 +174,12 @@ def _load_room(path: Path, data: dict, check: _Checker) -> Scenario:
     if not 1 <= fields["hold_s"] <= room.MAX_HOLD_S:
         check.fail("hold_s", f"must be from 1 to {room.MAX_HOLD_S:g} seconds")
     quick = _quick_profile(check, data, _ROOM_PROFILE_KEYS, "members")
+    transport = check.choice(data, "transport", tuple(TRANSPORTS)) if "transport" in data \
+        else "long-poll"
     return Scenario(
         name=path.stem, description=check.text(data, "description"),
-        endpoint=KINDS["room"].endpoint, delay_ms=0, servers=check.servers(data),
-        source=str(path), quick=quick, kind_name="room",
-        transport=check.choice(data, "transport", TRANSPORTS) if "transport" in data
-        else TRANSPORTS[0],
+        endpoint=TRANSPORTS[transport].endpoint, delay_ms=0, servers=check.servers(data),
+        source=str(path), quick=quick, kind_name="room", transport=transport,
         spawn_rate=_spawn_rate(check, data), **fields,
         **_profile_fields(check, _members(data), required=True, levels="members"),
     )  # fmt: skip

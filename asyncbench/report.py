@@ -76,6 +76,9 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
         )
         for section in sections
     ]
+    anchors = [b["anchor"] for b in blocks]
+    transports = room_report.transports_block(sections, models, palette)
+    blocks += [transports] if transports else []
     data = {
         "title": f"asyncbench · run {meta.run_id}",
         "run_id": meta.run_id,
@@ -92,7 +95,7 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
         "noise": floors.sentence(),
         "throughput": _throughput_note(cells),
         "verdicts": [{"name": b["name"], "anchor": b["anchor"], **b["verdict"]} for b in blocks],
-        "summary": summary_table(sections, [b["anchor"] for b in blocks], palette),
+        "summary": summary_table(sections, anchors, palette),
         "models": [{"name": m, "color": palette[m]} for m in models],
         "has_excluded": bool((~cells["included"]).any()),
         "scenarios": blocks,

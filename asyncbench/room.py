@@ -1,6 +1,8 @@
-"""The chat room, harness side: verifying a model's room, the sender, and a room cell's numbers.
+"""The chat room, harness side: its transports, verifying a model's room, the sender, and a room
+cell's numbers.
 
-N members hold long-polls (Locust's ``RoomMember``); the sender publishes at a fixed rate on the
+N members hold long-polls (Locust's ``RoomMember``) or WebSockets (``RoomSocketMember``), as
+the scenario's transport says; the sender publishes at a fixed rate on the
 message bus, each message carrying its send time, the way a separate publishing service would,
 so the room's message rate is the same for every model whatever the model does with its slots
 (``POST /room/send`` is the same publish, checked before each cell). A probe user sends
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+import websocket
 
 from asyncbench.evaluate import (
     CellStats,
@@ -36,9 +39,34 @@ from servers.bus_blocking import BlockingBus
 from servers.config import ServerConfig
 
 PROBE_ENDPOINT = "/hello"
-POLL_ENDPOINT = "/room/poll"
 VERIFY_TIMEOUT_S = 30.0
 SENDER_TEXT = "x" * 64  # every message the same size: what varies is only who holds polls
+CONNECTED = 101  # a WebSocket member's upgrade sample when it got its socket
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How members hold their place in the room."""
+
+    name: str
+    endpoint: str  # what a member holds: a poll, or a socket
+    member: str  # the locustfile's user class
+    gauge: str  # the resource-sample column counting what the server holds (the bus's gauge)
+    held: str  # what one held member is, in prose
+
+    @property
+    def persistent(self) -> bool:
+        """One connection for the whole cell (a member that never gets it receives nothing)."""
+        return self.endpoint == room.WS_PATH
+
+
+TRANSPORTS = {
+    t.name: t
+    for t in (
+        Transport("long-poll", "/room/poll", "RoomMember", "room_held", "polls held"),
+        Transport("websocket", room.WS_PATH, "RoomSocketMember", "room_sockets", "open sockets"),
+    )
+}
 
 
 class Sender:
@@ -93,6 +121,25 @@ def verify_room(url: str, work_done) -> None:
         raise CellFailed("verification: the server answered but the bus saw no message")
 
 
+def verify_socket_room(url: str, work_done) -> None:
+    """A frame sent on a WebSocket is published and comes back on it, and the bus saw it."""
+    before = work_done()
+    socket_url = url.replace("http", "ws", 1) + f"{room.WS_PATH}?after={before}"
+    try:
+        member = websocket.create_connection(socket_url, timeout=VERIFY_TIMEOUT_S)
+    except (websocket.WebSocketException, OSError) as exc:
+        raise CellFailed(f"verification: no WebSocket at {room.WS_PATH}: {exc}") from None
+    try:
+        member.send(json.dumps({"text": "verify", "sent": time.time()}))
+        echoed = json.loads(member.recv())
+    except (websocket.WebSocketException, OSError, ValueError) as exc:
+        raise CellFailed(f"verification: the socket did not relay its own message: {exc}") from None
+    finally:
+        member.close()
+    if echoed.get("text") != "verify" or work_done() <= before:
+        raise CellFailed(f"verification: the socket relayed {echoed!r}, not the message it sent")
+
+
 def _request(url: str, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=VERIFY_TIMEOUT_S)
@@ -119,12 +166,15 @@ class RoomStats:
     delivery_p99_ms: float | None = None
     delivery_max_ms: float | None = None
     last_member_p50_ms: float | None = None  # time until every member had a message
-    members_held: float | None = None  # polls the server held at once (gauge, window mean)
+    members_held: float | None = None  # polls or sockets the server held (gauge, window mean)
     members_held_max: float | None = None
-    member_errors: int = 0  # polls that failed (refused, reset, timed out, 5xx)
+    members_connected: int | None = None  # WebSocket: members that got their socket
+    reconnects: int | None = None  # WebSocket: sockets opened again after a drop
+    member_errors: int = 0  # polls or upgrades that failed, sockets that dropped
     probe_p50_ms: float | None = None  # GET /hello meanwhile, from its intended time
     probe_p99_ms: float | None = None
-    mem_per_member_kb: float | None = None  # server RSS over idle, per poll held
+    mem_per_member_kb: float | None = None  # server RSS over idle, per poll or socket held
+    cpu_ms_per_delivery: float | None = None  # server CPU per (member, message) delivered
 
 
 def evaluate_room(
@@ -135,13 +185,25 @@ def evaluate_room(
     start: float,
     end: float,
     members: int,
+    transport: Transport = TRANSPORTS["long-poll"],
 ) -> tuple[RoomStats, ResourceUsage, Judgement]:
-    """A room cell's numbers and judgement from its raw facts."""
+    """A room cell's numbers and judgement from its raw facts.
+
+    On a WebSocket a member that never got its socket is not a lost delivery but the model's
+    capacity (``members_connected``, measured): deliveries are owed only to connected members.
+    """
     usage = resource_usage(resources, start, end)
     window = published[(published["sent"] >= start) & (published["sent"] < end)]
-    fields = _delivery_fields(deliveries, window, members)
-    fields.update(_held_fields(resources, start, end, usage))
-    fields.update(_probe_and_errors(samples, start, end))
+    fields = _probe_and_errors(samples, start, end, transport)
+    owed = members
+    if transport.persistent:
+        fields.update(_connections(samples, end))
+        owed = fields["members_connected"]
+    fields.update(_delivery_fields(deliveries, window, owed))
+    fields.update(_held_fields(resources, start, end, usage, transport.gauge))
+    if usage.cpu_server is not None and fields["delivered"]:
+        cpu_s = usage.cpu_server / 100 * (end - start)
+        fields["cpu_ms_per_delivery"] = cpu_s * 1000 / fields["delivered"]
     stats = RoomStats(**fields)
     polls = CellStats(requests=stats.delivered + stats.lost, failures=stats.member_errors,
                       rps=len(window) / (end - start))  # fmt: skip
@@ -188,11 +250,21 @@ def _out_of_order(deliveries: pd.DataFrame) -> int:
     return int((ordered["message"] < best_so_far).sum())
 
 
-def _held_fields(resources: pd.DataFrame, start: float, end: float, usage) -> dict:
-    if resources is None or resources.empty or "room_held" not in resources:
+def _connections(samples: pd.DataFrame, end: float) -> dict:
+    """Members that got their socket by the window's end, and sockets opened again."""
+    if samples.empty or "endpoint" not in samples:
+        return {"members_connected": 0, "reconnects": 0}
+    upgrades = samples[(samples["endpoint"] == room.WS_PATH) & (samples["status"] == CONNECTED)]
+    upgrades = upgrades[upgrades["start_time"] + upgrades["latency_ms"] / 1000 <= end]
+    members = upgrades["user"].nunique()
+    return {"members_connected": int(members), "reconnects": int(len(upgrades) - members)}
+
+
+def _held_fields(resources: pd.DataFrame, start: float, end: float, usage, gauge: str) -> dict:
+    if resources is None or resources.empty or gauge not in resources:
         return {}
     inside = resources[(resources["t"] > start) & (resources["t"] <= end + 0.5)]
-    held = inside["room_held"].dropna()
+    held = inside[gauge].dropna()
     if held.empty:
         return {}
     fields = {"members_held": float(held.mean()), "members_held_max": float(held.max())}
@@ -202,11 +274,11 @@ def _held_fields(resources: pd.DataFrame, start: float, end: float, usage) -> di
     return fields
 
 
-def _probe_and_errors(samples: pd.DataFrame, start: float, end: float) -> dict:
+def _probe_and_errors(samples: pd.DataFrame, start: float, end: float, transport) -> dict:
     if samples.empty or "endpoint" not in samples:
         return {}
-    polls = samples[samples["endpoint"] == POLL_ENDPOINT]
-    failed = polls["error"].notna() | ~polls["status"].isin([200, 204])
+    held = samples[samples["endpoint"] == transport.endpoint]
+    failed = held["error"].notna() | ~held["status"].isin([200, 204, CONNECTED])
     fields: dict = {"member_errors": int(failed.sum())}
     intended = samples["intended_time"]
     probe = samples[

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -145,6 +146,10 @@ class CellResult:
     cpu_ms_locust: float | None = None
     cpu_ms_upstream: float | None = None
     cpu_ms_mariadb: float | None = None
+    # The second prediction (``predict.explained_rps``, from the overhead and CPU demands its
+    # model showed at its lowest load; filled in as the run's cells arrive) and the gap to it.
+    explained_rps: float | None = None
+    explained_gap: float | None = None
     # A room's (``users`` are its members; ``rps`` its deliveries per second):
     transport: str = ""
     message_rate: float | None = None
@@ -164,6 +169,9 @@ class CellResult:
     probe_p50_ms: float | None = None
     probe_p99_ms: float | None = None
     mem_per_member_kb: float | None = None
+    members_connected: int | None = None  # WebSocket: members that got their socket
+    reconnects: int | None = None  # WebSocket: sockets opened again after a drop
+    cpu_ms_per_delivery: float | None = None  # server CPU ms per (member, message) delivered
     target: str | None = None  # set when the server was started elsewhere
     replica: str = ""  # "aa": the second half of the A/A pair (same level measured again)
     order: int = 0
@@ -352,9 +360,11 @@ class RunDir:
         resources: pd.DataFrame | None,
         deliveries: pd.DataFrame | None = None,
         messages: pd.DataFrame | None = None,
+        derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     ) -> None:
         """Persist one cell at once: its raw facts (samples, resource samples and, for a room,
-        deliveries and the messages published) and its results row.
+        deliveries and the messages published) and its results row. ``derive`` recomputes
+        columns that depend on other cells (the second prediction) over the whole table.
 
         Every file is written in full before any replaces its target, so a cell is either
         wholly stored or (the disk filled: ``DiskFullError``) not at all.
@@ -374,6 +384,8 @@ class RunDir:
         row = pd.DataFrame([asdict(result)], columns=CellResult.columns())
         table = row if table.empty else pd.concat([table, row], ignore_index=True)
         table = table.sort_values(["scenario", "server", "users", "repeat"])
+        if derive is not None:
+            table = derive(table)[CellResult.columns()]
         files.append((self.results_csv, table.to_csv(index=False).encode()))
         self.write_files(files)
         for target in stale:

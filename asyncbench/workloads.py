@@ -24,14 +24,17 @@ ROOM_STOP_TIMEOUT_S = 3.0  # deliveries in flight at the window's end get this l
 class RequestResponse:
     """One request, one answer, then the next (closed loop) or at intended times (open loop)."""
 
-    user_classes = ("BenchUser",)
     extra_users = 0
+
+    def user_classes(self, scenario) -> tuple[str, ...]:
+        """The locustfile's users a cell starts."""
+        return ("BenchUser",)
 
     def configure(self, config, scenario):
         return config
 
-    def slots(self, kind, model, config, db_max_connections: int | None) -> float | None:
-        return kind.slots(model, config, db_max_connections)
+    def slots(self, scenario, model, config, db_max_connections: int | None) -> float | None:
+        return scenario.kind.slots(model, config, db_max_connections)
 
     def base_fields(self, scenario, users: int, slots: float | None) -> dict:
         return {}
@@ -77,16 +80,22 @@ class RequestResponse:
 
 
 class Room:
-    """N members hold long-polls; the sender publishes at the scenario's rate on the bus."""
+    """N members hold long-polls or WebSockets; the sender publishes at the scenario's rate on
+    the bus."""
 
-    user_classes = ("RoomMember", "Probe")
     extra_users = 1  # the probe
+
+    def user_classes(self, scenario) -> tuple[str, ...]:
+        return (room.TRANSPORTS[scenario.transport].member, "Probe")
 
     def configure(self, config, scenario):
         return replace(config, hold_s=scenario.hold_s)
 
-    def slots(self, kind, model, config, db_max_connections: int | None) -> float:
-        """The polls a model holds at once: each one holds a worker, a thread, or nothing."""
+    def slots(self, scenario, model, config, db_max_connections: int | None) -> float:
+        """The members a model holds at once: a poll holds a worker, a thread, or nothing; a
+        socket may live on an event loop even where polls block (the model's entry says)."""
+        if room.TRANSPORTS[scenario.transport].persistent:
+            return model.socket_slots(config)
         return model.slots(config, None, None)
 
     def base_fields(self, scenario, users: int, slots: float | None) -> dict:
@@ -94,9 +103,12 @@ class Room:
                 "predicted_held": room_prediction(users, slots)}  # fmt: skip
 
     def verify(self, url: str, scenario, proof) -> None:
+        check = room.verify_room
+        if room.TRANSPORTS[scenario.transport].persistent:
+            check = room.verify_socket_room
         try:
             proof.reset_room()
-            room.verify_room(url, proof.work_done)
+            check(url, proof.work_done)
         except redis.RedisError as exc:
             raise CellFailed(f"the message bus is unavailable: {exc}") from None
 
@@ -114,7 +126,8 @@ class Room:
             raise CellFailed(sender.error)
         deliveries = outcome.deliveries if outcome.deliveries is not None else pd.DataFrame()
         return self._columns(outcome.samples, deliveries, sender.frame(), resources,
-                             outcome.window_start, outcome.window_end, cell.users)
+                             outcome.window_start, outcome.window_end, cell.users,
+                             scenario.transport)  # fmt: skip
 
     def raw_facts(self, outcome: LocustOutcome, sender) -> dict[str, pd.DataFrame | None]:
         """The deliveries and the messages published: a room's judgement is made from them."""
@@ -130,14 +143,16 @@ class Room:
             return {}
         return self._columns(facts["samples"], facts["deliveries"], messages,
                              facts["resources"], row["window_start"], row["window_end"],
-                             int(row["users"]))  # fmt: skip
+                             int(row["users"]), row.get("transport") or "long-poll")  # fmt: skip
 
     @staticmethod
-    def _columns(samples, deliveries, messages, resources, start, end, members) -> dict:
+    def _columns(samples, deliveries, messages, resources, start, end, members, transport):
         if deliveries.empty:
             deliveries = pd.DataFrame(columns=["member", "message", "sent", "received"])
-        stats, usage, judgement = room.evaluate_room(samples, deliveries, messages, resources,
-                                                     start, end, members=members)  # fmt: skip
+        stats, usage, judgement = room.evaluate_room(
+            samples, deliveries, messages, resources, start, end, members=members,
+            transport=room.TRANSPORTS[transport],
+        )  # fmt: skip
         return room.room_columns(stats, usage, judgement, stats.delivered / (end - start))
 
 

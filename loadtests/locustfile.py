@@ -16,6 +16,10 @@ Two load shapes:
   arrival process, whatever the server does; a request's corrected latency is measured from its
   intended time, so queueing in front of a slow server is not hidden (coordinated omission).
 
+And two chat-room members (with a sender publishing beside Locust): ``RoomMember`` holds
+long-polls, ``RoomSocketMember`` holds a WebSocket; both record every message they receive as a
+delivery; ``Probe`` sends ``GET /hello`` meanwhile.
+
 The harness runs it headless. By hand, against a server started with ``asyncbench serve``::
 
     locust -f loadtests/locustfile.py -H http://127.0.0.1:8000 --bench-path "/sleep?ms=100"
@@ -30,6 +34,7 @@ import socket
 import time
 
 import gevent
+import websocket
 from gevent import GreenletExit
 from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
@@ -41,6 +46,8 @@ SAMPLES_MESSAGE = "asyncbench_samples"
 PROGRESS_INTERVAL_S = 1.0
 SCHEDULE_LEAD_S = 0.2  # open loop: the first send is due this long after the test starts
 MEMBER_RETRY_S = 0.5  # after a failed poll
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 8.0  # a dropped socket's backoff, doubling
+SOCKET_ENDPOINT = "/room/ws"
 
 
 @events.init_command_line_parser.add_listener
@@ -86,6 +93,8 @@ def _on_init(environment, **_) -> None:
 def _on_samples_message(environment, msg, **_) -> None:
     recorder.absorb(msg.data["worker"], msg.data["chunk"])
     abandoned.extend(msg.data.get("abandoned", ()))
+    if msg.data.get("deliveries"):
+        deliveries.absorb(msg.data["deliveries"])
 
 
 @events.test_start.add_listener
@@ -129,9 +138,11 @@ def _on_test_stop(environment, **_) -> None:
         # Final stats first, so the master's request count includes everything we send.
         runner._send_stats()
         for i, chunk in enumerate(recorder.chunks()):
-            data = {"worker": node_name, "chunk": chunk, "abandoned": [] if i else abandoned}
+            data = {"worker": node_name, "chunk": chunk, "abandoned": [] if i else abandoned,
+                    "deliveries": None if i else deliveries.chunk()}  # fmt: skip
             runner.send_message(SAMPLES_MESSAGE, data)
         recorder.__init__()
+        deliveries.__init__()
         abandoned.clear()
 
 
@@ -165,7 +176,7 @@ def _write_progress(environment, path: str) -> None:
         runner = environment.runner
         progress = Progress(
             t=time.time(), requests=total.num_requests, failures=total.num_failures,
-            users=runner.user_count if runner else 0,
+            users=runner.user_count if runner else 0, deliveries=len(deliveries),
         )  # fmt: skip
         write_record(path, progress)
         gevent.sleep(PROGRESS_INTERVAL_S)
@@ -253,3 +264,86 @@ class Probe(_NumberedUser):
             gevent.sleep(wait)
         self.client.get("/hello", name="/hello", context={"user": self.user_id,
                                                           "intended_time": intended})  # fmt: skip
+
+
+class Handshake:
+    """What the sample recorder reads of a WebSocket upgrade: its HTTP status."""
+
+    headers = None
+
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+
+
+class SocketDropped(Exception):
+    """A member's open WebSocket ended without the member closing it."""
+
+
+class RoomSocketMember(_NumberedUser):
+    """A chat-room member on a WebSocket: one connection, every message a text frame.
+
+    Each upgrade is a sample (endpoint ``/room/ws``, status 101, latency = time to be
+    connected, which includes any wait in the server's accept queue); a socket that drops is a
+    failed sample, and the member reconnects with ``after`` = the last id it has, backing off
+    from RECONNECT_MIN_S, doubling up to RECONNECT_MAX_S (every reconnect is counted).
+    """
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.after = 0
+        self.socket: websocket.WebSocket | None = None
+        self.backoff = RECONNECT_MIN_S
+
+    def on_stop(self) -> None:
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+
+    @task
+    def listen(self) -> None:
+        if self.socket is None:
+            if not self._connect():
+                self._back_off()
+            return
+        try:
+            frame = self.socket.recv()
+        except (websocket.WebSocketException, OSError) as exc:
+            self.socket = None
+            self._fire(time.time(), 0.0, 0, SocketDropped(f"{type(exc).__name__}: {exc}"))
+            self._back_off()
+            return
+        received = time.time()
+        message = json.loads(frame)
+        deliveries.record(self.user_id, message["id"], message["sent"], received)
+        self.after = max(self.after, message["id"])
+
+    def _connect(self) -> bool:
+        url = self.host.replace("http", "ws", 1) + f"{SOCKET_ENDPOINT}?after={self.after}"
+        started = time.time()
+        try:
+            self.socket = websocket.create_connection(url, timeout=self.network_timeout)
+        except websocket.WebSocketBadStatusException as exc:
+            self._fire(started, _ms_since(started), exc.status_code, exc)
+            return False
+        except (websocket.WebSocketException, OSError) as exc:
+            self._fire(started, _ms_since(started), 0, exc)
+            return False
+        self.socket.settimeout(None)  # a quiet room is not an error: wait for the next frame
+        self._fire(started, _ms_since(started), 101, None)
+        self.backoff = RECONNECT_MIN_S
+        return True
+
+    def _back_off(self) -> None:
+        gevent.sleep(self.backoff)
+        self.backoff = min(RECONNECT_MAX_S, 2 * self.backoff)
+
+    def _fire(self, started: float, ms: float, status: int, exc: Exception | None) -> None:
+        self.environment.events.request.fire(
+            request_type="WS", name=SOCKET_ENDPOINT, start_time=started, response_time=ms,
+            response_length=0, response=Handshake(status), exception=exc,
+            context={"user": self.user_id},
+        )  # fmt: skip
+
+
+def _ms_since(started: float) -> float:
+    return (time.time() - started) * 1000

@@ -18,6 +18,9 @@ Versions:
   2 — samples carry the request's ``endpoint`` (polls and the probe share a room cell's file);
       deliveries.
   3 — samples carry ``server_ms``, the handler time each model reports in ``Server-Timing``.
+  4 — ``Progress`` counts a room's ``deliveries`` (a WebSocket room completes no request after
+      its members connect, yet it is busy); a WebSocket member's upgrades and drops are samples
+      of endpoint ``/room/ws`` (status 101 when connected).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 PARQUET_VERSION_KEY = b"asyncbench_protocol"
 # Sample columns and their array typecodes (the recorder's storage on the hot path).
 SAMPLE_COLUMNS = {
@@ -61,7 +64,13 @@ class Progress:
     requests: int
     failures: int
     users: int
+    deliveries: int = 0  # room: messages received by members so far
     version: int = PROTOCOL_VERSION
+
+    @property
+    def activity(self) -> int:
+        """Everything completed so far: a server that stops answering stops raising it."""
+        return self.requests + self.deliveries
 
 
 @dataclass(frozen=True)

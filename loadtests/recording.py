@@ -130,6 +130,18 @@ class DeliveryRecorder:
     def __len__(self) -> int:
         return len(self.columns["member"])
 
+    def chunk(self) -> dict[str, list]:
+        """Every delivery as plain lists (a worker sends them to the master)."""
+        return {name: values.tolist() for name, values in self.columns.items()}
+
+    def absorb(self, chunk: dict[str, list]) -> None:
+        """Append deliveries a worker sent."""
+        if set(chunk) != set(self.columns):
+            raise ProtocolError(f"deliveries with columns {sorted(chunk)}, "
+                                f"expected {sorted(self.columns)}")  # fmt: skip
+        for name, values in chunk.items():
+            self.columns[name].extend(values)
+
     def record(self, member: int, message: int, sent: float, received: float) -> None:
         c = self.columns
         c["member"].append(member)

@@ -6,6 +6,13 @@ next one is published, else ``204`` (empty body) after the server's hold timeout
 again with the last id it received. A sender posts ``{"text": "...", "sent": <epoch seconds>}``
 to ``POST /room/send`` and is answered the id its message got.
 
+A member may instead open a WebSocket, ``GET /room/ws?after=ID`` (``WS_PATH``; the same query,
+checked before the upgrade): the server sends every message after ID, oldest first, each once, as
+one text frame holding the stored bytes, then each new one as it is published. A text frame the
+member sends holds what a ``/room/send`` body holds and is published (no acknowledgement). A bad
+frame closes that socket with ``CLOSE_POLICY_VIOLATION``; a failed bus closes every socket with
+``CLOSE_BUS_FAILED``.
+
 Ids are consecutive integers from 1 in publication order, so a member can tell a message it
 missed (trimmed from the ``HISTORY_SIZE`` most recent before it asked again) from an empty room.
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servers.endpoints import BadRequest, json_line, query_fields, shorten
@@ -30,6 +38,17 @@ HISTORY_SIZE = 1_000  # the most recent messages kept for members between two po
 BATCH_LIMIT = 100  # messages in one poll answer (a member far behind polls again at once)
 DEFAULT_HOLD_S = 30.0
 MAX_HOLD_S = 60.0  # within every model's request timeout (servers.config.REQUEST_TIMEOUT_S)
+WS_PATH = "/room/ws"
+# The frameworks' own frame limit: above MAX_BODY_BYTES, so parse_frame answers (1008) for any
+# frame between the two, and only a frame beyond this gets the framework's 1009.
+WS_MAX_MESSAGE_BYTES = 65_536
+CLOSE_POLICY_VIOLATION = 1008  # a bad frame from the member
+CLOSE_BUS_FAILED = 1011  # the message bus failed (an internal error, as a 503 is for HTTP)
+CLOSE_GOING_AWAY = 1001  # the server is stopping
+MAX_CLOSE_REASON_BYTES = 123  # a close frame's payload is at most 125 bytes, 2 of them the code
+WS_PATH = "/room/ws"  # GET upgrades to a WebSocket: every message a text frame
+CLOSE_POLICY_VIOLATION = 1008  # a bad frame from a member closes that socket only
+CLOSE_BUS_FAILED = 1011  # the message bus failed: the member should reconnect later
 _SEND_KEYS = frozenset({"text", "sent"})
 _ID_HEAD = b'{"id":'
 
@@ -82,6 +101,41 @@ def parse_send(body: bytes) -> Outgoing:
         known = "unknown" if wrong in payload else "missing"
         raise BadRequest(f"{known} key {shorten(wrong)!r}: the body holds 'text' and 'sent'")
     return Outgoing(_text(payload["text"]), _sent(payload["sent"]))
+
+
+def parse_frame(data: str | bytes) -> Outgoing:
+    """A member's WebSocket frame: a text frame holding exactly what a ``/room/send`` body holds
+    (a binary frame is refused: the members of every model speak text)."""
+    if isinstance(data, bytes):
+        raise BadRequest("binary frame: send the message as a text frame")
+    try:
+        body = data.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("frame must be valid Unicode (no lone surrogates)") from None
+    try:
+        return parse_send(body)
+    except BadRequest as exc:
+        raise BadRequest(f"bad frame: {exc}") from None
+
+
+def check_upgrade(headers: Mapping[str, str]) -> None:
+    """Refuse (400) a ``/room/ws`` request that is not a WebSocket handshake every framework
+    accepts, before any upgrade: so a plain GET is answered the same JSON error on every model,
+    never a framework's own text or a traceback."""
+    connection = {token.strip().lower() for token in headers.get("Connection", "").split(",")}
+    if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection:
+        raise BadRequest(f"{WS_PATH} is a WebSocket: send 'Connection: Upgrade', "
+                         "'Upgrade: websocket'")  # fmt: skip
+    if headers.get("Sec-WebSocket-Version") != "13":
+        raise BadRequest("only WebSocket version 13 is accepted ('Sec-WebSocket-Version: 13')")
+    if not headers.get("Sec-WebSocket-Key") or not headers.get("Host"):
+        raise BadRequest("missing header 'Sec-WebSocket-Key' or 'Host'")
+
+
+def close_reason(message: str) -> str:
+    """``message`` cut to fit a close frame (at most MAX_CLOSE_REASON_BYTES of UTF-8)."""
+    encoded = message.encode("utf-8")[:MAX_CLOSE_REASON_BYTES]
+    return encoded.decode("utf-8", errors="ignore")  # never half a character
 
 
 def message_parts(outgoing: Outgoing) -> tuple[bytes, bytes]:

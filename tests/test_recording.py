@@ -19,7 +19,7 @@ from loadtests.protocol import (
     read_record,
     write_record,
 )
-from loadtests.recording import ArrivalSchedule, SampleRecorder
+from loadtests.recording import ArrivalSchedule, DeliveryRecorder, SampleRecorder
 
 
 class Response:
@@ -91,6 +91,23 @@ def test_absorb_refuses_other_columns():
     chunk["columns"].pop("user")
     with pytest.raises(ProtocolError, match="columns"):
         SampleRecorder().absorb("w", chunk)
+
+
+def test_deliveries_travel_from_workers_to_the_master(tmp_path):
+    worker, master = DeliveryRecorder(), DeliveryRecorder()
+    worker.record(7, 1, 100.0, 100.25)
+    worker.record(7, 2, 101.0, 101.5)
+    master.absorb(worker.chunk())
+    master.absorb(worker.chunk())
+    master.write_parquet(str(tmp_path / "d.parquet"))
+    table = pd.read_parquet(tmp_path / "d.parquet")
+    assert len(table) == 4 and list(table["message"]) == [1, 2, 1, 2]
+    with pytest.raises(ProtocolError, match="columns"):
+        master.absorb({"member": [1]})
+
+
+def test_progress_activity_counts_deliveries():
+    assert Progress(t=1.0, requests=3, failures=0, users=2, deliveries=40).activity == 43
 
 
 def test_sample_columns_are_checked():

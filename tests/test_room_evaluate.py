@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asyncbench.room import evaluate_room
+from asyncbench.room import TRANSPORTS, evaluate_room
 from asyncbench.workloads import room_prediction
 
 START, END = 100.0, 110.0
@@ -83,3 +83,59 @@ def test_nothing_published_in_the_window_is_not_a_valid_cell():
                          [(10, 4, 4), (3, 4, 3), (3000, float("inf"), 3000), (50, None, 50)])
 def test_held_prediction(members, slots, held):
     assert room_prediction(members, slots) == held
+
+
+# WebSocket: upgrades are samples; members never connected are capacity, not lost deliveries ---
+
+SOCKETS = TRANSPORTS["websocket"]
+
+
+def upgrades(connected=(0, 1, 2), waiting=(), reconnected=(), dropped=0) -> pd.DataFrame:
+    """Members' upgrade samples: 101 at START - 1 (and again for ``reconnected``); ``waiting``
+    members' handshakes complete only after the window; ``dropped`` failed samples."""
+    def row(user, start, ms, status=101, error=None):
+        return {"start_time": start, "latency_ms": ms, "status": status, "error": error,
+                "intended_time": np.nan, "endpoint": "/room/ws", "user": user}  # fmt: skip
+
+    rows = [row(u, START - 1, 2.0) for u in connected]
+    rows += [row(u, START - 1, (END - START + 5) * 1000) for u in waiting]
+    rows += [row(u, START + 2, 1.0) for u in reconnected]
+    rows += [row(0, START + 1, 0.0, status=0, error="SocketDropped")] * dropped
+    return pd.concat([samples(), pd.DataFrame(rows)], ignore_index=True)
+
+
+def socket_resources(sockets) -> pd.DataFrame:
+    return RESOURCES.drop(columns="room_held").assign(room_sockets=[None, *sockets])
+
+
+def test_a_socket_room_owes_messages_only_to_connected_members():
+    stats, _, verdict = evaluate_room(
+        upgrades(connected=(0, 1), waiting=(2, 3)), deliveries(every(members=2)), PUBLISHED,
+        socket_resources([2, 2, 2]), START, END, members=4, transport=SOCKETS,
+    )  # fmt: skip
+    assert verdict.valid, verdict.reason
+    assert (stats.members_connected, stats.lost, stats.reconnects) == (2, 0, 0)
+    assert stats.members_held_max == 2  # from the sockets gauge, not the polls gauge
+
+
+def test_a_connected_member_missing_a_message_is_lost():
+    rows = every(members=2, skip={(1, 3)})
+    stats, _, verdict = evaluate_room(upgrades(connected=(0, 1)), deliveries(rows), PUBLISHED,
+                                      socket_resources([2, 2, 2]), START, END, members=2,
+                                      transport=SOCKETS)  # fmt: skip
+    assert stats.lost == 1 and not verdict.valid
+
+
+def test_reconnects_and_drops_are_counted():
+    stats, _, _ = evaluate_room(upgrades(reconnected=(1,), dropped=1), deliveries(every()),
+                                PUBLISHED, socket_resources([3, 3, 3]), START, END, members=3,
+                                transport=SOCKETS)  # fmt: skip
+    assert (stats.members_connected, stats.reconnects, stats.member_errors) == (3, 1, 1)
+
+
+def test_server_cpu_per_delivery():
+    stats, usage, _ = evaluate_room(upgrades(), deliveries(every()), PUBLISHED,
+                                    socket_resources([3, 3, 3]), START, END, members=3,
+                                    transport=SOCKETS)  # fmt: skip
+    cpu_s = usage.cpu_server / 100 * (END - START)
+    assert stats.cpu_ms_per_delivery == pytest.approx(cpu_s * 1000 / stats.delivered)
