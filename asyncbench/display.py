@@ -66,6 +66,15 @@ class RichDisplay(RunHooks):
         self.progress.update(self._matrix, advance=1, eta=self._eta())
         self.console.print(_summary(result))
 
+    def run_finished(self, run: RunDir, invocation) -> None:
+        if invocation.wall_s is None or invocation.outside_share is None:
+            return
+        self.console.print(
+            f"{len(invocation.cells)} cells in {invocation.wall_s / 60:.1f} min (report "
+            f"{invocation.report_s or 0:.0f} s); {invocation.outside_share:.0%} of the time "
+            f"outside the measured windows ({invocation.warmup_s:.0f} s of warm-up)"
+        )
+
     def _describe(self, cell: Cell) -> None:
         elapsed = time.monotonic() - self._cell_started
         text = (

@@ -15,7 +15,14 @@ from asyncbench.cell import CellContext, measure_cell
 from asyncbench.plan import Cell, Scenario
 from asyncbench.processes import ProcessLedger, raise_open_file_limit
 from asyncbench.session import RunPlan, RunSettings, open_session
-from asyncbench.store import CellResult, DiskFullError, RunDir, RunMeta, is_disk_full_error
+from asyncbench.store import (
+    CellResult,
+    DiskFullError,
+    Invocation,
+    RunDir,
+    RunMeta,
+    is_disk_full_error,
+)
 from loadtests.protocol import Progress
 from servers import MODELS
 
@@ -33,6 +40,7 @@ class RunHooks:
     def cell_started(self, cell: Cell, index: int, expected_s: float) -> None: ...
     def cell_progress(self, cell: Cell, progress: Progress) -> None: ...
     def cell_finished(self, cell: Cell, result: CellResult) -> None: ...
+    def run_finished(self, run: RunDir, invocation: Invocation) -> None: ...
 
 
 def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) -> RunDir:
@@ -92,7 +100,12 @@ def _finish(run: RunDir, meta: RunMeta, hooks: RunHooks, disk_full: bool) -> Non
     finally:
         run.release_space()
     if not disk_full:  # the report would not fit either; the next complete run rebuilds it
+        started = time.monotonic()
         _build_report(run, hooks)
+        invocation = meta.invocations[-1]
+        meta.invocations[-1] = invocation.timed(invocation.finished, time.monotonic() - started)
+        run.write_meta(meta)
+    hooks.run_finished(run, meta.invocations[-1])
 
 
 def _build_report(run: RunDir, hooks: RunHooks) -> None:
@@ -120,7 +133,19 @@ def _run_cells(plan: RunPlan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> No
             scenario = plan.scenarios[cell.scenario]
             hooks.cell_started(cell, order, _expected_s(scenario))
             result = measure_cell(ctx, scenario, cell, order)
+            _account(meta, result)
             hooks.cell_finished(cell, result)
+
+
+def _account(meta: RunMeta, result: CellResult) -> None:
+    """Add a cell's measured window and warm-up to its invocation's time accounting."""
+    if result.window_start is None or result.window_end is None:
+        return
+    invocation = meta.invocations[-1]
+    meta.invocations[-1] = replace(
+        invocation, measured_s=invocation.measured_s + result.window_end - result.window_start,
+        warmup_s=invocation.warmup_s + result.warmup_s,
+    )  # fmt: skip
 
 
 def _record_configuration(ctx: CellContext, meta: RunMeta, models: set[str]) -> None:

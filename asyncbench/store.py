@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -75,6 +75,20 @@ class Invocation:
     finished: float | None = None
     status: str = "running"
     reason: str = ""  # why it stopped, when it did not complete
+    # Where its wall time went: the cells' measured windows, their warm-ups, the rest
+    # (server and Locust start-up, verification, stops), and building the report.
+    measured_s: float = 0.0
+    warmup_s: float = 0.0
+    report_s: float | None = None
+    wall_s: float | None = None  # from its start to its report written
+    outside_share: float | None = None  # of wall_s, the time outside every measured window
+
+    def timed(self, finished: float, report_s: float) -> Invocation:
+        """This invocation with its wall time and the share outside the windows filled in."""
+        wall = finished - self.started + report_s
+        share = 1 - self.measured_s / wall if wall > 0 else None
+        return replace(self, report_s=round(report_s, 2), wall_s=round(wall, 2),
+                       outside_share=None if share is None else round(share, 4))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The long-poll room, end to end: real servers, a real Redis, real Locust members."""
+"""The room over both transports, end to end: real servers, a real Redis, real Locust members."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from asyncbench.store import RunDir
 pytestmark = pytest.mark.slow
 
 
-def room_run(tmp_path, servers, members, redis_url=None, hooks=None, workers=2) -> RunDir:
+def room_run(tmp_path, servers, members, redis_url=None, hooks=None, workers=2,
+             scenario="room-longpoll") -> RunDir:  # fmt: skip
     settings = RunSettings(
-        scenarios=("room-longpoll",), servers=servers, users=(members,), duration_s=3,
+        scenarios=(scenario,), servers=servers, users=(members,), duration_s=3,
         warmup_s=1.5, repeat=1, workers=workers, reports_dir=str(tmp_path), seed=5, new=True,
         redis_url=redis_url,
     )  # fmt: skip
@@ -56,7 +57,35 @@ def test_a_two_worker_blocking_model_holds_two_and_the_probe_waits(rooms):
     assert row["probe_p99_ms"] > 50 or row["lost"] > 0
 
 
-def test_killing_redis_mid_cell_fails_that_cell_and_the_matrix_goes_on(tmp_path):
+@pytest.fixture(scope="module")
+def sockets(tmp_path_factory) -> dict[str, RunDir]:
+    """200 WebSocket members on the coroutine model; 6 on a 2-worker blocking model."""
+    out = tmp_path_factory.mktemp("sockets")
+    return {model: room_run(out, (model,), members, scenario="room-websocket")
+            for model, members in (("tornado-coroutine", 200), ("flask-blocking", 6))}
+
+
+def test_coroutine_socket_room_delivers_every_message_to_200_members(sockets):
+    row = cell(sockets["tornado-coroutine"], "tornado-coroutine")
+    assert row["status"] == "ok", row["reason"]
+    assert row["members_connected"] == 200 and row["reconnects"] == 0
+    assert row["messages"] >= 2 and row["lost"] == 0 and row["duplicates"] == 0
+    assert row["delivered"] == 200 * row["messages"]
+    assert row["members_held_max"] >= 195  # sockets stay open: the gauge sees them all
+    assert row["delivery_p99_ms"] < 1000 and row["probe_p99_ms"] < 500
+
+
+def test_a_two_worker_blocking_model_connects_two_sockets_and_reports_the_rest(sockets):
+    row = cell(sockets["flask-blocking"], "flask-blocking")
+    assert row["status"] == "ok", row["reason"]
+    assert row["members_connected"] <= 2 and row["members_held_max"] <= 2
+    assert row["predicted_held"] == 2
+    assert row["lost"] == 0  # the connected members got every message; the others are
+    assert row["delivered"] == row["members_connected"] * row["messages"]  # not connected
+
+
+@pytest.mark.parametrize("scenario", ["room-longpoll", "room-websocket"])
+def test_killing_redis_mid_cell_fails_that_cell_and_the_matrix_goes_on(tmp_path, scenario):
     with throwaway_redis() as bus:
         class KillRedis(RunHooks):
             def cell_started(self, cell, index, expected_s):
@@ -64,7 +93,7 @@ def test_killing_redis_mid_cell_fails_that_cell_and_the_matrix_goes_on(tmp_path)
                     threading.Timer(2.5, bus.process.popen.kill).start()
 
         run = room_run(tmp_path, ("tornado-coroutine", "tornado-threadpool"), 20,
-                       redis_url=bus.url, hooks=KillRedis())  # fmt: skip
+                       redis_url=bus.url, hooks=KillRedis(), scenario=scenario)  # fmt: skip
     results = run.results()
     assert len(results) == 2 and run.read_meta().status == "complete"
     first = results.sort_values("order").iloc[0]

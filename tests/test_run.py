@@ -55,6 +55,21 @@ def test_run_writes_every_file(sleep_run: RunDir):
     cells = analyze.cell_table(results, samples, resources)
     for column in ("status", "reason", "rps", "p99_ms", "cpu_machine"):
         assert cells[column].tolist() == results[column].tolist()
+    # The second prediction is stored as cells arrive (the same the report computes).
+    ok = results["status"] == "ok"
+    assert results.loc[ok, "explained_rps"].notna().all()
+    stored = results["explained_rps"].round(6).fillna(-1).tolist()
+    assert cells["explained_rps"].round(6).fillna(-1).tolist() == stored
+
+
+def test_run_json_says_where_the_time_went(sleep_run: RunDir):
+    invocation = sleep_run.read_meta().invocations[-1]
+    results = sleep_run.results()
+    windows = (results["window_end"] - results["window_start"]).sum()
+    assert invocation.measured_s == pytest.approx(windows)
+    assert invocation.warmup_s == pytest.approx(results["warmup_s"].sum())
+    assert invocation.report_s > 0 and invocation.wall_s > invocation.measured_s
+    assert invocation.outside_share == pytest.approx(1 - windows / invocation.wall_s, abs=1e-3)
 
 
 def test_orchestrator_never_imports_locust(sleep_run: RunDir):
