@@ -32,10 +32,11 @@ def _level(sec: Section) -> float | None:
 
 def _values(r: pd.Series) -> list[str]:
     if not view.missing(r.get("delivery_p99_ms")):  # a room: deliveries, held polls, KB/member
-        return [f"{view.rps(r['rps_median'])} deliveries/s",
-                view.ms(r["delivery_p99_ms"]),
-                f"held {r['members_held_max']:.0f} of predicted {r['predicted_held']:.0f}",
-                f"{view.ms(r['mem_per_member_kb'])} KB per member"]  # fmt: skip
+        held = f"held {r['members_held_max']:.0f} of predicted {r['predicted_held']:.0f}"
+        if not view.missing(r.get("members_connected")):  # a socket room: who got in
+            held = f"{r['members_connected']:.0f} of {r['load']:.0f} connected"
+        return [f"{view.rps(r['rps_median'])} deliveries/s", view.ms(r["delivery_p99_ms"]),
+                held, f"{view.ms(r['mem_per_member_kb'])} KB per member"]  # fmt: skip
     spread = view.span(r["rps_min"], r["rps_max"], view.rps)
     memory = r.get("rss_per_inflight_kb")
     return [f"{view.rps(r['rps_median'])} req/s ({spread})", view.ms(r["p99_ms_median"]),
