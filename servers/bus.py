@@ -6,6 +6,8 @@ One room per Redis database::
     asyncbench:room:history    sorted set of the HISTORY_SIZE newest messages, score = id
     asyncbench:room:held       polls held right now, summed over every process of the server
     asyncbench:room:held_max   the most polls held at once since the last ``reset_room``
+    asyncbench:room:sockets    WebSockets open right now (``/room/ws``), summed likewise
+    asyncbench:room:sockets_max  the most sockets open at once since the last ``reset_room``
     asyncbench:room:messages   the pub/sub channel every message is published on
 
 Publishing is one Lua script (``PUBLISH_SCRIPT``): assign the next id, store the message in the
@@ -18,7 +20,9 @@ missed. Reading the history (``POLL_SCRIPT``) also counts the poll as held when 
 exists, in the same step; ``RELEASE_SCRIPT`` uncounts it on every way out. From the channel a poll
 takes only the message that directly follows ``after``; any other newer id (a reconnected
 subscription may have dropped some) sends it back to the history, which cannot have gaps. So
-each answer is exactly the messages after ``after``, in order, once.
+each answer is exactly the messages after ``after``, in order, once. A WebSocket streams the
+same way for as long as it is open (history, then the channel); it is counted in ``sockets``
+(``COUNT_SCRIPT``) from before its upgrade until it closes, never in ``held``.
 
 Redis errors become ``IOFailure`` (503 "message bus unavailable"), never a traceback.
 """
@@ -37,8 +41,11 @@ NEXT_ID = _PREFIX + "next_id"
 HISTORY = _PREFIX + "history"
 HELD = _PREFIX + "held"
 HELD_MAX = _PREFIX + "held_max"
+SOCKETS = _PREFIX + "sockets"
+SOCKETS_MAX = _PREFIX + "sockets_max"
 CHANNEL = _PREFIX + "messages"
-ROOM_KEYS = (NEXT_ID, HISTORY, HELD, HELD_MAX)
+ROOM_KEYS = (NEXT_ID, HISTORY, HELD, HELD_MAX, SOCKETS, SOCKETS_MAX)
+SOCKET_GAUGE = [SOCKETS, SOCKETS_MAX]  # the KEYS of COUNT_SCRIPT for an opened socket
 CONNECT_TIMEOUT_S = 5.0  # a Redis that does not accept within this is unavailable
 
 # KEYS: next_id, history. ARGV: message head, message tail, history size, channel.
@@ -63,7 +70,16 @@ end
 return newer
 """
 
-# KEYS: held.
+# KEYS: a gauge, its maximum. One more now, and the maximum raised, in one step.
+COUNT_SCRIPT = """
+local now = redis.call('INCR', KEYS[1])
+if now > tonumber(redis.call('GET', KEYS[2]) or '0') then
+  redis.call('SET', KEYS[2], now)
+end
+return now
+"""
+
+# KEYS: a gauge (held, sockets). One fewer, never below 0.
 RELEASE_SCRIPT = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
   return redis.call('DECR', KEYS[1])
@@ -95,17 +111,20 @@ def unavailable(exc: redis.RedisError) -> IOFailure:
 
 @dataclass(frozen=True)
 class RoomStats:
-    """What the harness samples: messages published, polls held now and at most."""
+    """What the harness samples: messages published, polls held and sockets open, now and at
+    most."""
 
     published: int
     held: int
     held_max: int
+    sockets: int = 0
+    sockets_max: int = 0
 
 
 def room_stats(client: redis.Redis) -> RoomStats:
     """Read the room's counters (one round trip; any Redis client, any process)."""
-    published, held, held_max = client.mget(NEXT_ID, HELD, HELD_MAX)
-    return RoomStats(int(published or 0), int(held or 0), int(held_max or 0))
+    values = client.mget(NEXT_ID, HELD, HELD_MAX, SOCKETS, SOCKETS_MAX)
+    return RoomStats(*(int(value or 0) for value in values))
 
 
 def reset_room(client: redis.Redis) -> None:

@@ -26,11 +26,14 @@ from servers.backends import IOFailure, bus_unavailable, no_bus
 from servers.bus import (
     CHANNEL,
     CONNECT_TIMEOUT_S,
+    COUNT_SCRIPT,
     HELD,
     HISTORY,
     POLL_SCRIPT,
     PUBLISH_SCRIPT,
     RELEASE_SCRIPT,
+    SOCKET_GAUGE,
+    SOCKETS,
     follows,
     poll_args,
     publish_args,
@@ -75,6 +78,7 @@ class AsyncBus:
             self._publish = self._redis.register_script(PUBLISH_SCRIPT)
             self._poll = self._redis.register_script(POLL_SCRIPT)
             self._release = self._redis.register_script(RELEASE_SCRIPT)
+            self._count = self._redis.register_script(COUNT_SCRIPT)
         self._listeners: set[Listener] = set()
         self._reader: asyncio.Task | None = None
         self._confirmed: asyncio.Future | None = None
@@ -125,6 +129,21 @@ class AsyncBus:
                 for item in batch:
                     yield item
                 last = room.message_id(batch[-1])
+
+    async def socket_opened(self) -> None:
+        """Count an open socket (and raise the maximum); ``IOFailure`` if the bus is down, so
+        the upgrade is refused rather than a socket opened on a dead bus."""
+        self._require()
+        try:
+            await self._count(SOCKET_GAUGE)
+        except redis.RedisError as exc:
+            raise unavailable(exc) from None
+
+    async def socket_closed(self) -> None:
+        """Uncount a socket (never below 0)."""
+        if self._redis is not None:
+            with contextlib.suppress(redis.RedisError):  # an outage: the gauge goes too
+                await self._release([SOCKETS])
 
     async def history(self, after: int) -> list[bytes]:
         """Up to ``BATCH_LIMIT`` stored messages after ``after``, oldest first."""

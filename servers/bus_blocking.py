@@ -7,6 +7,11 @@ held poll occupies its thread anyway) and commands share one thread-safe connect
 
 A subscription lives as long as its thread and is reused by every poll: messages that reach it
 between two polls are discarded when the next poll starts (that poll reads the history instead).
+
+A WebSocket relay reads a ``MessageStream`` (``stream``): the same history-then-channel order,
+a step at a time, so a relay can do other things between steps (read the member's frames) and a
+thread pool can run each step on whichever thread is free. Sockets are counted in their own
+gauge (``socket_opened``/``socket_closed``), never as held polls.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ from servers.backends import no_bus
 from servers.bus import (
     CHANNEL,
     CONNECT_TIMEOUT_S,
+    COUNT_SCRIPT,
     HELD,
     HISTORY,
     POLL_SCRIPT,
     PUBLISH_SCRIPT,
     RELEASE_SCRIPT,
+    SOCKET_GAUGE,
+    SOCKETS,
     follows,
     poll_args,
     publish_args,
@@ -61,6 +69,7 @@ class BlockingBus:
             self._publish = self._redis.register_script(PUBLISH_SCRIPT)
             self._poll = self._redis.register_script(POLL_SCRIPT)
             self._release = self._redis.register_script(RELEASE_SCRIPT)
+            self._count = self._redis.register_script(COUNT_SCRIPT)
         self._local = threading.local()
 
     def publish(self, outgoing: room.Outgoing) -> int:
@@ -82,7 +91,7 @@ class BlockingBus:
             if newer:
                 return newer
             try:
-                return self._wait(subscription, after)
+                return self._wait(subscription, after, self.hold_s)
             finally:
                 with contextlib.suppress(redis.RedisError):  # an outage: the gauge goes too
                     self._release([HELD])
@@ -90,8 +99,46 @@ class BlockingBus:
             self._drop_subscription()
             raise unavailable(exc) from None
 
-    def _wait(self, subscription: PubSub, after: int) -> list[bytes]:
-        deadline = time.monotonic() + self.hold_s
+    def stream(self, after: int) -> MessageStream:
+        """Every message after ``after``, in order, each once, a step at a time (a socket)."""
+        self._require()
+        return MessageStream(self, after)
+
+    def socket_opened(self) -> None:
+        """Count an open socket (and raise the maximum); ``IOFailure`` if the bus is down, so
+        the upgrade is refused rather than a socket opened on a dead bus."""
+        self._require()
+        try:
+            self._count(SOCKET_GAUGE)
+        except redis.RedisError as exc:
+            raise unavailable(exc) from None
+
+    def socket_closed(self) -> None:
+        """Uncount a socket (never below 0)."""
+        if self._redis is not None:
+            with contextlib.suppress(redis.RedisError):  # an outage: the gauge goes too
+                self._release([SOCKETS])
+
+    def step(self, stream: MessageStream, timeout_s: float) -> list[bytes]:
+        """``stream``'s next messages, waiting on this thread's subscription (see
+        ``MessageStream.next``)."""
+        try:
+            if getattr(self._local, "streaming", None) is stream:
+                subscription = self._local.subscription  # holds just what came after `last`
+            else:
+                subscription = self._subscription()  # confirmed: now the history is complete
+                self._local.streaming = stream
+                if newer := self._history(stream.last):
+                    return newer
+            return self._wait(subscription, stream.last, timeout_s)
+        except redis.RedisError as exc:
+            self._drop_subscription()
+            raise unavailable(exc) from None
+
+    def _wait(self, subscription: PubSub, after: int, timeout_s: float) -> list[bytes]:
+        """The message after ``after`` from the channel (or the history's, after a gap), or
+        ``[]`` once ``timeout_s`` has passed."""
+        deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             event = subscription.get_message(timeout=left)
             if not event or event["type"] != "message":
@@ -108,6 +155,7 @@ class BlockingBus:
 
     def _subscription(self) -> PubSub:
         """This thread's subscription, confirmed by Redis, with nothing stale waiting on it."""
+        self._local.streaming = None  # whatever waited on it for a stream is gone now
         subscription: PubSub | None = getattr(self._local, "subscription", None)
         if subscription is not None:
             try:
@@ -141,7 +189,7 @@ class BlockingBus:
 
     def _drop_subscription(self) -> None:
         subscription = getattr(self._local, "subscription", None)
-        self._local.subscription = None
+        self._local.subscription = self._local.streaming = None
         if subscription is not None:
             with contextlib.suppress(Exception):
                 subscription.close()
@@ -149,3 +197,27 @@ class BlockingBus:
     def _require(self) -> None:
         if self._redis is None:
             raise no_bus()
+
+
+class MessageStream:
+    """Every message after ``after``, in order, each once, a step at a time: what a blocking
+    WebSocket relay sends.
+
+    A step may run on any thread and waits on that thread's subscription. While the stream keeps
+    stepping on the thread whose subscription it last read the history through, and no poll or
+    other stream used that subscription since, a step only reads the channel; otherwise it first
+    confirms the subscription (dropping what waited on it) and reads the history, as a poll does,
+    so nothing is missed or repeated when a thread pool moves it from thread to thread.
+    """
+
+    def __init__(self, bus: BlockingBus, after: int) -> None:
+        self.last = after  # the id of the last message returned
+        self._bus = bus
+
+    def next(self, timeout_s: float) -> list[bytes]:
+        """The messages after the last one returned: at once if some exist, else the first one
+        published within ``timeout_s``, else ``[]``. ``IOFailure`` if the bus fails."""
+        messages = self._bus.step(self, timeout_s)
+        if messages:
+            self.last = room.message_id(messages[-1])
+        return messages

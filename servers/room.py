@@ -62,7 +62,8 @@ class Outgoing:
 
 
 def parse_after(query: str | bytes) -> int:
-    """The ``after`` id of a ``/room/poll`` query: the only parameter, plain digits, ≤ MAX_ID."""
+    """The ``after`` id of a ``/room/poll`` or ``/room/ws`` query: the only parameter, plain
+    digits, ≤ MAX_ID."""
     fields = query_fields(query)
     extra = sorted(set(fields) - {"after"})
     if extra:
@@ -124,8 +125,8 @@ def check_upgrade(headers: Mapping[str, str]) -> None:
     never a framework's own text or a traceback."""
     connection = {token.strip().lower() for token in headers.get("Connection", "").split(",")}
     if headers.get("Upgrade", "").lower() != "websocket" or "upgrade" not in connection:
-        raise BadRequest(f"{WS_PATH} is a WebSocket: send 'Connection: Upgrade', "
-                         "'Upgrade: websocket'")  # fmt: skip
+        raise BadRequest(f"{WS_PATH} is a WebSocket: 'Upgrade: websocket' and "
+                         "'Connection: Upgrade' are required")  # fmt: skip
     if headers.get("Sec-WebSocket-Version") != "13":
         raise BadRequest("only WebSocket version 13 is accepted ('Sec-WebSocket-Version: 13')")
     if not headers.get("Sec-WebSocket-Key") or not headers.get("Host"):

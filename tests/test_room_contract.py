@@ -130,3 +130,124 @@ def test_bus_keys_are_the_room_namespace() -> None:
     assert all(key.startswith("asyncbench:room:") for key in (*bus.ROOM_KEYS, bus.CHANNEL))
     assert bus.follows(room.message(3, room.Outgoing("", 0.0)), 2)
     assert not bus.follows(room.message(4, room.Outgoing("", 0.0)), 2)
+
+
+# The WebSocket: member frames, the handshake check, close reasons, the sockets gauge ----------
+
+BAD_FRAMES: dict[str, str | bytes] = {
+    "binary": b'{"text": "a", "sent": 1}',  # valid JSON, but members speak text
+    "20 KB of text": json.dumps({"text": "a" * 20_000, "sent": 1}),
+    "not JSON": "hello",
+    "wrong keys": '{"text": "a", "sent": 1, "room": "x"}',
+}
+UPGRADE = {
+    "Host": "127.0.0.1:8000",
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+
+@pytest.mark.parametrize("frame", list(BAD_FRAMES.values()), ids=list(BAD_FRAMES))
+def test_bad_frame_is_bad_request(frame: str | bytes) -> None:
+    with pytest.raises(BadRequest):
+        room.parse_frame(frame)
+
+
+@pytest.mark.parametrize("body", list(BAD_BODIES.values()), ids=list(BAD_BODIES))
+def test_a_frame_is_refused_whenever_the_same_body_is(body: bytes) -> None:
+    try:
+        frame = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # not text: a text frame cannot hold it
+    with pytest.raises(BadRequest) as raised:
+        room.parse_frame(frame)
+    assert str(raised.value).startswith("bad frame: ")
+
+
+def test_frame_holds_what_a_send_body_holds() -> None:
+    body = '{"text": "h\\u00e9 \U0001f600", "sent": 1700000000.5}'
+    assert room.parse_frame(body) == room.parse_send(body.encode()) == room.Outgoing(
+        "h\u00e9 \U0001f600", 1700000000.5
+    )
+
+
+def test_frame_with_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(BadRequest):
+        room.parse_frame('{"text": "\ud800", "sent": 1}')
+
+
+@given(st.text(max_size=300))
+def test_close_reason_fits_a_close_frame_and_keeps_whole_characters(message: str) -> None:
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError:
+        return  # messages are our own text, never lone surrogates
+    reason = room.close_reason(message)
+    assert len(reason.encode("utf-8")) <= room.MAX_CLOSE_REASON_BYTES
+    assert message.startswith(reason)
+
+
+def test_close_reason_of_every_bad_frame_is_a_prefix_of_its_message() -> None:
+    for frame in (*BAD_FRAMES.values(), "[" * 5000, '{"' + "k" * 500 + '": 1}'):
+        with pytest.raises(BadRequest) as raised:
+            room.parse_frame(frame)
+        reason = room.close_reason(str(raised.value))
+        assert reason and str(raised.value).startswith(reason)
+
+
+def test_upgrade_request_passes_the_check() -> None:
+    room.check_upgrade(UPGRADE)
+    room.check_upgrade({**UPGRADE, "Upgrade": "WebSocket", "Connection": "keep-alive, Upgrade"})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"Upgrade": ""},
+        {"Upgrade": "h2c"},
+        {"Connection": "keep-alive"},
+        {"Connection": ""},
+        {"Sec-WebSocket-Version": "8"},
+        {"Sec-WebSocket-Version": ""},
+        {"Sec-WebSocket-Key": ""},
+        {"Host": ""},
+    ],
+)
+def test_anything_but_an_upgrade_is_bad_request(change: dict[str, str]) -> None:
+    headers = {k: v for k, v in {**UPGRADE, **change}.items() if v}
+    with pytest.raises(BadRequest) as raised:
+        room.check_upgrade(headers)
+    line = error_body(str(raised.value))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+
+
+def test_close_codes() -> None:
+    assert (room.CLOSE_POLICY_VIOLATION, room.CLOSE_BUS_FAILED) == (1008, 1011)
+    assert room.MAX_BODY_BYTES < room.WS_MAX_MESSAGE_BYTES
+
+
+class FakeRedis:
+    """Answers ``MGET`` from a dict, recording the keys asked for."""
+
+    def __init__(self, values: dict[str, bytes]) -> None:
+        self.values, self.asked = values, []
+
+    def mget(self, *keys: str) -> list[bytes | None]:
+        self.asked.append(keys)
+        return [self.values.get(key) for key in keys]
+
+
+def test_room_stats_read_the_sockets_gauge_in_the_same_round_trip() -> None:
+    client = FakeRedis({bus.NEXT_ID: b"7", bus.HELD_MAX: b"2", bus.SOCKETS: b"3",
+                        bus.SOCKETS_MAX: b"5"})  # fmt: skip
+    stats = bus.room_stats(client)
+    assert stats == bus.RoomStats(published=7, held=0, held_max=2, sockets=3, sockets_max=5)
+    assert len(client.asked) == 1
+
+
+def test_reset_room_clears_the_sockets_gauge() -> None:
+    assert {bus.SOCKETS, bus.SOCKETS_MAX} <= set(bus.ROOM_KEYS)
+    assert bus.SOCKET_GAUGE == [bus.SOCKETS, bus.SOCKETS_MAX]
+    assert bus.HELD not in bus.SOCKET_GAUGE  # a socket is never a held poll

@@ -408,3 +408,53 @@ def test_async_bus_streams_history_then_live_messages_once(message_bus: MessageB
             await bus.close()
 
     assert asyncio.run(scenario()) == [2, 3, 4, 5, 6]
+
+
+def test_blocking_stream_moves_between_threads_without_loss_or_repeat(
+    message_bus: MessageBus,
+) -> None:
+    """``BlockingBus.stream``: what a blocking relay sends, each step on whichever thread is free
+    (tornado-threadpool), with a poll using one of the threads in between."""
+    bus = BlockingBus(ServerConfig(redis_url=message_bus.url, hold_s=0.3))
+    publish = [bus.publish(room.Outgoing(f"m{i}", 1.0)) for i in range(3)]
+    stream = bus.stream(after=1)
+    with ThreadPoolExecutor(1) as thread_a, ThreadPoolExecutor(1) as thread_b:
+
+        def step(thread: ThreadPoolExecutor) -> list[int]:
+            return [room.message_id(m) for m in thread.submit(stream.next, 5).result(10)]
+
+        ids = step(thread_a)  # the history: 2, 3
+        publish.append(bus.publish(room.Outgoing("m3", 2.0)))
+        ids += step(thread_a)  # the channel of thread A's subscription: 4
+        publish += [bus.publish(room.Outgoing(f"m{i}", 2.0)) for i in (4, 5)]
+        ids += step(thread_b)  # another thread: its subscription confirmed, then the history
+        publish.append(bus.publish(room.Outgoing("m6", 2.0)))
+        ids += step(thread_a)  # back on A: skips 5 and 6 waiting there, takes 7
+        assert thread_a.submit(bus.poll, 7).result(10) == []  # a poll uses A's subscription
+        publish.append(bus.publish(room.Outgoing("m7", 2.0)))
+        ids += step(thread_a)  # so A confirms it again and reads the history: 8
+        assert thread_b.submit(stream.next, 0.2).result(10) == []  # nothing new: times out
+    assert ids == list(range(2, 9)) == publish[1:]
+    assert message_bus.stats() == RoomStats(published=8, held=0, held_max=1)  # the poll only
+
+
+def test_sockets_gauge_counts_over_buses_and_never_goes_below_zero(
+    message_bus: MessageBus,
+) -> None:
+    blocking = BlockingBus(ServerConfig(redis_url=message_bus.url))
+
+    async def coroutines() -> None:
+        bus = AsyncBus(ServerConfig(redis_url=message_bus.url))
+        try:
+            await bus.socket_opened()
+            await bus.socket_opened()
+            blocking.socket_opened()
+            assert message_bus.stats().sockets == 3
+            for _ in range(4):
+                await bus.socket_closed()
+        finally:
+            await bus.close()
+
+    asyncio.run(coroutines())
+    blocking.socket_closed()
+    assert message_bus.stats() == RoomStats(0, 0, 0, sockets=0, sockets_max=3)
