@@ -1,10 +1,11 @@
 """What the Tornado models share: JSON handlers, error bodies, /hello, /health, 404, the app,
-request counting and binding the listening sockets.
+the room's WebSocket, request counting and binding the listening sockets.
 
 Each model supplies only its ``/sleep``, ``/fetch``, ``/sql`` and ``/room/*`` handlers (blocking,
 or ``AwaitingDelayHandler`` over an object whose ``run`` is a coroutine) and the objects doing the
 I/O; everything else (status codes, body bytes, headers, no ETag, no access log) is defined once
-here, on top of ``servers.endpoints`` and ``servers.room``.
+here, on top of ``servers.endpoints`` and ``servers.room``. ``/room/ws`` is one handler for every
+Tornado model (``RoomSocket``): only the object it streams from differs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+import tornado.websocket
 
 from servers import endpoints, room
 from servers.backends import IOFailure
@@ -75,7 +77,7 @@ class JsonHandler(tornado.web.RequestHandler):
             raise JsonError(400, str(exc)) from None
 
     def after(self) -> int:
-        """The ``after`` id of a ``/room/poll``."""
+        """The ``after`` id of a ``/room/poll`` or ``/room/ws``."""
         try:
             return room.parse_after(self.request.query)
         except endpoints.BadRequest as exc:
@@ -152,6 +154,69 @@ class AwaitingSendHandler(JsonHandler):
 AWAITING_ROOM_HANDLERS = (AwaitingPollHandler, AwaitingSendHandler)
 
 
+class RoomSocket(tornado.websocket.WebSocketHandler, JsonHandler):
+    """``/room/ws``: relays ``bus.messages(after)`` to the member, publishes its frames.
+
+    ``bus`` is any object with the coroutines ``messages`` (an async iterator), ``publish``,
+    ``socket_opened`` and ``socket_closed``. The socket lives on the event loop whatever the
+    model's HTTP handlers block on. Everything refused before the upgrade is a JSON error like
+    any other answer (JsonHandler): a bad query or a plain GET 400, a dead bus 503.
+    """
+
+    def initialize(self, bus: Any) -> None:
+        self.bus = bus
+        self._relay: asyncio.Task | None = None
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        self.after_id = self.after()
+        try:
+            room.check_upgrade(self.request.headers)
+        except endpoints.BadRequest as exc:
+            raise JsonError(400, str(exc)) from None
+        try:
+            await self.bus.socket_opened()  # counted before the upgrade: every way out uncounts
+        except IOFailure as exc:
+            raise http_error(exc) from None
+        try:
+            await super().get(*args, **kwargs)  # returns once the socket is closed
+        finally:
+            await self.bus.socket_closed()
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.settings["room_sockets"].add(self)
+        self._relay = asyncio.create_task(self._relay_messages())
+
+    async def on_message(self, message: str | bytes) -> None:
+        """Publish the member's frame (Tornado reads the next one only after this returns)."""
+        if self.ws_connection is None:
+            return  # we closed the socket: frames the member sent meanwhile are dropped
+        try:
+            outgoing = room.parse_frame(message)
+        except endpoints.BadRequest as exc:
+            self.close(room.CLOSE_POLICY_VIOLATION, room.close_reason(str(exc)))
+            return
+        try:
+            await self.bus.publish(outgoing)
+        except IOFailure as exc:
+            self.close(room.CLOSE_BUS_FAILED, room.close_reason(str(exc)))
+
+    def on_close(self) -> None:
+        self.settings["room_sockets"].discard(self)
+        if self._relay is not None:
+            self._relay.cancel()
+
+    async def _relay_messages(self) -> None:
+        """Each message as one text frame of its stored bytes, waiting for each to be written
+        (a slow member slows only its own relay)."""
+        try:
+            async for message in self.bus.messages(self.after_id):
+                await self.write_message(message)
+        except IOFailure as exc:
+            self.close(room.CLOSE_BUS_FAILED, room.close_reason(str(exc)))
+        except tornado.websocket.WebSocketClosedError:
+            pass  # the member left while a frame was on its way
+
+
 class HelloHandler(JsonHandler):
     def get(self) -> None:
         self.no_params()
@@ -183,9 +248,11 @@ def make_app(
     room_handlers: tuple[type[JsonHandler], type[JsonHandler]],
     bus: object,
     config: ServerConfig,
+    socket_bus: object | None = None,
 ) -> tornado.web.Application:
     """The application: shared routes plus the model's handlers for the delay endpoints and
-    the room (``/room/poll``, ``/room/send``)."""
+    the room (``/room/poll``, ``/room/send`` over ``bus``; ``/room/ws`` streams from
+    ``socket_bus``, by default ``bus``)."""
     poll_handler, send_handler = room_handlers
     routes: list[Any] = [
         (r"/hello", HelloHandler),
@@ -193,6 +260,7 @@ def make_app(
         (rf"/({'|'.join(endpoints.DELAY_ENDPOINTS)})", delay_handler, {"backend": backend}),
         (r"/room/poll", poll_handler, {"bus": bus}),
         (r"/room/send", send_handler, {"bus": bus}),
+        (room.WS_PATH, RoomSocket, {"bus": socket_bus or bus}),
     ]
     return tornado.web.Application(
         routes,
@@ -200,11 +268,15 @@ def make_app(
         log_function=_no_access_log,
         compress_response=False,
         request_counter=RequestCounter(config.stats_dir),
+        room_sockets=set(),  # the open RoomSockets, told when the server stops
+        # above room.MAX_BODY_BYTES, so a frame between the two gets our 1008, not a 1009
+        websocket_max_message_size=room.WS_MAX_MESSAGE_BYTES,
     )
 
 
 async def serve_until_stopped(app: tornado.web.Application, sockets: list[socket.socket]) -> None:
-    """Serve ``app`` on ``sockets``, watching the loop's lag, until SIGTERM or SIGINT."""
+    """Serve ``app`` on ``sockets``, watching the loop's lag, until SIGTERM or SIGINT; then
+    stop listening and tell open WebSocket members the server is going away."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -214,6 +286,8 @@ async def serve_until_stopped(app: tornado.web.Application, sockets: list[socket
     app.settings["request_counter"].watch_loop()
     await stop.wait()
     server.stop()
+    for member in list(app.settings["room_sockets"]):
+        member.close(room.CLOSE_GOING_AWAY, "server stopping")
 
 
 def bind_or_exit(

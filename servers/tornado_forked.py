@@ -10,6 +10,11 @@ children: a property of this model, not of the harness). With ``--reuse-port`` e
 its own ``SO_REUSEPORT`` socket instead, and the kernel spreads new connections over the
 children by a hash of the connection: the usual remedy.
 
+``/room/ws`` is the shared ``RoomSocket``: each child relays its sockets from its own
+``AsyncBus`` (one subscription per child, built in the child's loop), so sockets do not hold a
+child the way a blocking poll does; but while the child blocks in a handler, none of its sockets
+is relayed.
+
 Process life cycle: children get ``PR_SET_PDEATHSIG`` (SIGTERM) so they die with the parent;
 SIGTERM to the parent kills it at once (default action) and thereby every child. A child that
 dies on its own (signal or non-zero exit) is restarted by ``fork_processes``, up to Tornado's
@@ -28,6 +33,7 @@ import tornado.process
 
 from servers.backends import IOFailure
 from servers.blocking_io import BlockingIO
+from servers.bus_asyncio import AsyncBus
 from servers.bus_blocking import BlockingBus
 from servers.config import ServerConfig, parse_args
 from servers.endpoints import delay_body
@@ -88,8 +94,8 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     """One child: its own app, I/O state and HTTPServer on the shared sockets, until killed."""
     name = REUSE_PORT_MODEL if config.reuse_port else MODEL
     room_handlers = (BlockingPollHandler, BlockingSendHandler)
-    backend, bus = BlockingIO(config), BlockingBus(config)
-    app = make_app(name, BlockingDelayHandler, backend, room_handlers, bus, config)
+    backend, bus, socket_bus = BlockingIO(config), BlockingBus(config), AsyncBus(config)
+    app = make_app(name, BlockingDelayHandler, backend, room_handlers, bus, config, socket_bus)
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
     app.settings["request_counter"].watch_loop()
