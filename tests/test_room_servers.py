@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import pytest
 from conftest import SERVER_THREADS, SERVER_WORKERS
-from test_room_contract import BAD_AFTER, BAD_BODIES
+from test_room_contract import BAD_AFTER, BAD_BODIES, UPGRADE
 
 from asyncbench.processes import free_port
 from asyncbench.services import MessageBus, Server, server, throwaway_redis
@@ -40,13 +40,18 @@ HELLO = b'{"text":"hello","sent":1700000000.25}'
 
 
 def request(
-    url: str, method: str, path: str, body: bytes | None = None, timeout_s: float = 30
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    timeout_s: float = 30,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     """One request on its own connection: status and body bytes."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
     try:
-        conn.request(method, path, body=body)
+        conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -368,6 +373,7 @@ def test_no_bus_configured_is_503(model: str) -> None:
         for status, body in (
             poll(running.url, 0),
             request(running.url, "POST", "/room/send", HELLO),
+            request(running.url, "GET", f"{room.WS_PATH}?after=0", headers=UPGRADE),
         ):
             assert_json_error(status, body, 503)
             assert b"no message bus configured" in body

@@ -6,7 +6,6 @@ plain ``http.client`` so their bytes can be compared.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import signal
 import struct
@@ -100,15 +99,8 @@ def close_code(connection: websocket.WebSocket) -> tuple[int, str]:
 
 def handshake(running: Server, query: str, headers: dict[str, str]) -> tuple[int, bytes]:
     """A ``GET /room/ws`` with these headers on its own connection: the status and body of a
-    refusal (a 101 is left unread)."""
-    host, port = running.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT_S)
-    try:
-        conn.request("GET", f"{room.WS_PATH}?{query}", headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read() if response.status != 101 else b""
-    finally:
-        conn.close()
+    refusal."""
+    return request(running.url, "GET", f"{room.WS_PATH}?{query}", headers=headers)
 
 
 def refused(check, *args) -> tuple[int, bytes]:
