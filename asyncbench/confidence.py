@@ -4,26 +4,57 @@ Everything here is pure: numpy/pandas arrays in, frozen dataclasses out.
 
 **Throughput without quantisation.** Counting the requests that started in a window of length T
 is off by up to one request per user (the phase of each user's cycle against the window edges).
-Both estimators here read each *stream* of events instead — one Locust user's request starts
-(closed loop), or the merged completions (open loop) — as a sequence of cycles ``[t_i, t_i+1)``
-and compute ``(1/T) ∫_window dt / C(t)``, with ``C(t)`` the length of the cycle in progress at
-time ``t``. Cycles cut by a window edge count by the fraction inside it. For a stationary renewal
-process this is unbiased for the rate ``1/E[C]``: the cycle covering a point is length-biased
-(density ``c f(c) / E[C]``), so ``E[1/C(t)] = 1/E[C]`` exactly. For a regular schedule it is
-exact, where the count is off by the phase. Pass *all* of a cell's samples (warm-up and the
-requests after the window too): the cycles that straddle the edges come from them.
+The estimators here read each *stream* of events instead — one Locust user's request starts, or
+the merged completions (or every ``k``-th of them, as ``k`` interleaved streams) — as a sequence
+of cycles ``[t_i, t_i+1)`` and compute ``(1/T) ∫_window dt / C(t)``, with ``C(t)`` the length of
+the cycle in progress at time ``t``. Cycles cut by a window edge count by the fraction inside it.
+For a stationary renewal process this is unbiased for the rate ``1/E[C]``: the cycle covering a
+point is length-biased (density ``c f(c) / E[C]``), so ``E[1/C(t)] = 1/E[C]`` exactly (the
+same Palm argument holds for any stationary stream, and every ``k``-th completion from a random
+offset is one). For a regular schedule it is exact, where the count is off by the phase. Pass
+*all* of a cell's samples (warm-up and the requests after the window too): the cycles that
+straddle the edges come from them.
 
-**Its standard error** is the delta method on a renewal process: a stream's rate ``r`` over
-``n`` cycles with coefficient of variation ``CV`` has ``SE(r) = r · CV / √n`` (the renewal
-central limit theorem: ``Var N(T) ≈ T σ² / μ³``). The cycle-time variance is pooled *within*
-streams (users differ systematically, e.g. on an unevenly balanced forked server; that is not
-sampling noise), and streams add as independent. Users competing for a few slots are negatively
-correlated, which makes this conservative; a stall that hits every user at once is a between-cell
-effect the A/A noise floor measures instead. Batch means were rejected for the closed loop: they
-need batches much longer than a cycle, and a slow cell (64 users x 1 s in a 3 s window) has about
-three cycles per user. The open loop's one stream has hundreds of gaps that are *not*
-independent (a late answer shortens the next gap), so there batch means of consecutive gaps are
-used when there are enough of them.
+**Its standard error.** One stream's rate ``r`` over ``n`` cycles of coefficient of variation
+``CV`` has ``SE(r) = r · CV / √n`` (delta method, renewal CLT: ``Var N(T) ≈ T σ² / μ³``). A
+closed loop is read one of two ways, and which one is what keeps that error honest:
+
+- *Users pacing themselves* (nothing to share, users independent): each user's cycles, the
+  cycle-time variance pooled *within* users (users differ systematically, e.g. on an unevenly
+  balanced forked server; that is not sampling noise), users added as independent —
+  ``closed-loop cycles``.
+- *Users queueing for a few slots* (a blocking model's workers) are not independent: one user's
+  long wait is another's short one, and a slow slot slows them all, so adding them as
+  independent is wrong both ways. On a simulated FIFO queue (64 users, 4 slots of 100 ± 2 ms)
+  the cycles stated 0.04 % for a true spread of 0.17 % (errors up to 12 SE); with exponential
+  service they covered the rate in 40 % of seeds; with 1,024 users on 64 threads of 1 s, users
+  answered once in 16 s and censored at the stop, they overstated it by 20 %. These cells are
+  read from their merged completions — the slots' departures — as ``k`` interleaved streams,
+  ``k`` their period: the shortest lag whose spans of ``k`` gaps are regular (CV × √k, 1 for a
+  Poisson stream, below ½; stricter with under 20 spans), else 1. Slots that start in step and
+  repeat every ``k`` completions are then exact, where one stream is cut unevenly by the edges.
+  The error is batch means of consecutive gaps in batches of whole periods (≥ 10 gaps, 5-20
+  batches), which sees both the slots' regularity and their common noise; with fewer than five
+  periods, the sum of the ``k`` streams' delta-method errors (a bound, whatever their
+  correlation) — ``closed-loop completions``.
+
+The users pace themselves when each user is regular (CV × √users below ½: a user's cycle spans
+``users`` completions, which in a Poisson stream have CV 1/√users) and the completions' period, if
+any, is over half the users (a queue's slots repeat within their own lag, independent users only
+within theirs); with no period in sight (few gaps, or noise), only users below ¼ whose completions
+at half their lag look nearer to independent random phases (``√(1 − k/users)``) than to the users'
+own regularity. Anything else is read from the completions, which do not understate a noisy server;
+under 50 gaps, or samples cut at the window (no warm-up: the completions of earlier requests are
+missing), keep the cycles. Measured (seeded): the FIFO queue above, bias −0.005 %, stated 0.31 %
+median (max 0.56 %), every seed within 1.5 SE; ±1 ms: 0.15 %, the same with random service order or
+users pinned to slots; the long-wait queue within 0.02 %, stating 0.04 %; exponential service
+(Poisson completions) covered in 88-95 % of seeds at 120 completions (12 batches), 92-98 % at 240;
+self-paced users keep the cycles' 0.1-0.4 %. Left: a queue whose period is longer than the window
+can show looks like independent users; independent but noisy users (512 with 10 % jitter) are read
+from the completions, 0.3 % where the cycles said 0.08 %. A stall that hits every user at once is a
+between-cell effect the A/A noise floor measures instead. The open loop's one stream has hundreds of
+gaps that are *not* independent (a late answer shortens the next gap): batch means of consecutive
+gaps when there are enough.
 
 **Ratios with honest intervals from 2-5 repeats.** ``ratio_interval`` takes the repeat as the
 unit (two independent samples) and returns the union of two intervals on the log ratio: scipy's
@@ -68,7 +99,7 @@ class ThroughputEstimate:
     count_rps: float  # starts (closed) or completions (open) inside the window / its length
     users: int  # closed loop: users whose cycles cover the window; open loop: 0
     cycles: float  # fractional cycles inside the window, summed over streams
-    method: str  # "closed-loop cycles" or "open-loop completions"
+    method: str  # "closed-loop cycles", "closed-loop completions" or "open-loop completions"
 
 
 def closed_loop_throughput(
@@ -78,7 +109,8 @@ def closed_loop_throughput(
     window_start: float,
     window_end: float,
 ) -> ThroughputEstimate:
-    """A closed loop's throughput from each user's own sequence of requests.
+    """A closed loop's throughput: from each user's own requests when the users pace themselves,
+    else from the cell's merged completions (the module docstring says how they are told apart).
 
     Per user, the cycle of a request runs from its start to the user's next start; the cycle of
     the user's last request ends at its completion plus the user's usual client gap (median of
@@ -89,16 +121,36 @@ def closed_loop_throughput(
     users = np.asarray(user)
     _same_length(start, users)
     span = _window_length(window_start, window_end)
+    count = np.count_nonzero((start >= window_start) & (start < window_end))
+    done = np.sort((start + latency / 1000)[np.isfinite(latency)])
+    warmed_up = bool((start < window_start).any())
     order = np.lexsort((start, users))
     start, latency, users = start[order], latency[order], users[order]
     same_user_next = np.r_[users[1:] == users[:-1], False]
     next_start = np.r_[start[1:], np.nan]
-    done = start + np.nan_to_num(latency) / 1000
-    gap = _client_gap(users, same_user_next, next_start - done)
-    end = np.where(same_user_next, next_start, done + gap)
-    count = np.count_nonzero((start >= window_start) & (start < window_end))
-    rate = _stream_rates(users, start, end, window_start, window_end)
-    return _estimate(rate, count / span, "closed-loop cycles", rate.streams)
+    finished = start + np.nan_to_num(latency) / 1000
+    gap = _client_gap(users, same_user_next, next_start - finished)
+    end = np.where(same_user_next, next_start, finished + gap)
+    cycles = _stream_rates(users, start, end, window_start, window_end)
+    completions = None
+    if warmed_up:  # samples cut at the window lose the completions of earlier requests
+        completions = _queued_completions(done, cycles, window_start, window_end)
+    if completions is None:
+        return _estimate(cycles, count / span, "closed-loop cycles", cycles.streams)
+    return _estimate(completions, count / span, "closed-loop completions", cycles.streams)
+
+
+def _queued_completions(
+    done: np.ndarray, cycles: _StreamRates, w0: float, w1: float
+) -> _StreamRates | None:
+    """The completions' rate unless the users pace themselves or there are too few gaps for
+    batch means (None: the users' cycles are the estimate)."""
+    gaps = _gaps_touching(done, w0, w1)
+    if len(gaps) < BATCHES[0] * BATCH_GAPS:
+        return None
+    regularity = _regularity(gaps, min(cycles.streams, len(gaps) // MIN_PERIODS))
+    lag = _completions_lag(regularity, cycles, len(gaps))
+    return None if lag is None else _completion_rates(done, w0, w1, lag)
 
 
 def open_loop_throughput(
@@ -124,26 +176,103 @@ def open_loop_throughput(
     span = _window_length(window_start, window_end)
     done = np.sort((start + latency / 1000)[np.isfinite(latency)])
     count = np.count_nonzero((done >= window_start) & (done < window_end))
-    stream = np.zeros(len(done), dtype=np.int64)
-    rate = _stream_rates(stream, done, np.r_[done[1:], np.nan], window_start, window_end)
-    touching = (done[1:] > window_start) & (done[:-1] < window_end)
-    rel_error = _batch_means_rel_error(np.diff(done)[touching])
-    if rel_error is not None:
-        rate = replace(rate, stderr=rate.rps * rel_error)
+    rate = _completion_rates(done, window_start, window_end, 1, delta_fallback=True)
     return _estimate(rate, count / span, "open-loop completions", 0)
 
 
 BATCH_GAPS = 10  # at least this many consecutive gaps per batch
 BATCHES = (5, 20)  # at least 5 batches (else the delta method), at most 20
+REGULAR = 0.5  # spans of k gaps at most half as variable as a Poisson stream's: regular
+MIN_SPANS = 20  # a lag is compared with independent users' on at least this many spans
+MIN_PERIODS = 3  # a period is looked for over at least this many repeats
 
 
-def _batch_means_rel_error(gaps: np.ndarray) -> float | None:
-    """Relative standard error of the mean gap from batch means; None with too few gaps."""
-    batches = min(BATCHES[1], len(gaps) // BATCH_GAPS)
+def _gaps_touching(done: np.ndarray, w0: float, w1: float) -> np.ndarray:
+    """Gaps between consecutive (sorted) completions that overlap the window."""
+    return np.diff(done)[(done[1:] > w0) & (done[:-1] < w1)]
+
+
+def _completion_rates(
+    done: np.ndarray, w0: float, w1: float, lag: int, *, delta_fallback: bool = False
+) -> _StreamRates | None:
+    """The sorted completions read as ``lag`` interleaved streams (every ``lag``-th completion;
+    one stream when ``lag`` is 1), each cycle a span of ``lag`` gaps, with the standard error
+    from batch means of consecutive gaps in batches of whole spans. With too few spans for batch
+    means: the sum of the streams' delta-method errors (a bound whatever their correlation), or
+    for one stream None, unless ``delta_fallback`` (then the delta method's error stays)."""
+    index = np.arange(len(done))
+    following = np.r_[done[lag:], np.full(min(lag, len(done)), np.nan)]
+    rate = _stream_rates(index % lag, done, following, w0, w1)
+    rel_error = _batch_means_rel_error(_gaps_touching(done, w0, w1), lag)
+    if rel_error is not None:
+        return replace(rate, stderr=rate.rps * rel_error)
+    if lag > 1:
+        return replace(rate, stderr=rate.stderr_bound)
+    return rate if delta_fallback else None
+
+
+def _batch_means_rel_error(gaps: np.ndarray, unit: int = 1) -> float | None:
+    """Relative standard error of the mean gap from batch means of consecutive gaps, each batch
+    whole spans of ``unit`` gaps (a trailing partial span is left out); None with too few."""
+    units = len(gaps) // unit
+    batches = min(BATCHES[1], units // math.ceil(BATCH_GAPS / unit))
     if batches < BATCHES[0]:
         return None
-    means = np.array([part.mean() for part in np.array_split(gaps, batches)])
-    return float(np.std(means, ddof=1) / math.sqrt(batches) / gaps.mean())
+    spans = gaps[: units * unit].reshape(units, unit).sum(axis=1)
+    means = np.array([part.mean() for part in np.array_split(spans, batches)]) / unit
+    return float(np.std(means, ddof=1) / math.sqrt(batches) / (spans.mean() / unit))
+
+
+def _regularity(gaps: np.ndarray, max_lag: int) -> np.ndarray:
+    """For each lag ``k`` (index; 0 unused) up to ``max_lag``, the CV of the spans of ``k``
+    consecutive gaps times √k: 1 for a Poisson stream, 0 for a stream that repeats every ``k``
+    gaps."""
+    total = np.r_[0.0, np.cumsum(gaps)]
+    ratio = np.full(max(max_lag, 0) + 1, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):  # spans of tied completions: nan
+        for k in range(1, len(ratio)):
+            spans = total[k:] - total[:-k]
+            ratio[k] = np.std(spans) / spans.mean() * math.sqrt(k)
+    return ratio
+
+
+def _completions_lag(regularity: np.ndarray, cycles: _StreamRates, gaps: int) -> int | None:
+    """None when the users pace themselves (their cycles' delta method holds); else the lag to
+    read the completions with: their period, or 1.
+
+    A user's regularity is its cycle-time CV × √users (1 for a cycle of ``users`` completions
+    of a Poisson stream). The users pace themselves when they are regular (below ``REGULAR``)
+    and the completions' period is over half the users, judged on ``MIN_SPANS`` spans: a queue's
+    slots repeat within their own lag. With no period (few gaps, or noise), only very regular
+    users (below half ``REGULAR``) do, and only if the completions at half the users' lag (or
+    the longest judged) are nearer to independent users' random phases (``√(1 − k/users)``)
+    than to the users' own regularity, which a queue's slots would already show."""
+    users = cycles.streams
+    own = cycles.cv * math.sqrt(users)
+    period = _period(regularity, gaps)
+    judged = gaps // MIN_SPANS
+    if period is not None and period <= users // 2:
+        return period
+    if period is not None and period <= judged:
+        return None if own < REGULAR else period
+    lag = min(users // 2, judged, len(regularity) - 1)
+    if own < REGULAR / 2 and (lag < 1 or regularity[lag] > (math.sqrt(1 - lag / users) + own) / 2):
+        return None
+    return 1
+
+
+def _period(regularity: np.ndarray, gaps: int) -> int | None:
+    """The shortest regular lag about as regular as the most regular one (within a factor 2:
+    the period, not a multiple of it); None when no lag is regular. Regular is below
+    ``REGULAR``, and stricter for a lag with fewer than ``MIN_SPANS`` disjoint spans among the
+    ``gaps`` (× √(spans / MIN_SPANS)), whose CV is less certain."""
+    lags = np.arange(len(regularity))
+    bound = REGULAR * np.sqrt(np.clip(gaps / np.maximum(lags, 1) / MIN_SPANS, 0, 1))
+    regular = regularity < bound
+    if not regular.any():
+        return None
+    best = regularity[regular].min()
+    return int(np.flatnonzero(regular & (regularity <= 2 * best + 1e-9))[0])
 
 
 @dataclass(frozen=True)
@@ -152,6 +281,8 @@ class _StreamRates:
     stderr: float
     cycles: float
     streams: int
+    cv: float = math.nan  # cycle-time sd (pooled within streams) / mean cycle
+    stderr_bound: float = math.nan  # sum of the streams' errors: holds whatever their correlation
 
 
 def _stream_rates(
@@ -187,8 +318,10 @@ def _stream_rates(
     rate = cycles / span
     stderr = rate * (sd / mean_cycle) / np.sqrt(np.maximum(cycles, 1.0))
     return _StreamRates(
-        float(rate.sum()), float(np.sqrt((stderr**2).sum())), float(cycles.sum()), len(ids)
-    )
+        rps=float(rate.sum()), stderr=float(np.sqrt((stderr**2).sum())),
+        cycles=float(cycles.sum()), streams=len(ids), cv=sd / float(length[touch].mean()),
+        stderr_bound=float(stderr.sum()),
+    )  # fmt: skip
 
 
 def _censored(uncovered: np.ndarray, mean_cycle: np.ndarray) -> np.ndarray:
