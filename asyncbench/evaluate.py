@@ -9,7 +9,8 @@ Percentiles use numpy's default (linear interpolation between the closest ranks)
 float latencies of the requests that *started* inside the measured window.
 
 Throughput (``rps``) is ``confidence``'s exact estimator with its standard error: a closed loop's
-from each user's own cycles, an open loop's from the completions over the exact window. The
+from each user's own cycles (or, where users queue for few slots, from the completions read as
+the slots' interleaved streams), an open loop's from the completions over the exact window. The
 count-based figure stays beside it (``rps_count``). Samples without user ids (recorded before
 schema 2) fall back to the count, with the Poisson error ``rps / √n`` (conservative for a closed
 loop, whose count varies less), and ``rps_method`` says so.

@@ -118,13 +118,11 @@ def test_percentiles_come_from_raw_samples_in_the_window(sleep_run: RunDir):
         assert row.max_ms == pytest.approx(latencies[-1])
         span = row.window_end - row.window_start
         assert row.rps_count == pytest.approx(len(latencies) / span)
-        # the cycle estimator: the count's phase error is at most one request per user
-        assert row.rps_method == "closed-loop cycles"
+        # free users are read from their own cycles, users queued for a blocking model's
+        # workers from the completions; either way the count's phase error bounds the gap
+        assert row.rps_method in ("closed-loop completions", "closed-loop cycles")
         assert row.rps == pytest.approx(row.rps_count, abs=row.users / span)
-        # precise where every user cycles freely; conservative (few cycles per user in a 3 s
-        # window) where users queue for a blocking model's workers
-        queued = not pd.isna(row.slots) and row.users > row.slots
-        assert 0 <= row.rps_rel_stderr < (0.5 if queued else 0.05), row.cell_id
+        assert 0 <= row.rps_rel_stderr < 0.05, row.cell_id
         # Exact, not Locust's rounding: latencies are not all multiples of 10 ms.
         assert any(v % 10 for v in latencies)
 
