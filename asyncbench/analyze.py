@@ -16,14 +16,11 @@ import pandas as pd
 
 from asyncbench.confidence import Comparison, compare
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
-from asyncbench.kinds import KINDS
+from asyncbench.kinds import RECORDED_ENDPOINTS
 from asyncbench.noise import NoiseFloors
 from asyncbench.plan import AA
 from asyncbench.predict import explained_rps
-from asyncbench.workloads import REQUEST_RESPONSE
 from servers import MODELS
-
-KIND_OF_ENDPOINT = {k.endpoint: k for k in KINDS.values()}
 
 # --- Across cells: the comparison the report shows ----------------------------------------------
 #
@@ -72,8 +69,7 @@ def cell_table(
             own = {name: found.get(row["cell_id"], pd.DataFrame()) for name, found in facts.items()}
             if own["samples"].empty or row["status"] == "failed" or pd.isna(row["window_start"]):
                 continue
-            kind = KIND_OF_ENDPOINT.get(row["endpoint"])
-            workload = kind.workload if kind else REQUEST_RESPONSE
+            workload = RECORDED_ENDPOINTS[row["endpoint"]].workload
             changed = workload.reevaluate(row, own, _stored_usage(row))
             updates[i] = {**changed, **workload.derived({**row.to_dict(), **changed})}
         cells = _apply(cells, updates)

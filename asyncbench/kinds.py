@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asyncbench.room import TRANSPORTS
 from asyncbench.workloads import REQUEST_RESPONSE, ROOM
 from servers import endpoints
 
@@ -33,6 +34,12 @@ class ScenarioKind:
     # are the scenario's load levels.
     fields: tuple[str, ...] = ()
     section: str = "requests"  # how the report shows it (``report.SECTION_BUILDERS``)
+    # Every endpoint its cells may record as theirs (a room's transports hold different ones).
+    alternatives: tuple[str, ...] = ()
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return (self.endpoint, *self.alternatives)
 
     def path(self, delay_ms: int) -> str:
         """The request path a load generator sends, e.g. ``/sleep?ms=100``."""
@@ -67,10 +74,13 @@ KINDS: dict[str, ScenarioKind] = {
         ScenarioKind("room", "/room/poll", takes_delay=False, services=("bus",), proof="bus",
                      waits_on=None, predicted=False, workload=ROOM,
                      fields=("transport", "message_rate", "hold_s", "probe_rate"),
-                     section="room"),
+                     section="room",
+                     alternatives=tuple(t.endpoint for t in TRANSPORTS.values()
+                                        if t.endpoint != "/room/poll")),
     )  # fmt: skip
 }
 ENDPOINTS = {k.endpoint: k for k in KINDS.values() if not k.fields}  # chosen by endpoint
+RECORDED_ENDPOINTS = {e: k for k in KINDS.values() for e in k.endpoints}  # a results row's kind
 
 
 def kind_of_endpoint(endpoint: str) -> ScenarioKind:

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from asyncbench import analyze
 from asyncbench.run import RunHooks, RunSettings, run_matrix
 from asyncbench.services import throwaway_redis
 from asyncbench.store import RunDir
@@ -73,6 +74,17 @@ def test_coroutine_socket_room_delivers_every_message_to_200_members(sockets):
     assert row["delivered"] == 200 * row["messages"]
     assert row["members_held_max"] >= 195  # sockets stay open: the gauge sees them all
     assert row["delivery_p99_ms"] < 1000 and row["probe_p99_ms"] < 500
+
+
+@pytest.mark.parametrize("model", ["tornado-coroutine", "flask-blocking"])
+def test_the_report_rejudges_a_socket_room_as_the_run_did(sockets, model):
+    run = sockets[model]
+    cells = analyze.cell_table(run.results(), run.samples(), run.resources(), run.deliveries(),
+                               run.messages())  # fmt: skip
+    stored = cell(run, model)
+    again = cells[cells["server"] == model].iloc[0]
+    for column in ("status", "delivered", "lost", "members_connected", "delivery_p99_ms"):
+        assert again[column] == stored[column], column
 
 
 def test_a_two_worker_blocking_model_connects_two_sockets_and_reports_the_rest(sockets):
