@@ -163,7 +163,9 @@ def transports_block(sections: list[Section], models, palette) -> dict | None:
     if len(rooms) < 2 or len({s.spec.get("message_rate") for s in rooms.values()}) > 1:
         return None
     names = list(rooms)
-    columns = ["members", *(f"{h} · {n}" for h, _, _ in TRANSPORT_METRICS for n in names)]
+    shown = [(header, column, fmt, n) for header, column, fmt in TRANSPORT_METRICS for n in names
+             if rooms[n].agg[column].notna().any()]  # e.g. "connected" means nothing for polls
+    columns = ["members", *(f"{header} · {n}" for header, _, _, n in shown)]
     rows = []
     for model in models:
         loads = sorted(set().union(*(set(s.agg.loc[s.agg["server"] == model, "load"])
@@ -172,7 +174,7 @@ def transports_block(sections: list[Section], models, palette) -> dict | None:
             picked = {n: _level(rooms[n].agg, model, load) for n in names}
             values = [f"{load:,.0f}"] + [
                 fmt(picked[n][column]) if picked[n] is not None else "—"
-                for _, column, fmt in TRANSPORT_METRICS for n in names
+                for _, column, fmt, n in shown
             ]  # fmt: skip
             rows.append({"label": model, "values": values, "css": "", "note": "",
                          "color": palette[model]})  # fmt: skip

@@ -59,6 +59,7 @@ def test_transports_side_by_side_with_the_verdict_from_the_data():
     assert rows[("tornado-coroutine", "3,000")]["delivery p99 ms · long-poll"] == "—"
     assert rows[("tornado-coroutine", "3,000")]["delivery p99 ms · websocket"] == "80.0"
     assert rows[("flask-blocking", "10")]["connected · websocket"] == "4"
+    assert "connected · long-poll" not in columns  # a poll has no connection to count
 
 
 def test_no_comparison_with_one_transport_or_different_rates():
