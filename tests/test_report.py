@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -238,3 +239,35 @@ def test_report_renders_in_headless_chromium(built, data, tmp_path):
     summarised = {row["scenario"] for row in data["summary"]["rows"]}
     assert summarised == {v["name"] for v in data["verdicts"]}
     assert dom.count("<details") >= len(data["scenarios"])  # the detail is folded
+    assert dom.count('aria-label="Models"') == 1  # the colour legend, once, in the sticky bar
+
+
+MEASURE_WIDTH = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  document.querySelectorAll("details").forEach(d => { d.open = true; });
+  const page = document.documentElement.scrollWidth;
+  const boxes = [...document.querySelectorAll(".scroll")].map(b => b.scrollWidth - b.clientWidth);
+  document.body.dataset.pageWidth = page;
+  document.body.dataset.tableOverflow = Math.max(0, ...boxes);
+}, 500));
+</script></body>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (apt-get install chromium)")
+def test_report_fits_1280_px_with_every_table_unfolded(built, tmp_path):
+    _, page, _ = built
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.read_text().replace("</body>", MEASURE_WIDTH))
+    argv = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000",
+        "--virtual-time-budget=5000", "--dump-dom", measured.as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    width = re.search(r'data-page-width="(\d+)"', done.stdout)
+    overflow = re.search(r'data-table-overflow="(\d+)"', done.stdout)
+    assert width and overflow, "the measuring script did not run"
+    assert int(width.group(1)) <= 1280  # no horizontal scroll of the page
+    assert int(overflow.group(1)) == 0  # no table wider than its box
