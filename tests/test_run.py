@@ -13,6 +13,8 @@ from asyncbench import analyze
 from asyncbench.migrate import SCHEMA_VERSION
 from asyncbench.run import RunSettings, run_matrix
 from asyncbench.store import CellResult, RunDir
+from servers import MODELS as REGISTRY
+from servers.registry import PER_WORKER
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +124,10 @@ def test_percentiles_come_from_raw_samples_in_the_window(sleep_run: RunDir):
         # workers from the completions; either way the count's phase error bounds the gap
         assert row.rps_method in ("closed-loop completions", "closed-loop cycles")
         assert row.rps == pytest.approx(row.rps_count, abs=row.users / span)
-        assert 0 <= row.rps_rel_stderr < 0.05, row.cell_id
+        # A forked child may take both users' connections and serve them in turn (the accept
+        # imbalance): their cycles then vary, and the error says so.
+        uneven = REGISTRY[row.server].concurrency is PER_WORKER
+        assert 0 <= row.rps_rel_stderr < (0.25 if uneven else 0.05), row.cell_id
         # Exact, not Locust's rounding: latencies are not all multiples of 10 ms.
         assert any(v % 10 for v in latencies)
 

@@ -127,15 +127,18 @@ def test_same_bytes_on_every_model(servers: dict[str, Server], endpoint: str, ms
 
 @pytest.mark.parametrize("endpoint", ["sleep", "fetch", "sql"])
 def test_server_timing_is_the_handler_time(running: Server, endpoint: str) -> None:
-    for _ in range(2):  # the second: the first /sql may open the model's MySQL connection
+    timings = []
+    # The first /sql a worker serves may open its MySQL connection: with more requests than
+    # workers, some land on a warm one, and the fastest is the handler's own time.
+    for _ in range(WORKERS + 2):
         with connection(running.url) as conn:
             conn.request("GET", f"/{endpoint}?ms={SLOW_MS}")
             response = conn.getresponse()
             response.read()
-            timing = response.getheader("Server-Timing")
-    assert timing and timing.startswith("app;dur=")
-    handler_ms = float(timing.removeprefix("app;dur="))
-    assert SLOW_MS <= handler_ms < SLOW_MS + 40, timing  # a few ms of work beside the wait
+            timings.append(response.getheader("Server-Timing"))
+    assert all(t and t.startswith("app;dur=") for t in timings), timings
+    handler_ms = min(float(t.removeprefix("app;dur=")) for t in timings)
+    assert SLOW_MS <= handler_ms < SLOW_MS + 40, timings  # a few ms of work beside the wait
 
 
 @pytest.mark.parametrize("model", [m for m in MODELS if MODELS[m].concurrency is PER_WORKER])
