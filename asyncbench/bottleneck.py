@@ -52,7 +52,8 @@ def columns(row: Mapping) -> dict:
 def name_bottleneck(row: Mapping) -> str:
     """The binding limit of one measured cell, in words."""
     # A server pegged at its cores limits the cell even when the machine is busy too.
-    for rule in (_load_generator, _server_cpu, _machine, _auxiliary, _slots, _short_of_slots):
+    for rule in (_load_generator, _server_cpu, _machine, _auxiliary, _slots, _short_of_slots,
+                 _nothing_to_wait_on):  # fmt: skip
         found = rule(row)
         if found:
             return found
@@ -96,6 +97,23 @@ def _server_cpu(row: Mapping) -> str | None:
     if processes == 1:
         return f"server CPU: one process at {cpu:.0f}% of its one core"
     return f"server CPU ({cpu:.0f}% of {usable / 100:.0f} cores)"
+
+
+def _nothing_to_wait_on(row: Mapping) -> str | None:
+    """A request with no delay waits on nothing but CPU: when no component is saturated alone
+    (the server and Locust pass each request back and forth, each just under a core), the
+    busier of the two sets the pace."""
+    if _number(row.get("delay_ms")):
+        return None
+    server, locust = _number(row.get("cpu_server")), _number(row.get("cpu_locust_max"))
+    if server is None or locust is None:
+        return None
+    spec = MODELS.get(str(row.get("server")))
+    if server >= locust and spec is not None and not spec.multi_process:
+        return f"server CPU: one process at {server:.0f}% of its one core, Locust at {locust:.0f}%"
+    if server >= locust:
+        return f"server CPU ({server:.0f}%), Locust at {locust:.0f}% of a core"
+    return f"load generator (busiest Locust process {locust:.0f}% of a core, server {server:.0f}%)"
 
 
 def _slots(row: Mapping) -> str | None:
