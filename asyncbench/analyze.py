@@ -74,10 +74,17 @@ def cell_table(
             updates[i] = {**changed, **workload.derived({**row.to_dict(), **changed})}
         cells = _apply(cells, updates)
     cells["replica"] = cells["replica"].fillna("") if "replica" in cells else ""
-    cells["included"] = included(cells) if len(cells) else pd.Series(dtype=bool)
-    cells["loop"] = np.where(cells["rate"] > 0, "open", "closed")
-    cells["load"] = np.where(cells["rate"] > 0, cells["rate"], cells["users"]).astype(float)
-    return _with_explained_prediction(cells)
+    return _with_explained_prediction(_with_levels(cells))
+
+
+def _with_levels(cells: pd.DataFrame) -> pd.DataFrame:
+    """``included``, ``loop`` (open or closed) and ``load`` (offered rate or users)."""
+    rate = cells["rate"].fillna(0.0)
+    return cells.assign(
+        included=included(cells) if len(cells) else pd.Series(dtype=bool),
+        loop=np.where(rate > 0, "open", "closed"),
+        load=np.where(rate > 0, rate, cells["users"]).astype(float),
+    )
 
 
 EXPLAINED_WITHIN = 0.03  # the second prediction explains a cell within 3 %
@@ -87,10 +94,7 @@ def explain(results: pd.DataFrame) -> pd.DataFrame:
     """``results.csv`` rows with their second prediction filled in from the stored numbers
     (what the runner stores as each cell arrives; the report recomputes it after re-judging)."""
     cells = results.reset_index(drop=True)
-    rate = cells["rate"].fillna(0.0)
-    work = cells.assign(included=included(cells), loop=np.where(rate > 0, "open", "closed"),
-                        load=np.where(rate > 0, rate, cells["users"]).astype(float))  # fmt: skip
-    work = _with_explained_prediction(work)
+    work = _with_explained_prediction(_with_levels(cells))
     return cells.assign(explained_rps=work["explained_rps"], explained_gap=work["explained_gap"])
 
 

@@ -39,7 +39,7 @@ class ScenarioKind:
 
     @property
     def endpoints(self) -> tuple[str, ...]:
-        return (self.endpoint, *self.alternatives)
+        return tuple(dict.fromkeys((self.endpoint, *self.alternatives)))
 
     def path(self, delay_ms: int) -> str:
         """The request path a load generator sends, e.g. ``/sleep?ms=100``."""
@@ -75,8 +75,7 @@ KINDS: dict[str, ScenarioKind] = {
                      waits_on=None, predicted=False, workload=ROOM,
                      fields=("transport", "message_rate", "hold_s", "probe_rate"),
                      section="room",
-                     alternatives=tuple(t.endpoint for t in TRANSPORTS.values()
-                                        if t.endpoint != "/room/poll")),
+                     alternatives=tuple(t.endpoint for t in TRANSPORTS.values())),
     )  # fmt: skip
 }
 ENDPOINTS = {k.endpoint: k for k in KINDS.values() if not k.fields}  # chosen by endpoint

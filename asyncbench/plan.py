@@ -20,7 +20,7 @@ from pathlib import Path
 
 from asyncbench.gate import ComparisonInputError, Thresholds
 from asyncbench.kinds import ENDPOINTS, KINDS, ScenarioKind, kind_of_endpoint
-from asyncbench.room import TRANSPORTS
+from asyncbench.room import DEFAULT_TRANSPORT, TRANSPORTS
 from servers import MODELS, room
 from servers.endpoints import MAX_MS
 
@@ -175,7 +175,7 @@ def _load_room(path: Path, data: dict, check: _Checker) -> Scenario:
         check.fail("hold_s", f"must be from 1 to {room.MAX_HOLD_S:g} seconds")
     quick = _quick_profile(check, data, _ROOM_PROFILE_KEYS, "members")
     transport = check.choice(data, "transport", tuple(TRANSPORTS)) if "transport" in data \
-        else "long-poll"
+        else DEFAULT_TRANSPORT
     return Scenario(
         name=path.stem, description=check.text(data, "description"),
         endpoint=TRANSPORTS[transport].endpoint, delay_ms=0, servers=check.servers(data),

@@ -53,20 +53,24 @@ class Transport:
     member: str  # the locustfile's user class
     gauge: str  # the resource-sample column counting what the server holds (the bus's gauge)
     held: str  # what one held member is, in prose
-
-    @property
-    def persistent(self) -> bool:
-        """One connection for the whole cell (a member that never gets it receives nothing)."""
-        return self.endpoint == room.WS_PATH
+    persistent: bool  # one connection for the whole cell: a member that never gets it receives
+    # nothing, and counts as not connected rather than as lost deliveries
 
 
 TRANSPORTS = {
     t.name: t
     for t in (
-        Transport("long-poll", "/room/poll", "RoomMember", "room_held", "polls held"),
-        Transport("websocket", room.WS_PATH, "RoomSocketMember", "room_sockets", "open sockets"),
+        Transport("long-poll", "/room/poll", "RoomMember", "room_held", "polls held", False),
+        Transport("websocket", room.WS_PATH, "RoomSocketMember", "room_sockets", "open sockets",
+                  True),
     )
 }
+DEFAULT_TRANSPORT = "long-poll"  # a scenario (or a stored cell) that names none
+
+
+def transport(name: str | None) -> Transport:
+    """The transport called ``name``; long-poll when none is named (files from before sockets)."""
+    return TRANSPORTS[name or DEFAULT_TRANSPORT]
 
 
 class Sender:
@@ -185,7 +189,7 @@ def evaluate_room(
     start: float,
     end: float,
     members: int,
-    transport: Transport = TRANSPORTS["long-poll"],
+    transport: Transport = TRANSPORTS[DEFAULT_TRANSPORT],
 ) -> tuple[RoomStats, ResourceUsage, Judgement]:
     """A room cell's numbers and judgement from its raw facts.
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 import pandas as pd
 
 from asyncbench import figures, view
-from asyncbench.room import TRANSPORTS
+from asyncbench.room import TRANSPORTS, transport
 from asyncbench.tables import Column, level_table
 from asyncbench.verdicts import Verdict
 from asyncbench.view import Section
@@ -30,7 +30,7 @@ def _cpu_ms(value) -> str:
 
 
 def _transport(spec: dict):
-    return TRANSPORTS.get(spec.get("transport") or "long-poll", TRANSPORTS["long-poll"])
+    return transport(spec.get("transport"))
 
 
 COLUMNS = (

@@ -86,7 +86,7 @@ class Room:
     extra_users = 1  # the probe
 
     def user_classes(self, scenario) -> tuple[str, ...]:
-        return (room.TRANSPORTS[scenario.transport].member, "Probe")
+        return (room.transport(scenario.transport).member, "Probe")
 
     def configure(self, config, scenario):
         return replace(config, hold_s=scenario.hold_s)
@@ -94,7 +94,7 @@ class Room:
     def slots(self, scenario, model, config, db_max_connections: int | None) -> float:
         """The members a model holds at once: a poll holds a worker, a thread, or nothing; a
         socket may live on an event loop even where polls block (the model's entry says)."""
-        if room.TRANSPORTS[scenario.transport].persistent:
+        if room.transport(scenario.transport).persistent:
             return model.socket_slots(config)
         return model.slots(config, None, None)
 
@@ -104,7 +104,7 @@ class Room:
 
     def verify(self, url: str, scenario, proof) -> None:
         check = room.verify_room
-        if room.TRANSPORTS[scenario.transport].persistent:
+        if room.transport(scenario.transport).persistent:
             check = room.verify_socket_room
         try:
             proof.reset_room()
@@ -143,7 +143,7 @@ class Room:
             return {}
         return self._columns(facts["samples"], facts["deliveries"], messages,
                              facts["resources"], row["window_start"], row["window_end"],
-                             int(row["users"]), row.get("transport") or "long-poll")  # fmt: skip
+                             int(row["users"]), row.get("transport"))  # fmt: skip
 
     @staticmethod
     def _columns(samples, deliveries, messages, resources, start, end, members, transport):
@@ -151,7 +151,7 @@ class Room:
             deliveries = pd.DataFrame(columns=["member", "message", "sent", "received"])
         stats, usage, judgement = room.evaluate_room(
             samples, deliveries, messages, resources, start, end, members=members,
-            transport=room.TRANSPORTS[transport],
+            transport=room.transport(transport),
         )  # fmt: skip
         return room.room_columns(stats, usage, judgement, stats.delivered / (end - start))
 
