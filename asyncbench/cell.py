@@ -230,11 +230,14 @@ def _gauges(ctx: CellContext, config: ServerConfig) -> dict:
         gauges["loop_lag_ms"] = lambda: read_loop_lag_ms(directory)
     bus = ctx.services.get("bus")
     if bus:  # polls held and sockets open, summed over the server's processes
-        gauges["room_held"] = lambda: bus.stats().held
-        gauges["room_sockets"] = lambda: bus.stats().sockets
+        gauges["room"] = lambda: _room_gauges(bus.stats())
     if not ctx.settings.target:
         gauges["accept_queue"] = lambda: accept_queue(config.port)
     return gauges
+
+
+def _room_gauges(stats) -> dict[str, int]:
+    return {"room_held": stats.held, "room_sockets": stats.sockets}
 
 
 def _db_threads_probe(ctx: CellContext):

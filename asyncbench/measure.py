@@ -260,8 +260,9 @@ class ResourceSampler:
     per Locust process). CPU is in percent of one core: ``cpu_<name>`` sums every group, and
     ``cpu_<name>_max`` is the busiest group, since a single process saturates at one core.
     ``db_threads`` returns MariaDB's ``Threads_connected`` or None; each of ``gauges`` a value
-    stored under its name (e.g. the requests each serving process answered so far, the room's
-    held polls); a gauge that fails is stored as None. The first row, taken
+    stored under its name (e.g. the requests each serving process answered so far), or a dict of
+    columns read together (the room's held polls and open sockets, one Redis round trip); a
+    gauge that fails is stored as None. The first row, taken
     when sampling starts and before the load does, has ``phase`` ``"idle"`` and no CPU figures
     (its RSS is the server's idle baseline).
     """
@@ -312,7 +313,8 @@ class ResourceSampler:
             row["threads_connected"] = self.db_threads()
         for name, gauge in self.gauges.items():
             try:
-                row[name] = gauge()
+                value = gauge()
+                row.update(value if isinstance(value, dict) else {name: value})
             except Exception:  # a gauge's service just died: the cell's own checks say so
                 row[name] = None
         return row
