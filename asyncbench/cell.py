@@ -41,6 +41,43 @@ RATE_USERS_MIN_DELAY_MS = 50  # open loop: size the senders for at least this de
 RATE_USERS_SPARE = 10
 
 
+class PhaseClock:
+    """Seconds each stage of the cells took, summed over an invocation (``run.json`` says where
+    the time outside the measured windows went)."""
+
+    STAGES = ("server_start", "verify", "locust_start", "spawn", "warmup", "window",
+              "locust_stop", "server_stop", "save")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = dict.fromkeys(self.STAGES, 0.0)
+        self._marks: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.totals[stage] += max(0.0, seconds)
+
+    def mark(self, name: str) -> None:
+        self._marks[name] = time.monotonic()
+
+    def since(self, name: str, stage: str) -> None:
+        """Add the time since ``mark(name)`` to ``stage``."""
+        if name in self._marks:
+            self.add(stage, time.monotonic() - self._marks.pop(name))
+
+    def locust(self, outcome) -> None:
+        """Split a Locust run into its start-up, spawn, warm-up, window and stop."""
+        stages = {"locust_start": (outcome.launched, outcome.test_start),
+                  "spawn": (outcome.test_start, outcome.spawn_complete),
+                  "warmup": (outcome.spawn_complete, outcome.window_start),
+                  "window": (outcome.window_start, outcome.window_end),
+                  "locust_stop": (outcome.window_end, outcome.exited)}  # fmt: skip
+        for stage, (begin, end) in stages.items():
+            if begin and end:
+                self.add(stage, end - begin)
+
+    def rounded(self) -> dict[str, float]:
+        return {stage: round(seconds, 2) for stage, seconds in self.totals.items()}
+
+
 @dataclass
 class CellContext:
     """What every cell of one run shares: the run directory, settings, hooks and services."""
@@ -52,6 +89,7 @@ class CellContext:
     db_max_connections: int | None = None
     server_config: ServerConfig = field(default_factory=ServerConfig)
     seed: int = 0  # the invocation's recorded seed; per-cell seeds derive from it
+    clock: PhaseClock = field(default_factory=PhaseClock)
 
     def configured(self, model: str, stats_dir: str | None = None) -> ServerConfig:
         """``model``'s configuration on a free port, pointed at every backing service."""
@@ -75,7 +113,9 @@ def measure_cell(ctx: CellContext, scenario: Scenario, cell: Cell, order: int) -
             extra = {}
             final = replace(base, status="failed", valid=False, reason=str(exc))
     final = replace(final, finished_at=time.time())
+    ctx.clock.mark("save")
     ctx.run.save_cell(final, samples, resources, **extra, derive=analyze.explain)
+    ctx.clock.since("save", "save")
     return final
 
 
@@ -93,7 +133,8 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
     return LoadPlan(
         url, scenario.path, base.users + workload.extra_users, scenario.warmup_s,
         scenario.measure_s, workload.stop_timeout_s(_stop_timeout_s(scenario, base)),
-        rate=cell.rate, arrival=s.arrival, spawn_rate=scenario.spawn_rate,
+        drain_s=workload.drain_s(), rate=cell.rate, arrival=s.arrival,
+        spawn_rate=scenario.spawn_rate,
         user_classes=workload.user_classes(scenario), extra_args=workload.extra_args(scenario),
         seed=zlib.crc32(f"{ctx.seed}:{cell.cell_id}".encode()), local_workers=s.locust_workers,
         remote_workers=s.expect_workers, master_bind=s.master_bind,
@@ -102,20 +143,27 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
 
 
 def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, config, base: CellResult):
-    workload = scenario.kind.workload
+    workload, clock = scenario.kind.workload, ctx.clock
+    clock.mark("server_start")
     with _server(ctx, cell, config) as server:
+        clock.since("server_start", "server_start")
+        clock.mark("verify")
         proof = ctx.services.get(scenario.kind.proof) if scenario.kind.proof else None
         workload.verify(server.url, scenario, proof)
+        clock.since("verify", "verify")
         locust: list[ManagedProcess] = []
         sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx),
                                   gauges=_gauges(ctx, config))  # fmt: skip
         plan = _load_plan(ctx, scenario, cell, server.url, base)
-        watch = _ServerWatch(ctx, cell, server, stall_s=max(STALL_MIN_S, plan.stop_timeout_s))
+        watch = _ServerWatch(ctx, cell, server, stall_s=max(STALL_MIN_S, plan.finish_s))
         with sampler, workload.beside(ctx.services, scenario) as beside, \
                 _profiler(ctx, cell, server, plan), \
                 tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:  # fmt: skip
             outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
                                  on_start=locust.append, watch=watch)  # fmt: skip
+            clock.locust(outcome)
+            clock.mark("server_stop")
+    clock.since("server_stop", "server_stop")
     if outcome.stuck >= plan.users:
         raise CellFailed(f"{cell.server} stopped answering: all {plan.users} users were still "
                          "waiting for an answer when the cell ended")  # fmt: skip

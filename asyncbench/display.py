@@ -74,6 +74,11 @@ class RichDisplay(RunHooks):
             f"{invocation.report_s or 0:.0f} s); {invocation.outside_share:.0%} of the time "
             f"outside the measured windows ({invocation.warmup_s:.0f} s of warm-up)"
         )
+        outside = {k: v for k, v in invocation.phases.items() if k != "window" and v >= 0.5}
+        if outside:
+            self.console.print("  outside the windows: " + ", ".join(
+                f"{stage.replace('_', ' ')} {seconds:.0f} s" for stage, seconds in outside.items()
+            ))  # fmt: skip
 
     def _describe(self, cell: Cell) -> None:
         elapsed = time.monotonic() - self._cell_started

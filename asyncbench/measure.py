@@ -57,6 +57,7 @@ class LoadPlan:
     warmup_s: float
     measure_s: float
     stop_timeout_s: float  # at the end, in-flight requests get this long to finish
+    drain_s: float = 0.0  # a room: at most this long for messages in flight, then stop at once
     rate: float = 0.0  # open loop: requests per second (0: closed loop)
     arrival: str = "constant"
     spawn_rate: float | None = None  # users per second; None: all users at once
@@ -75,6 +76,11 @@ class LoadPlan:
         slack = SPAWN_SLACK_S + self.users * SPAWN_SLACK_PER_USER_S + self.spawn_s
         slack += DISTRIBUTED_SLACK_S if self.distributed else 0.0
         return round(slack + self.warmup_s + self.measure_s, 2)
+
+    @property
+    def finish_s(self) -> float:
+        """After the run time: the drain, then the stop timeout."""
+        return self.drain_s + self.stop_timeout_s
 
     @property
     def spawn_s(self) -> float:
@@ -104,6 +110,11 @@ class LocustOutcome:
     abandoned: int  # requests started in the window and still unanswered when Locust stopped
     stuck: int  # requests started before the window ended and still unanswered at the stop
     deliveries: pd.DataFrame | None = None  # a room's: one row per message a member received
+    # Epoch seconds of the run's stages, for the time accounting (``cell.PhaseClock``).
+    launched: float = 0.0  # the Locust process was started
+    test_start: float = 0.0  # Locust had imported and parsed, and began spawning
+    spawn_complete: float = 0.0
+    exited: float = 0.0  # the Locust process had exited with its samples written
 
 
 def locust_command() -> str:
@@ -118,10 +129,12 @@ def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
         "-u", str(plan.users),
         "-r", f"{plan.locust_spawn_rate:g}",
         # A safety net only: the locustfile's own timed stop collects every worker's samples.
-        "-t", f"{math.ceil(plan.run_time_s + plan.stop_timeout_s + LOCUST_SAFETY_NET_S)}s",
+        "-t", f"{math.ceil(plan.run_time_s + plan.finish_s + LOCUST_SAFETY_NET_S)}s",
         "-H", plan.url,
         "--bench-path", plan.path,
         "--bench-run-time", str(plan.run_time_s),
+        "--bench-after-spawn", str(plan.warmup_s + plan.measure_s),
+        "--bench-drain", str(plan.drain_s),
         "--bench-rate", str(plan.rate),
         "--bench-arrival", plan.arrival,
         "--bench-seed", str(plan.seed),
@@ -191,7 +204,8 @@ def run_locust(
     every one of them (for resource sampling).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    bound_s = plan.run_time_s + plan.stop_timeout_s + LOCUST_BOUND_SLACK_S
+    launched = time.time()
+    bound_s = plan.run_time_s + plan.finish_s + LOCUST_BOUND_SLACK_S
     bound_s += REMOTE_WORKERS_WAIT_S if plan.remote_workers else 0
     with contextlib.ExitStack() as stack:
         master = stack.enter_context(
@@ -212,11 +226,14 @@ def run_locust(
             reason = watch(_read_progress(out_dir / "progress.json")) if watch else None
             if reason:
                 raise CellFailed(reason)
-            time.sleep(WATCH_POLL_S)
-    return _collect(plan, out_dir, master)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                master.popen.wait(WATCH_POLL_S)  # returns as soon as Locust exits
+    return _collect(plan, out_dir, master, launched)
 
 
-def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutcome:
+def _collect(
+    plan: LoadPlan, out_dir: Path, proc: ManagedProcess, launched: float
+) -> LocustOutcome:
     meta_path, samples_path = out_dir / "meta.json", out_dir / "samples.parquet"
     if not meta_path.exists() or not samples_path.exists():
         tail = " | ".join(proc.log_tail(4))
@@ -242,6 +259,10 @@ def _collect(plan: LoadPlan, out_dir: Path, proc: ManagedProcess) -> LocustOutco
         abandoned=sum(window_start <= t < window_end for t in meta.abandoned),
         stuck=sum(t < window_end for t in meta.abandoned),
         deliveries=deliveries,
+        launched=launched,
+        test_start=meta.test_start,
+        spawn_complete=meta.spawn_complete,
+        exited=time.time(),
     )
 
 

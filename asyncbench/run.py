@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 
 from asyncbench import metadata, services
-from asyncbench.cell import CellContext, measure_cell
+from asyncbench.cell import CellContext, PhaseClock, measure_cell
 from asyncbench.plan import Cell, Scenario
 from asyncbench.processes import ProcessLedger, raise_open_file_limit
 from asyncbench.session import RunPlan, RunSettings, open_session
@@ -133,19 +133,20 @@ def _run_cells(plan: RunPlan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> No
             scenario = plan.scenarios[cell.scenario]
             hooks.cell_started(cell, order, _expected_s(scenario))
             result = measure_cell(ctx, scenario, cell, order)
-            _account(meta, result)
+            _account(meta, result, ctx.clock)
             hooks.cell_finished(cell, result)
 
 
-def _account(meta: RunMeta, result: CellResult) -> None:
-    """Add a cell's measured window and warm-up to its invocation's time accounting."""
-    if result.window_start is None or result.window_end is None:
-        return
-    invocation = meta.invocations[-1]
-    meta.invocations[-1] = replace(
-        invocation, measured_s=invocation.measured_s + result.window_end - result.window_start,
-        warmup_s=invocation.warmup_s + result.warmup_s,
-    )  # fmt: skip
+def _account(meta: RunMeta, result: CellResult, clock: PhaseClock) -> None:
+    """Add a cell's measured window and warm-up to its invocation's time accounting, and where
+    the cells' time went so far, stage by stage."""
+    invocation = replace(meta.invocations[-1], phases=clock.rounded())
+    if result.window_start is not None and result.window_end is not None:
+        invocation = replace(
+            invocation, measured_s=invocation.measured_s + result.window_end - result.window_start,
+            warmup_s=invocation.warmup_s + result.warmup_s,
+        )  # fmt: skip
+    meta.invocations[-1] = invocation
 
 
 def _record_configuration(ctx: CellContext, meta: RunMeta, models: set[str]) -> None:

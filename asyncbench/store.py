@@ -82,6 +82,7 @@ class Invocation:
     report_s: float | None = None
     wall_s: float | None = None  # from its start to its report written
     outside_share: float | None = None  # of wall_s, the time outside every measured window
+    phases: dict = field(default_factory=dict)  # seconds per stage of the cells (PhaseClock)
 
     def timed(self, finished: float, report_s: float) -> Invocation:
         """This invocation with its wall time and the share outside the windows filled in."""

@@ -18,7 +18,7 @@ from asyncbench import bottleneck, room
 from asyncbench.evaluate import evaluate_cell
 from asyncbench.measure import CellFailed, LocustOutcome, verify_equivalence
 
-ROOM_STOP_TIMEOUT_S = 3.0  # deliveries in flight at the window's end get this long to arrive
+ROOM_DRAIN_S = 8.0  # deliveries in flight at the window's end get at most this long to arrive
 
 
 class RequestResponse:
@@ -54,6 +54,11 @@ class RequestResponse:
 
     def stop_timeout_s(self, default: float) -> float:
         return default
+
+    def drain_s(self) -> float:
+        """How long Locust waits for what is still in flight before it stops (nothing here:
+        in-flight requests finish within the stop timeout)."""
+        return 0.0
 
     def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, beside):
         evaluation = evaluate_cell(
@@ -119,7 +124,13 @@ class Room:
         return room.Sender(services["bus"].url, scenario.message_rate)
 
     def stop_timeout_s(self, default: float) -> float:
-        return ROOM_STOP_TIMEOUT_S
+        return 0.0  # after the drain, members stop at once: a held poll never ends by itself
+
+    def drain_s(self) -> float:
+        """Deliveries in flight at the window's end: Locust waits until every member holds the
+        newest message sent in the window (and at least the delivery p99), at most
+        ``ROOM_DRAIN_S``."""
+        return ROOM_DRAIN_S
 
     def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, sender):
         if sender.error:

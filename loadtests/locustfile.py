@@ -48,6 +48,9 @@ SCHEDULE_LEAD_S = 0.2  # open loop: the first send is due this long after the te
 MEMBER_RETRY_S = 0.5  # after a failed poll
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 8.0  # a dropped socket's backoff, doubling
 SOCKET_ENDPOINT = "/room/ws"
+STOP_MARGIN_S = 0.02  # the timed stop falls this long after the harness's window ends
+DRAIN_POLL_S = 0.05
+DRAIN_MIN_S = 0.1  # a room's drain lasts at least the delivery p99 so far plus this
 
 
 @events.init_command_line_parser.add_listener
@@ -60,6 +63,10 @@ def _add_arguments(parser) -> None:
     group.add_argument("--bench-seed", type=int, default=0, help="seed of the arrival process")
     group.add_argument("--bench-run-time", type=float, default=0.0,
                        help="stop after this many seconds, collecting every worker's samples")
+    group.add_argument("--bench-after-spawn", type=float, default=0.0,
+                       help="stop this many seconds after spawning completes (warm-up + window)")
+    group.add_argument("--bench-drain", type=float, default=0.0,
+                       help="room: before stopping, wait up to this long for messages in flight")
     group.add_argument("--samples-out", default="", help="write raw samples (parquet) here")
     group.add_argument("--progress-out", default="", help="write live counters (JSON) here")
     group.add_argument("--meta-out", default="", help="write run timestamps (JSON) here")
@@ -80,10 +87,14 @@ abandoned: list[float] = []
 schedule: ArrivalSchedule | None = None
 node_name = f"{socket.gethostname()}:{os.getpid()}"
 _user_numbers = itertools.count()
+_environment = None  # the one Environment (the spawning_complete event does not pass it)
+_stopping = _stop_scheduled = False
 
 
 @events.init.add_listener
 def _on_init(environment, **_) -> None:
+    global _environment
+    _environment = environment
     if isinstance(environment.runner, MasterRunner):
         environment.runner.register_message(SAMPLES_MESSAGE, _on_samples_message)
     else:
@@ -120,14 +131,54 @@ def _on_test_start(environment, **_) -> None:
 
 
 def _stop_and_quit(environment) -> None:
-    """Stop (a master waits for every worker's samples and "stopped"), then quit."""
+    """Stop (a master waits for every worker's samples and "stopped"), then quit.
+
+    A room first lets the messages in flight arrive (``--bench-drain``); its stop timeout is 0,
+    so its members then stop at once: a held poll or socket never ends by itself.
+    """
+    global _stopping
+    if _stopping:
+        return
+    _stopping = True
+    drain_s = environment.parsed_options.bench_drain
+    if drain_s > 0:
+        _drain(environment, drain_s)
     environment.runner.stop()
     environment.runner.quit()
+
+
+def _drain(environment, limit_s: float) -> None:
+    """Wait until every member owed messages holds the newest one sent before the window's end,
+    and at least the delivery p99 so far (a message sent just before the end reaches its first
+    member), or ``limit_s``. A master's members live on its workers: it waits ``limit_s``."""
+    started = time.monotonic()
+    members = [g.args[0] for g in environment.runner.user_greenlets
+               if g.args and hasattr(g.args[0], "after")]  # fmt: skip
+    if isinstance(environment.runner, MasterRunner) or not members:
+        gevent.sleep(limit_s)
+        return
+    after_spawn = environment.parsed_options.bench_after_spawn
+    window_end = timestamps.get("spawn_complete", time.time()) + after_spawn
+    floor_s = min(limit_s, deliveries.p99_latency_s() + DRAIN_MIN_S)
+    while (elapsed := time.monotonic() - started) < limit_s:
+        if elapsed >= floor_s:
+            newest = deliveries.newest_sent_before(window_end)
+            if all(m.after >= newest for m in members if m.owed):
+                return
+        gevent.sleep(DRAIN_POLL_S)
 
 
 @events.spawning_complete.add_listener
 def _on_spawning_complete(user_count, **_) -> None:
     timestamps.setdefault("spawn_complete", time.time())
+    environment = _environment
+    if environment is None or isinstance(environment.runner, WorkerRunner):
+        return
+    global _stop_scheduled
+    after_spawn = environment.parsed_options.bench_after_spawn
+    if after_spawn > 0 and not _stop_scheduled:
+        _stop_scheduled = True
+        gevent.spawn_later(after_spawn + STOP_MARGIN_S, _stop_and_quit, environment)
 
 
 @events.test_stop.add_listener
@@ -224,6 +275,8 @@ class RoomMember(_NumberedUser):
     """A chat-room member on long-poll: poll with the last id it has, record every message it
     receives (with the sender's embedded timestamp), poll again at once."""
 
+    owed = True  # every message, whether or not a worker holds its poll yet
+
     def on_start(self) -> None:
         super().on_start()
         self.after = 0  # network_timeout (75 s) outlasts the longest hold (60 s)
@@ -293,6 +346,7 @@ class RoomSocketMember(_NumberedUser):
         self.after = 0
         self.socket: websocket.WebSocket | None = None
         self.backoff = RECONNECT_MIN_S
+        self.owed = False  # messages are owed once connected (the harness counts it so too)
 
     def on_stop(self) -> None:
         if self.socket is not None:
@@ -329,6 +383,7 @@ class RoomSocketMember(_NumberedUser):
             self._fire(started, _ms_since(started), 0, exc)
             return False
         self.socket.settimeout(None)  # a quiet room is not an error: wait for the next frame
+        self.owed = True
         self._fire(started, _ms_since(started), 101, None)
         self.backoff = RECONNECT_MIN_S
         return True

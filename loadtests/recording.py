@@ -142,6 +142,20 @@ class DeliveryRecorder:
         for name, values in chunk.items():
             self.columns[name].extend(values)
 
+    def p99_latency_s(self) -> float:
+        """The 99th percentile of received − sent so far (0 with no delivery)."""
+        sent, received = self.columns["sent"], self.columns["received"]
+        if not sent:
+            return 0.0
+        latencies = sorted(r - s for s, r in zip(sent, received, strict=True))
+        return max(0.0, latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))])
+
+    def newest_sent_before(self, end: float) -> int:
+        """The highest message id received so far among those sent before ``end`` (0: none)."""
+        ids = (m for m, sent in zip(self.columns["message"], self.columns["sent"], strict=True)
+               if sent < end)  # fmt: skip
+        return max(ids, default=0)
+
     def record(self, member: int, message: int, sent: float, received: float) -> None:
         c = self.columns
         c["member"].append(member)

@@ -134,3 +134,13 @@ def test_poisson_schedule_has_the_rate_and_is_seeded():
     assert statistics.mean(first) == pytest.approx(0.01, rel=0.03)
     assert statistics.stdev(first) == pytest.approx(0.01, rel=0.05)  # exponential: sd = mean
     assert not any(math.isnan(g) for g in first)
+
+
+def test_a_rooms_drain_reads_the_delivery_p99_and_the_newest_message_of_the_window():
+    recorder = DeliveryRecorder()
+    assert recorder.p99_latency_s() == 0.0 and recorder.newest_sent_before(10.0) == 0
+    for i in range(100):  # message i sent at i s, received after (i % 10) / 100 s
+        recorder.record(member=1, message=i + 1, sent=float(i), received=i + (i % 10) / 100)
+    assert recorder.p99_latency_s() == pytest.approx(0.09)
+    assert recorder.newest_sent_before(50.0) == 50  # sent at 49 s: the last before 50 s
+    assert recorder.newest_sent_before(0.0) == 0

@@ -72,6 +72,13 @@ def test_run_json_says_where_the_time_went(sleep_run: RunDir):
     assert invocation.warmup_s == pytest.approx(results["warmup_s"].sum())
     assert invocation.report_s > 0 and invocation.wall_s > invocation.measured_s
     assert invocation.outside_share == pytest.approx(1 - windows / invocation.wall_s, abs=1e-3)
+    # Stage by stage: the windows as Locust timed them, and every stage within the wall time.
+    phases = invocation.phases
+    assert phases["window"] == pytest.approx(windows, abs=0.05)
+    assert phases["warmup"] == pytest.approx(invocation.warmup_s, abs=0.05)
+    assert all(phases[stage] > 0 for stage in ("server_start", "verify", "locust_start",
+                                               "locust_stop", "server_stop", "save"))
+    assert sum(phases.values()) < invocation.wall_s
 
 
 def test_orchestrator_never_imports_locust(sleep_run: RunDir):
