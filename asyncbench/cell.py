@@ -8,6 +8,7 @@ import math
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from asyncbench.measure import (
     Profiler,
     ResourceSampler,
     accept_queue,
+    prestarted_locust,
     run_locust,
 )
 from asyncbench.plan import Cell, Scenario
@@ -90,6 +92,8 @@ class CellContext:
     server_config: ServerConfig = field(default_factory=ServerConfig)
     seed: int = 0  # the invocation's recorded seed; per-cell seeds derive from it
     clock: PhaseClock = field(default_factory=PhaseClock)
+    # Called once a cell's load and sampling are over (the run starts the next server then).
+    after_load: Callable[[], None] = lambda: None
 
     def configured(self, model: str, stats_dir: str | None = None) -> ServerConfig:
         """``model``'s configuration on a free port, pointed at every backing service."""
@@ -100,18 +104,69 @@ class CellContext:
         return config
 
 
-def measure_cell(ctx: CellContext, scenario: Scenario, cell: Cell, order: int) -> CellResult:
-    """Measure one cell and persist it; a cell that cannot be measured is stored as failed."""
-    with tempfile.TemporaryDirectory(prefix="asyncbench-counts-") as counts:
-        config = ctx.configured(cell.server, stats_dir=None if ctx.settings.target else counts)
-        config = scenario.kind.workload.configure(config, scenario)
-        base = _base_result(ctx, scenario, cell, config, order)
+class PreparedCell:
+    """One cell's configuration, server process and (standalone) Locust process, started ahead
+    of its turn: the run starts the next cell's while this one's are stopped and stored
+    (``Lookahead``), and both start side by side. Failing to start is kept and raised when the
+    cell is measured, so it fails that cell only."""
+
+    def __init__(self, ctx: CellContext, scenario: Scenario, cell: Cell) -> None:
+        self.cell_id = cell.cell_id
+        self.error: services.ServiceError | None = None
+        self.server: services.Server | None = None
+        self.locust: ManagedProcess | None = None
+        self._stack = contextlib.ExitStack()
+        started = time.monotonic()
         try:
-            final, samples, resources, extra = _measure(ctx, scenario, cell, config, base)
+            if not ctx.settings.locust_workers + ctx.settings.expect_workers:
+                log = ctx.run.logs_dir / f"{cell.cell_id}.locust.log"
+                self.locust = self._stack.enter_context(prestarted_locust(log))
+            counts = self._stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="asyncbench-counts-")
+            )
+            config = ctx.configured(cell.server, stats_dir=None if ctx.settings.target else counts)
+            self.config = scenario.kind.workload.configure(config, scenario)
+            self.server = self._stack.enter_context(_server(ctx, cell, self.config))
+        except services.ServiceError as exc:
+            self.error = exc
+        except BaseException:
+            self._stack.close()
+            raise
+        self.start_s = time.monotonic() - started
+
+    def started(self) -> services.Server:
+        if self.error is not None:
+            raise self.error
+        return self.server
+
+    def close(self) -> None:
+        """Stop the server and remove its counters (idempotent)."""
+        self._stack.close()
+
+
+def measure_cell(
+    ctx: CellContext, scenario: Scenario, cell: Cell, order: int,
+    prepared: PreparedCell | None = None,
+) -> CellResult:  # fmt: skip
+    """Measure one cell and persist it; a cell that cannot be measured is stored as failed.
+
+    ``prepared`` is its server started ahead; without one it is started here (and counted).
+    """
+    if prepared is None:
+        prepared = PreparedCell(ctx, scenario, cell)
+        ctx.clock.add("server_start", prepared.start_s)
+    try:
+        base = _base_result(ctx, scenario, cell, prepared.config, order)
+        try:
+            final, samples, resources, extra = _measure(ctx, scenario, cell, prepared, base)
         except (CellFailed, services.ServiceError) as exc:
             samples = resources = None
             extra = {}
             final = replace(base, status="failed", valid=False, reason=str(exc))
+    finally:
+        ctx.clock.mark("server_stop")
+        prepared.close()
+        ctx.clock.since("server_stop", "server_stop")
     final = replace(final, finished_at=time.time())
     ctx.clock.mark("save")
     ctx.run.save_cell(final, samples, resources, **extra, derive=analyze.explain)
@@ -123,7 +178,9 @@ def _server(ctx: CellContext, cell: Cell, config: ServerConfig):
     if ctx.settings.target:
         return services.remote_server(cell.server, ctx.settings.target, config)
     log = ctx.run.logs_dir / f"{cell.cell_id}.server.log"
-    return services.server(cell.server, config, log_path=log)
+    # Killed at once: its cell is measured and it keeps nothing, and a graceful stop costs every
+    # process its interpreter's shutdown (0.2-0.4 s a cell, measured).
+    return services.server(cell.server, config, log_path=log, grace_s=0)
 
 
 def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base: CellResult):
@@ -142,28 +199,27 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
     )  # fmt: skip
 
 
-def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, config, base: CellResult):
-    workload, clock = scenario.kind.workload, ctx.clock
-    clock.mark("server_start")
-    with _server(ctx, cell, config) as server:
-        clock.since("server_start", "server_start")
-        clock.mark("verify")
-        proof = ctx.services.get(scenario.kind.proof) if scenario.kind.proof else None
-        workload.verify(server.url, scenario, proof)
-        clock.since("verify", "verify")
-        locust: list[ManagedProcess] = []
-        sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx),
-                                  gauges=_gauges(ctx, config))  # fmt: skip
-        plan = _load_plan(ctx, scenario, cell, server.url, base)
-        watch = _ServerWatch(ctx, cell, server, stall_s=max(STALL_MIN_S, plan.finish_s))
-        with sampler, workload.beside(ctx.services, scenario) as beside, \
-                _profiler(ctx, cell, server, plan), \
-                tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:  # fmt: skip
-            outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
-                                 on_start=locust.append, watch=watch)  # fmt: skip
-            clock.locust(outcome)
-            clock.mark("server_stop")
-    clock.since("server_stop", "server_stop")
+def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, prepared, base: CellResult):
+    workload, clock, config = scenario.kind.workload, ctx.clock, prepared.config
+    server = prepared.started()
+    clock.mark("verify")
+    proof = ctx.services.get(scenario.kind.proof) if scenario.kind.proof else None
+    workload.verify(server.url, scenario, proof)
+    clock.since("verify", "verify")
+    locust: list[ManagedProcess] = []
+    sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx),
+                              gauges=_gauges(ctx, config))  # fmt: skip
+    plan = _load_plan(ctx, scenario, cell, server.url, base)
+    watch = _ServerWatch(ctx, cell, server, stall_s=max(STALL_MIN_S, plan.finish_s))
+    with sampler, workload.beside(ctx.services, scenario) as beside, \
+            _profiler(ctx, cell, server, plan), \
+            tempfile.TemporaryDirectory(prefix="asyncbench-locust-") as tmp:  # fmt: skip
+        outcome = run_locust(plan, Path(tmp), log_dir=ctx.run.logs_dir, log_name=cell.cell_id,
+                             on_start=locust.append, watch=watch,
+                             prestarted=prepared.locust)  # fmt: skip
+        clock.locust(outcome)
+    # Nothing of this cell is sampled any more: the next cell's server may start meanwhile.
+    ctx.after_load()
     if outcome.stuck >= plan.users:
         raise CellFailed(f"{cell.server} stopped answering: all {plan.users} users were still "
                          "waiting for an answer when the cell ended")  # fmt: skip
@@ -249,9 +305,12 @@ def _rate_users(rate: float, scenario: Scenario) -> int:
 
 
 def _stop_timeout_s(scenario: Scenario, base: CellResult) -> float:
-    """Long enough for requests still queued at the end of the window to finish."""
+    """Long enough for requests still queued at the end of the window to finish: a bound, not a
+    wait (Locust stops as soon as they have). Queued requests may all wait on one process (a
+    forked server's accept imbalance), so the bound is every user served one after another."""
     slots = base.slots or base.users
-    queue_s = math.ceil(base.users / slots) * scenario.delay_ms / 1000
+    queued = base.users if base.users > slots else 1
+    queue_s = queued * scenario.delay_ms / 1000
     return min(STOP_TIMEOUT_MAX_S, max(STOP_TIMEOUT_MIN_S, STOP_TIMEOUT_QUEUE_FACTOR * queue_s))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import math
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -189,6 +190,32 @@ def run_remote_worker(master_host: str, master_port: int, idle_timeout_s: float)
         time.sleep(1)
 
 
+@contextlib.contextmanager
+def prestarted_locust(log_path: Path) -> Iterator[ManagedProcess]:
+    """A standalone Locust process with its imports done, waiting for its command line
+    (``loadtests/prestart.py``); ``run_locust`` hands it one. Stopped at the end if unused."""
+    argv = [sys.executable, "-m", "loadtests.prestart"]
+    with managed_process(argv, name="locust", log_path=log_path, stdin_pipe=True,
+                         grace_s=1.0) as proc:  # fmt: skip
+        try:
+            yield proc
+        finally:
+            with contextlib.suppress(OSError):
+                proc.popen.stdin.close()  # unused: end of input makes it exit
+
+
+def _hand_over(proc: ManagedProcess, argv: list[str], on_start) -> ManagedProcess:
+    """Give a prestarted Locust its command line (everything after the program's name)."""
+    try:
+        proc.popen.stdin.write(json.dumps(argv[1:]).encode() + b"\n")
+        proc.popen.stdin.close()
+    except OSError as exc:
+        raise CellFailed(f"the prestarted Locust process is gone: {exc}") from None
+    if on_start:
+        on_start(proc)
+    return proc
+
+
 def run_locust(
     plan: LoadPlan,
     out_dir: Path,
@@ -197,21 +224,27 @@ def run_locust(
     log_name: str,
     on_start: Callable[[ManagedProcess], None] | None = None,
     watch: Callable[[Progress | None], str | None] | None = None,
+    prestarted: ManagedProcess | None = None,
 ) -> LocustOutcome:
     """Run Locust headless to completion; ``watch`` is polled and may abort with a reason.
 
     With workers, the master and each local worker are separate processes; ``on_start`` sees
-    every one of them (for resource sampling).
+    every one of them (for resource sampling). A standalone run uses ``prestarted`` (a
+    ``prestarted_locust``) when given one.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     launched = time.time()
     bound_s = plan.run_time_s + plan.finish_s + LOCUST_BOUND_SLACK_S
     bound_s += REMOTE_WORKERS_WAIT_S if plan.remote_workers else 0
     with contextlib.ExitStack() as stack:
-        master = stack.enter_context(
-            managed_process(master_argv(plan, out_dir), name="locust",
-                            log_path=log_dir / f"{log_name}.locust.log", on_start=on_start)
-        )  # fmt: skip
+        if prestarted is not None and not plan.distributed:
+            master = _hand_over(prestarted, master_argv(plan, out_dir), on_start)
+            stack.callback(master.stop, 1.0)
+        else:
+            master = stack.enter_context(
+                managed_process(master_argv(plan, out_dir), name="locust",
+                                log_path=log_dir / f"{log_name}.locust.log", on_start=on_start)
+            )  # fmt: skip
         for i in range(plan.local_workers):
             connect_host = "127.0.0.1" if plan.master_bind in ("0.0.0.0", "*") else plan.master_bind
             stack.enter_context(

@@ -196,13 +196,16 @@ def managed_process(
     ready_timeout_s: float = 30.0,
     grace_s: float = 5.0,
     on_start: Callable[[ManagedProcess], None] | None = None,
+    stdin_pipe: bool = False,
 ) -> Iterator[ManagedProcess]:
-    """Start ``argv``, wait until ``ready()`` is true, yield it, and always stop it."""
+    """Start ``argv``, wait until ``ready()`` is true, yield it, and always stop it.
+
+    With ``stdin_pipe`` the process reads what ``popen.stdin`` is given (else nothing)."""
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     try:
         popen = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

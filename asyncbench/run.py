@@ -6,12 +6,15 @@ and persisted by ``cell.measure_cell``; progress and other side concerns hang of
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 from asyncbench import metadata, services
-from asyncbench.cell import CellContext, PhaseClock, measure_cell
+from asyncbench.cell import CellContext, PhaseClock, PreparedCell, measure_cell
 from asyncbench.plan import Cell, Scenario
 from asyncbench.processes import ProcessLedger, raise_open_file_limit
 from asyncbench.session import RunPlan, RunSettings, open_session
@@ -129,12 +132,58 @@ def _run_cells(plan: RunPlan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> No
             ctx.db_max_connections = int(handles["database"].variable("max_connections") or 0)
         ctx.server_config = settings.server_config()
         _record_configuration(ctx, meta, {cell.server for cell in plan.cells})
-        for order, cell in enumerate(plan.cells):
-            scenario = plan.scenarios[cell.scenario]
-            hooks.cell_started(cell, order, _expected_s(scenario))
-            result = measure_cell(ctx, scenario, cell, order)
-            _account(meta, result, ctx.clock)
-            hooks.cell_finished(cell, result)
+        with Lookahead(ctx, plan) as ahead:
+            for order, cell in enumerate(plan.cells):
+                scenario = plan.scenarios[cell.scenario]
+                hooks.cell_started(cell, order, _expected_s(scenario))
+                ctx.after_load = functools.partial(ahead.start, order + 1)
+                result = measure_cell(ctx, scenario, cell, order, ahead.take(order))
+                _account(meta, result, ctx.clock)
+                hooks.cell_finished(cell, result)
+
+
+class Lookahead:
+    """Starts the next cell's server while the current one is stopped and stored.
+
+    One long-lived thread does it: a process dies with the thread that started it
+    (``PR_SET_PDEATHSIG``), so that thread must outlive every server it starts.
+    """
+
+    def __init__(self, ctx: CellContext, plan: RunPlan) -> None:
+        self.ctx, self.plan = ctx, plan
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookahead")
+        self._next: tuple[int, Future[PreparedCell]] | None = None
+
+    def __enter__(self) -> Lookahead:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._next is not None:
+                with contextlib.suppress(Exception):
+                    self._next[1].result().close()
+                self._next = None
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def start(self, index: int) -> None:
+        """Begin starting the server of the ``index``-th cell (once; none past the last)."""
+        if self._next is not None or index >= len(self.plan.cells):
+            return
+        cell = self.plan.cells[index]
+        scenario = self.plan.scenarios[cell.scenario]
+        self._next = (index, self._pool.submit(PreparedCell, self.ctx, scenario, cell))
+
+    def take(self, index: int) -> PreparedCell | None:
+        """The ``index``-th cell's server if it was started ahead (the wait for it is counted)."""
+        if self._next is None or self._next[0] != index:
+            return None
+        future = self._next[1]
+        self._next = None
+        waited = time.monotonic()
+        prepared = future.result()
+        self.ctx.clock.add("server_start", time.monotonic() - waited)
+        return prepared
 
 
 def _account(meta: RunMeta, result: CellResult, clock: PhaseClock) -> None:

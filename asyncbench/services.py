@@ -512,8 +512,10 @@ def server(
     log_path: Path | None = None,
     ready_timeout_s: float = 30.0,
     on_start=None,
+    grace_s: float = 5.0,
 ) -> Iterator[Server]:
-    """Start one server model as a fresh process and wait for ``/health``."""
+    """Start one server model as a fresh process and wait for ``/health``; at the end, SIGTERM
+    it and SIGKILL what is left after ``grace_s`` (0: at once)."""
     if model not in MODELS:
         raise ServiceError(f"unknown server model {model!r}; choose from {', '.join(MODELS)}")
     spec = MODELS[model]
@@ -530,6 +532,7 @@ def server(
             ready=http_ok(f"{url}/health"),
             ready_timeout_s=ready_timeout_s,
             on_start=on_start,
+            grace_s=grace_s,
         ) as proc:
             # /health answers once one worker is up; a cell must not start before all of them.
             processes = spec.processes(config)
