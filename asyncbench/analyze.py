@@ -111,12 +111,12 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
         demands = {c: _median(base, f"cpu_ms_{c}") for c in ("server", "locust", "upstream")}
         cores = _usable_cores(base.iloc[0])
         base_ms = _median(base, "mean_ms")
+        base_handler = _median(base, "handler_p50_ms")
         for i, row in group.iterrows():
-            handler = row.get("handler_p50_ms")  # a slot is held this long (else: the round trip)
             share = row.get("busiest_process_share")
             predicted = explained_rps(
                 int(row["users"]), base_ms, row.get("slots"),
-                base_ms if handler is None or pd.isna(handler) else handler,
+                _slot_hold_ms(row, base_ms, base_handler),
                 _own_demands(row, demands), cores,
                 busiest_share=None if share is None or pd.isna(share) else float(share),
                 processes=_server_processes(base.iloc[0]),
@@ -125,6 +125,21 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
                 cells.loc[i, "explained_rps"] = predicted
                 cells.loc[i, "explained_gap"] = row["rps"] / predicted - 1
     return cells
+
+
+def _slot_hold_ms(row: pd.Series, base_ms: float | None, base_handler: float | None) -> float:
+    """How long a request holds its slot: the handler time it reports (``Server-Timing``), else
+    the round trip. Where users queue for slots, a model whose handler time starts before its
+    slot is taken (tornado-threadpool waits for a pool thread inside its handler) reports the
+    queue too, so the handler time at the lowest load (no queue) caps it."""
+    handler = row.get("handler_p50_ms")
+    if handler is None or pd.isna(handler):
+        return base_ms
+    slots = row.get("slots")
+    queued = slots is not None and not pd.isna(slots) and row["users"] > slots
+    if queued and base_handler is not None and not pd.isna(base_handler):
+        return min(float(handler), base_handler)
+    return float(handler)
 
 
 def _own_demands(row: pd.Series, lowest: dict) -> dict[str, float]:

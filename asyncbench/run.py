@@ -29,7 +29,7 @@ from asyncbench.store import (
 from loadtests.protocol import Progress
 from servers import MODELS
 
-CELL_OVERHEAD_S = 4.0  # server start, verification, Locust start-up and shutdown, measured ~3.5 s
+CELL_OVERHEAD_S = 2.0  # start-up, verification, stops and storing: 2.1 s a cell in a default run
 LOCUST_RPS_CEILING = 2000  # about what one Locust process drives on this class of machine
 CEILING_MARGIN = 0.9  # warn when a model should reach 90 % of that ceiling
 OPEN_FILES_SPARE = 256  # files a Locust process needs besides its members' connections

@@ -261,3 +261,28 @@ def test_compare_runs_against_itself_is_no_change(agg):
     measured = compared[compared["rps_median"].notna()]
     assert (measured["rps_change"] == 0).all()
     assert (measured["p99_change"] == 0).all()
+
+
+def _longwait_cell(users: int, handler_ms: float, rps: float) -> dict:
+    from dataclasses import asdict
+
+    from asyncbench.store import CellResult
+
+    cell = CellResult(
+        cell_id=f"longwait.tornado-threadpool.u{users}.r1", scenario="longwait",
+        server="tornado-threadpool", users=users, repeat=1, status="ok", valid=True, reason="",
+        endpoint="/sleep", delay_ms=1000, workers=1, slots=64.0,
+        predicted_rps=min(users, 64) / 1.0, warmup_s=2, measure_s=4, rps=rps,
+        mean_ms=users / rps * 1000, handler_p50_ms=handler_ms,
+    )  # fmt: skip
+    return asdict(cell)
+
+
+def test_a_queued_pool_wait_inside_the_handler_does_not_count_as_holding_a_slot():
+    """tornado-threadpool waits for a pool thread inside its handler: at 256 users on 64 threads
+    its Server-Timing says 4 s, yet each thread is held 1 s. The second prediction holds a slot
+    for the handler time at the lowest load, not the queue (it said 16 req/s for 64 measured)."""
+    rows = [_longwait_cell(16, 1002.0, 15.9), _longwait_cell(256, 4001.0, 63.7)]
+    explained = analyze.explain(pd.DataFrame(rows)).set_index("users")["explained_rps"]
+    assert explained[256] == pytest.approx(64 / 1.002, rel=1e-3)
+    assert explained[16] == pytest.approx(16 / (16 / 15.9), rel=1e-3)  # its own round trip
