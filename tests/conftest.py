@@ -45,6 +45,7 @@ def upstream_service() -> Iterator[Upstream]:
 
 SERVER_WORKERS = 2  # the multi-process models' workers in server tests
 SERVER_THREADS = 4  # the threaded models' threads per process in server tests
+ROOM_HOLD_S = 2.0  # the shared room servers' hold timeout: short, so a 204 test is quick
 
 
 def model_config(
@@ -65,5 +66,26 @@ def servers(mariadb: Database, upstream_service: Upstream) -> Iterator[dict[str,
             name: stack.enter_context(
                 server(name, model_config(upstream_service.url, mariadb.url, name))
             )
+            for name in MODELS
+        }
+
+
+def room_config(
+    bus: MessageBus | None, hold_s: float = ROOM_HOLD_S, workers: int = SERVER_WORKERS,
+    model: str | None = None,
+) -> ServerConfig:  # fmt: skip
+    """A room server's configuration on the given bus (as ``model`` adapts it)."""
+    config = ServerConfig(port=free_port(), workers=workers, threads=SERVER_THREADS,
+                          redis_url=bus.url if bus else None, hold_s=hold_s)  # fmt: skip
+    return MODELS[model].configure(config) if model else config
+
+
+@pytest.fixture(scope="module")
+def rooms(message_bus: MessageBus) -> Iterator[dict[str, Server]]:
+    """Every model on the shared throwaway Redis, holding polls for ROOM_HOLD_S, started once
+    per test module."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            name: stack.enter_context(server(name, room_config(message_bus, model=name)))
             for name in MODELS
         }

@@ -12,15 +12,14 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
-from conftest import SERVER_THREADS, SERVER_WORKERS
+from conftest import ROOM_HOLD_S, SERVER_THREADS, SERVER_WORKERS, room_config
 from test_room_contract import BAD_AFTER, BAD_BODIES, UPGRADE
 
-from asyncbench.processes import free_port
 from asyncbench.services import MessageBus, Server, server, throwaway_redis
 from servers import MODELS, room
 from servers.bus import RoomStats
@@ -32,7 +31,7 @@ from servers.registry import PER_THREAD, PER_WORKER, THREAD_POOL
 
 pytestmark = pytest.mark.slow
 
-HOLD_S = 2.0  # the shared servers' hold timeout: short, so the 204 test is quick
+HOLD_S = ROOM_HOLD_S  # the shared servers' hold timeout
 # One request at a time per worker process; threaded models hold workers × threads or threads.
 BLOCKING = [name for name, spec in MODELS.items() if spec.concurrency is PER_WORKER]
 THREADED = [name for name, spec in MODELS.items() if spec.concurrency in (PER_THREAD, THREAD_POOL)]
@@ -79,24 +78,6 @@ def assert_json_error(status: int, body: bytes, expected_status: int) -> None:
     assert status == expected_status, body
     assert body.endswith(b"\n") and body.count(b"\n") == 1
     assert "error" in json.loads(body)
-
-
-def room_config(
-    bus: MessageBus | None, hold_s: float = HOLD_S, workers: int = SERVER_WORKERS, model=None
-) -> ServerConfig:
-    config = ServerConfig(port=free_port(), workers=workers, threads=SERVER_THREADS,
-                          redis_url=bus.url if bus else None, hold_s=hold_s)  # fmt: skip
-    return MODELS[model].configure(config) if model else config
-
-
-@pytest.fixture(scope="module")
-def rooms(message_bus: MessageBus) -> Iterator[dict[str, Server]]:
-    """Every model on the shared throwaway Redis, holding polls for HOLD_S."""
-    with contextlib.ExitStack() as stack:
-        yield {
-            name: stack.enter_context(server(name, room_config(message_bus, model=name)))
-            for name in MODELS
-        }
 
 
 @pytest.fixture(autouse=True)

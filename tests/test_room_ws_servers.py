@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import websocket
-from conftest import SERVER_WORKERS
+from conftest import SERVER_WORKERS, room_config
 from test_room_contract import BAD_AFTER, BAD_FRAMES, UPGRADE
 from test_room_servers import (
     HELLO,
@@ -25,7 +25,6 @@ from test_room_servers import (
     assert_json_error,
     poll,
     request,
-    room_config,
     send,
     wait_until,
 )
@@ -42,16 +41,6 @@ pytestmark = pytest.mark.slow
 TEXT, CLOSE = websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_CLOSE
 TIMEOUT_S = 10  # generous: a frame that does not come within this is lost
 HANDSHAKE_WAIT_S = 2  # how long an upgrade waits before we call it unanswered
-
-
-@pytest.fixture(scope="module")
-def rooms(message_bus: MessageBus) -> Iterator[dict[str, Server]]:
-    """Every model on the shared throwaway Redis."""
-    with contextlib.ExitStack() as stack:
-        yield {
-            name: stack.enter_context(server(name, room_config(message_bus, model=name)))
-            for name in MODELS
-        }
 
 
 @pytest.fixture(autouse=True)
