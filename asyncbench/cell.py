@@ -8,7 +8,7 @@ import math
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -52,18 +52,18 @@ class PhaseClock:
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = dict.fromkeys(self.STAGES, 0.0)
-        self._marks: dict[str, float] = {}
 
     def add(self, stage: str, seconds: float) -> None:
         self.totals[stage] += max(0.0, seconds)
 
-    def mark(self, name: str) -> None:
-        self._marks[name] = time.monotonic()
-
-    def since(self, name: str, stage: str) -> None:
-        """Add the time since ``mark(name)`` to ``stage``."""
-        if name in self._marks:
-            self.add(stage, time.monotonic() - self._marks.pop(name))
+    @contextlib.contextmanager
+    def timing(self, stage: str) -> Iterator[None]:
+        """Add the time the block takes to ``stage``."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.add(stage, time.monotonic() - started)
 
     def locust(self, outcome) -> None:
         """Split a Locust run into its start-up, spawn, warm-up, window and stop."""
@@ -111,7 +111,6 @@ class PreparedCell:
     cell is measured, so it fails that cell only."""
 
     def __init__(self, ctx: CellContext, scenario: Scenario, cell: Cell) -> None:
-        self.cell_id = cell.cell_id
         self.error: services.ServiceError | None = None
         self.server: services.Server | None = None
         self.locust: ManagedProcess | None = None
@@ -164,13 +163,11 @@ def measure_cell(
             extra = {}
             final = replace(base, status="failed", valid=False, reason=str(exc))
     finally:
-        ctx.clock.mark("server_stop")
-        prepared.close()
-        ctx.clock.since("server_stop", "server_stop")
+        with ctx.clock.timing("server_stop"):
+            prepared.close()
     final = replace(final, finished_at=time.time())
-    ctx.clock.mark("save")
-    ctx.run.save_cell(final, samples, resources, **extra, derive=analyze.explain)
-    ctx.clock.since("save", "save")
+    with ctx.clock.timing("save"):
+        ctx.run.save_cell(final, samples, resources, **extra, derive=analyze.explain)
     return final
 
 
@@ -202,10 +199,9 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
 def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, prepared, base: CellResult):
     workload, clock, config = scenario.kind.workload, ctx.clock, prepared.config
     server = prepared.started()
-    clock.mark("verify")
     proof = ctx.services.get(scenario.kind.proof) if scenario.kind.proof else None
-    workload.verify(server.url, scenario, proof)
-    clock.since("verify", "verify")
+    with clock.timing("verify"):
+        workload.verify(server.url, scenario, proof)
     locust: list[ManagedProcess] = []
     sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx),
                               gauges=_gauges(ctx, config))  # fmt: skip

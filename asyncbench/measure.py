@@ -115,7 +115,7 @@ class LocustOutcome:
     launched: float = 0.0  # the Locust process was started
     test_start: float = 0.0  # Locust had imported and parsed, and began spawning
     spawn_complete: float = 0.0
-    exited: float = 0.0  # the Locust process had exited with its samples written
+    exited: float = 0.0  # Locust had exited and its samples were read back
 
 
 def locust_command() -> str:

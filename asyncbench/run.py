@@ -138,7 +138,7 @@ def _run_cells(plan: RunPlan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> No
                 hooks.cell_started(cell, order, _expected_s(scenario))
                 ctx.after_load = functools.partial(ahead.start, order + 1)
                 result = measure_cell(ctx, scenario, cell, order, ahead.take(order))
-                _account(meta, result, ctx.clock)
+                _account(meta, ctx.clock)
                 hooks.cell_finished(cell, result)
 
 
@@ -186,16 +186,13 @@ class Lookahead:
         return prepared
 
 
-def _account(meta: RunMeta, result: CellResult, clock: PhaseClock) -> None:
-    """Add a cell's measured window and warm-up to its invocation's time accounting, and where
-    the cells' time went so far, stage by stage."""
-    invocation = replace(meta.invocations[-1], phases=clock.rounded())
-    if result.window_start is not None and result.window_end is not None:
-        invocation = replace(
-            invocation, measured_s=invocation.measured_s + result.window_end - result.window_start,
-            warmup_s=invocation.warmup_s + result.warmup_s,
-        )  # fmt: skip
-    meta.invocations[-1] = invocation
+def _account(meta: RunMeta, clock: PhaseClock) -> None:
+    """The invocation's time accounting so far: the measured windows, the warm-ups, and every
+    stage of the cells (all from the clock, which times each cell's Locust run)."""
+    meta.invocations[-1] = replace(
+        meta.invocations[-1], phases=clock.rounded(), measured_s=clock.totals["window"],
+        warmup_s=clock.totals["warmup"],
+    )  # fmt: skip
 
 
 def _record_configuration(ctx: CellContext, meta: RunMeta, models: set[str]) -> None:

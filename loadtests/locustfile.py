@@ -153,7 +153,7 @@ def _drain(environment, limit_s: float) -> None:
     member), or ``limit_s``. A master's members live on its workers: it waits ``limit_s``."""
     started = time.monotonic()
     members = [g.args[0] for g in environment.runner.user_greenlets
-               if g.args and hasattr(g.args[0], "after")]  # fmt: skip
+               if g.args and isinstance(g.args[0], RoomMember | RoomSocketMember)]  # fmt: skip
     if isinstance(environment.runner, MasterRunner) or not members:
         gevent.sleep(limit_s)
         return

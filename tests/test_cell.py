@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from asyncbench.cell import PhaseClock
@@ -24,16 +26,18 @@ def test_a_locust_run_splits_into_its_stages():
     assert sum(totals.values()) == pytest.approx(5.0)
 
 
-def test_stages_add_up_across_cells_and_an_unmarked_stage_adds_nothing():
+def test_a_timed_stage_adds_up_across_cells_even_when_it_raises():
     clock = PhaseClock()
     for _ in range(3):
-        clock.mark("save")
-        clock.since("save", "save")
-    clock.since("verify", "verify")  # never marked
+        with clock.timing("save"):
+            time.sleep(0.02)
+    with pytest.raises(RuntimeError), clock.timing("verify"):
+        time.sleep(0.02)
+        raise RuntimeError("verification failed")
     clock.add("server_stop", -1.0)  # a clock step backwards never subtracts
     totals = clock.rounded()
-    assert totals["verify"] == 0.0 and totals["server_stop"] == 0.0
-    assert 0 <= totals["save"] < 0.1
+    assert 0.06 <= totals["save"] < 1.0 and 0.02 <= totals["verify"] < 1.0
+    assert totals["server_stop"] == 0.0
     assert set(totals) == set(PhaseClock.STAGES)
 
 
