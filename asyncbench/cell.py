@@ -187,6 +187,8 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
     return LoadPlan(
         url, scenario.path, base.users + workload.extra_users, scenario.warmup_s,
         scenario.measure_s, workload.stop_timeout_s(_stop_timeout_s(scenario, base)),
+        # A profile is timed from the start: its cells warm up for the full time.
+        settle_cycles=0 if s.profile else workload.settle_cycles(cell),
         drain_s=workload.drain_s(), rate=cell.rate, arrival=s.arrival,
         spawn_rate=scenario.spawn_rate,
         user_classes=workload.user_classes(scenario), extra_args=workload.extra_args(scenario),
@@ -224,6 +226,7 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, prepared, base: C
     final = replace(
         base, **columns, abandoned=outcome.abandoned,
         window_start=outcome.window_start, window_end=outcome.window_end,
+        warmup_used_s=round(outcome.window_start - outcome.spawn_complete, 3),
         locust_requests=outcome.locust_requests, recorded_samples=len(outcome.samples),
         locust_processes=len(outcome.workers) + (1 if plan.distributed else 0),
     )  # fmt: skip

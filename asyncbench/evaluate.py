@@ -33,7 +33,7 @@ MACHINE_CPU_LIMIT = 90.0  # % of all cores: above it processes queue for CPU, Lo
 MAX_FAILURE_RATE = 0.01
 LATE_SEND_MS = 10.0  # open loop: a send this much after its intended time is late
 KEPT_UP_SHARE = 0.95  # open loop: achieved ≥ 95 % of offered means the server kept up
-RESOURCE_TAIL_S = 0.5  # a resource sample up to this long after the window still describes it
+COUNT_TAIL_S = 0.25  # requests counted up to half a sampling interval after the window are its
 MIN_IN_FLIGHT = 8  # with fewer requests in flight, warm-up growth swamps per-request memory
 IDLE = "idle"  # the ``phase`` of the resource sample taken before the load starts
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p999_ms": 99.9}
@@ -251,10 +251,9 @@ def resource_usage(resources: pd.DataFrame, start: float, end: float) -> Resourc
     if "phase" in resources:
         idle = resources["phase"].eq(IDLE)
     fields = _idle_and_balance(resources, idle, start, end)
-    resources = resources[~idle]
-    window = resources[(resources["t"] > start) & (resources["t"] <= end + RESOURCE_TAIL_S)]
+    window = window_rows(resources, start, end)
     if window.empty:
-        window = resources
+        window = resources[~idle]
     fields.update({c: float(window[c].mean()) for c in CPU_COLUMNS if c in window})
     if "rss_server_mb" in window:
         fields["rss_server_mb"] = float(window["rss_server_mb"].mean())
@@ -265,6 +264,24 @@ def resource_usage(resources: pd.DataFrame, start: float, end: float) -> Resourc
     if "threads_connected" in window and window["threads_connected"].notna().any():
         fields["threads_connected_max"] = float(window["threads_connected"].max())
     return ResourceUsage(**fields)
+
+
+def window_rows(resources: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
+    """The resource samples that describe the window: a sample's CPU is the mean over the
+    interval since the one before it (the idle sample starts the first), and it counts when at
+    least half of that interval lies inside the window. (A warm-up shorter than the sampling
+    interval must not bring start-up into the window's CPU.)"""
+    rows = resources.sort_values("t")
+    t = rows["t"].to_numpy(dtype=float)
+    if len(t) == 0:
+        return rows
+    previous = np.roll(t, 1)
+    previous[0] = t[0] - (float(np.median(np.diff(t))) if len(t) > 1 else 1.0)
+    inside = np.minimum(t, end) - np.maximum(previous, start)
+    keep = inside >= 0.5 * (t - previous)
+    if "phase" in rows:
+        keep &= ~rows["phase"].eq(IDLE).to_numpy()
+    return rows[keep]
 
 
 def _idle_and_balance(resources: pd.DataFrame, idle: pd.Series, start: float, end: float) -> dict:
@@ -278,7 +295,7 @@ def _idle_and_balance(resources: pd.DataFrame, idle: pd.Series, start: float, en
         return fields
     before = counted[counted["t"] <= start]
     first = before.iloc[-1] if len(before) else counted.iloc[0]
-    after = counted[counted["t"] <= end + RESOURCE_TAIL_S]
+    after = counted[counted["t"] <= end + COUNT_TAIL_S]
     last = after.iloc[-1] if len(after) else counted.iloc[-1]
     begin, finish = _counts(first["process_requests"]), _counts(last["process_requests"])
     served = sorted((n - begin.get(pid, 0) for pid, n in finish.items()), reverse=True)

@@ -29,7 +29,7 @@ from asyncbench.processes import ManagedProcess, managed_process
 from loadtests.protocol import LocustMeta, Progress, check_sample_columns, read_record
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
-SAMPLE_INTERVAL_S = 1.0
+SAMPLE_INTERVAL_S = 0.5  # a window has 6 or more samples (evaluate.window_rows picks them)
 SPAWN_SLACK_S = 0.5  # the window starts once spawning completes: time allowed for that
 SPAWN_SLACK_PER_USER_S = 0.001
 DISTRIBUTED_SLACK_S = 2.0  # workers report their spawn to the master
@@ -55,9 +55,10 @@ class LoadPlan:
     url: str
     path: str
     users: int
-    warmup_s: float
+    warmup_s: float  # the longest warm-up: it ends sooner once every user settled
     measure_s: float
     stop_timeout_s: float  # at the end, in-flight requests get this long to finish
+    settle_cycles: int = 0  # requests (messages) per user that end the warm-up; 0: fixed
     drain_s: float = 0.0  # a room: at most this long for messages in flight, then stop at once
     rate: float = 0.0  # open loop: requests per second (0: closed loop)
     arrival: str = "constant"
@@ -134,7 +135,9 @@ def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
         "-H", plan.url,
         "--bench-path", plan.path,
         "--bench-run-time", str(plan.run_time_s),
-        "--bench-after-spawn", str(plan.warmup_s + plan.measure_s),
+        "--bench-warmup", str(plan.warmup_s),
+        "--bench-settle-cycles", str(plan.settle_cycles),
+        "--bench-measure", str(plan.measure_s),
         "--bench-drain", str(plan.drain_s),
         "--bench-rate", str(plan.rate),
         "--bench-arrival", plan.arrival,
@@ -274,8 +277,9 @@ def _collect(
     meta: LocustMeta = read_record(meta_path, LocustMeta)
     if meta.spawn_complete is None:
         raise CellFailed("Locust never finished spawning its users (did the workers connect?)")
-    window_start = meta.spawn_complete + plan.warmup_s
-    window_end = window_start + plan.measure_s
+    if meta.window_start is None or meta.window_end is None:
+        raise CellFailed("Locust stopped before the measured window began")
+    window_start, window_end = meta.window_start, meta.window_end
     if meta.test_stop is not None and window_end > meta.test_stop:
         raise CellFailed("Locust stopped before the measured window ended")
     samples = pd.read_parquet(samples_path)
@@ -360,8 +364,9 @@ class ResourceSampler:
         row: dict = {"t": time.time(), "cpu_machine": psutil.cpu_percent(None)}
         for name, groups in self.components.items():
             usage = [self._usage(group) for group in groups()]
-            row[f"cpu_{name}"] = sum(cpu for cpu, _ in usage)
-            row[f"cpu_{name}_max"] = max((cpu for cpu, _ in usage), default=0.0)
+            cpus = [cpu for cpu, _ in usage]
+            total = row[f"cpu_{name}"] = sum(cpus)  # NaN while a process of it is new
+            row[f"cpu_{name}_max"] = math.nan if math.isnan(total) else max(cpus, default=0.0)
             row[f"rss_{name}_mb"] = sum(rss for _, rss in usage) / 2**20
         if self.db_threads and not prime:
             row["threads_connected"] = self.db_threads()
@@ -374,11 +379,16 @@ class ResourceSampler:
         return row
 
     def _usage(self, group: list[psutil.Process]) -> tuple[float, float]:
+        """CPU since the last sample and RSS of a group; its CPU is NaN when a process in it
+        is new (psutil's first reading of a process is a meaningless 0)."""
         cpu = rss = 0.0
         for proc in group:
-            cached = self._procs.setdefault(proc.pid, proc)
+            cached = self._procs.get(proc.pid)
+            if first := cached is None:
+                cached = self._procs[proc.pid] = proc
             with contextlib.suppress(psutil.Error):
-                cpu += cached.cpu_percent(None)
+                reading = cached.cpu_percent(None)
+                cpu += math.nan if first else reading
                 rss += cached.memory_info().rss
         return cpu, rss
 

@@ -29,6 +29,8 @@ Versions:
       (empty for long-poll cells) and ``cpu_ms_per_delivery``; resource samples may carry
       ``room_sockets`` (the bus's gauge of open sockets). And results.csv stores the second
       prediction (``explained_rps``, ``explained_gap``), so far computed only in the report.
+  6 — the warm-up ends once every user has settled (at most ``warmup_s``): results.csv gains
+      ``warmup_used_s``, the warm-up a cell actually had (empty before: it was ``warmup_s``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 
@@ -156,7 +158,11 @@ def _results_4_to_5(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{k: v for k, v in added.items() if k not in table})
 
 
+def _results_5_to_6(table: pd.DataFrame) -> pd.DataFrame:
+    return table if "warmup_used_s" in table else table.assign(warmup_used_s=math.nan)
+
+
 _META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data,
-               4: lambda data: data}  # fmt: skip
+               4: lambda data: data, 5: lambda data: data}  # fmt: skip
 _RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4,
-                  4: _results_4_to_5}  # fmt: skip
+                  4: _results_4_to_5, 5: _results_5_to_6}  # fmt: skip

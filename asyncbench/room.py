@@ -32,6 +32,7 @@ from asyncbench.evaluate import (
     corrected_latency_ms,
     judge,
     resource_usage,
+    window_rows,
 )
 from asyncbench.measure import CellFailed
 from servers import room
@@ -267,7 +268,7 @@ def _connections(samples: pd.DataFrame, end: float) -> dict:
 def _held_fields(resources: pd.DataFrame, start: float, end: float, usage, gauge: str) -> dict:
     if resources is None or resources.empty or gauge not in resources:
         return {}
-    inside = resources[(resources["t"] > start) & (resources["t"] <= end + 0.5)]
+    inside = window_rows(resources, start, end)
     held = inside[gauge].dropna()
     if held.empty:
         return {}

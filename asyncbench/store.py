@@ -109,10 +109,11 @@ class CellResult:
     workers: int
     slots: float | None  # how many requests the model can hold at once (rule 6)
     predicted_rps: float | None
-    warmup_s: float
+    warmup_s: float  # the longest warm-up the scenario allows
     measure_s: float
     window_start: float | None = None  # epoch seconds; samples that started inside count
     window_end: float | None = None
+    warmup_used_s: float | None = None  # spawned to window: until every user settled, at most
     requests: int = 0
     failures: int = 0
     rps: float | None = None  # the exact estimator (``confidence``): cycles, not a count

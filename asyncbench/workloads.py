@@ -19,6 +19,8 @@ from asyncbench.evaluate import evaluate_cell
 from asyncbench.measure import CellFailed, LocustOutcome, verify_equivalence
 
 ROOM_DRAIN_S = 8.0  # deliveries in flight at the window's end get at most this long to arrive
+SETTLE_REQUESTS = 2  # closed loop: the warm-up ends once every user completed this many
+SETTLE_MESSAGES = 1  # room: ... once every member received a message sent after spawning
 
 
 class RequestResponse:
@@ -54,6 +56,11 @@ class RequestResponse:
 
     def stop_timeout_s(self, default: float) -> float:
         return default
+
+    def settle_cycles(self, cell) -> int:
+        """Requests per user that end the warm-up early (``loadtests.recording.Settling``). An
+        open loop's senders wait for their intended times: it warms up for the full time."""
+        return 0 if cell.rate else SETTLE_REQUESTS
 
     def drain_s(self) -> float:
         """How long Locust waits for what is still in flight before it stops (nothing here:
@@ -125,6 +132,9 @@ class Room:
 
     def stop_timeout_s(self, default: float) -> float:
         return 0.0  # after the drain, members stop at once: a held poll never ends by itself
+
+    def settle_cycles(self, cell) -> int:
+        return SETTLE_MESSAGES
 
     def drain_s(self) -> float:
         """Deliveries in flight at the window's end: Locust waits until every member holds the

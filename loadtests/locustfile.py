@@ -40,7 +40,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.protocol import USERS_PER_WORKER, LocustMeta, Progress, write_record
-from loadtests.recording import ArrivalSchedule, DeliveryRecorder, SampleRecorder
+from loadtests.recording import ArrivalSchedule, DeliveryRecorder, SampleRecorder, Settling
 
 SAMPLES_MESSAGE = "asyncbench_samples"
 PROGRESS_INTERVAL_S = 1.0
@@ -51,6 +51,11 @@ SOCKET_ENDPOINT = "/room/ws"
 STOP_MARGIN_S = 0.02  # the timed stop falls this long after the harness's window ends
 DRAIN_POLL_S = 0.05
 DRAIN_MIN_S = 0.1  # a room's drain lasts at least the delivery p99 so far plus this
+SETTLE_POLL_S = 0.02
+# The shortest warm-up, even for a 1 ms endpoint: a few event-loop turns of every process, and
+# two 100 ms cycles of the slowest equivalent endpoint.
+SETTLE_FLOOR_S = 0.2
+UNSETTLED_CLASSES = ("Probe",)  # users whose requests do not end the warm-up
 
 
 @events.init_command_line_parser.add_listener
@@ -63,8 +68,14 @@ def _add_arguments(parser) -> None:
     group.add_argument("--bench-seed", type=int, default=0, help="seed of the arrival process")
     group.add_argument("--bench-run-time", type=float, default=0.0,
                        help="stop after this many seconds, collecting every worker's samples")
-    group.add_argument("--bench-after-spawn", type=float, default=0.0,
-                       help="stop this many seconds after spawning completes (warm-up + window)")
+    group.add_argument("--bench-warmup", type=float, default=0.0,
+                       help="the longest warm-up after spawning completes, in seconds")
+    group.add_argument("--bench-settle-cycles", type=int, default=0,
+                       help="end the warm-up once every user completed this many requests "
+                            "(a member: received this many messages) since spawning (0: never)")
+    group.add_argument("--bench-measure", type=float, default=0.0,
+                       help="the measured window after the warm-up, in seconds; stop after it "
+                            "(0: only --bench-run-time stops)")
     group.add_argument("--bench-drain", type=float, default=0.0,
                        help="room: before stopping, wait up to this long for messages in flight")
     group.add_argument("--samples-out", default="", help="write raw samples (parquet) here")
@@ -78,6 +89,7 @@ def _add_arguments(parser) -> None:
 
 recorder = SampleRecorder()
 deliveries = DeliveryRecorder()
+settling = Settling(0)  # cycles set when the test starts
 timestamps: dict[str, float] = {}
 # Start times of requests still waiting for their answer when Locust killed their user at the
 # stop. They have no sample, so the harness must hear of them: every user stuck since inside the
@@ -124,6 +136,7 @@ def _on_test_start(environment, **_) -> None:
         schedule.start(time.time() + SCHEDULE_LEAD_S)
     if isinstance(environment.runner, WorkerRunner):
         return
+    settling.cycles = options.bench_settle_cycles
     if options.progress_out:
         gevent.spawn(_write_progress, environment, options.progress_out)
     if options.bench_run_time > 0:
@@ -157,8 +170,7 @@ def _drain(environment, limit_s: float) -> None:
     if isinstance(environment.runner, MasterRunner) or not members:
         gevent.sleep(limit_s)
         return
-    after_spawn = environment.parsed_options.bench_after_spawn
-    window_end = timestamps.get("spawn_complete", time.time()) + after_spawn
+    window_end = timestamps.get("window_end", time.time())
     floor_s = min(limit_s, deliveries.p99_latency_s() + DRAIN_MIN_S)
     while (elapsed := time.monotonic() - started) < limit_s:
         if elapsed >= floor_s:
@@ -175,10 +187,32 @@ def _on_spawning_complete(user_count, **_) -> None:
     if environment is None or isinstance(environment.runner, WorkerRunner):
         return
     global _stop_scheduled
-    after_spawn = environment.parsed_options.bench_after_spawn
-    if after_spawn > 0 and not _stop_scheduled:
+    if environment.parsed_options.bench_measure > 0 and not _stop_scheduled:
         _stop_scheduled = True
-        gevent.spawn_later(after_spawn + STOP_MARGIN_S, _stop_and_quit, environment)
+        counted = sum(n for name, n in environment.runner.user_classes_count.items()
+                      if name not in UNSETTLED_CLASSES)  # fmt: skip
+        settling.begin(timestamps["spawn_complete"], counted)
+        gevent.spawn(_warm_up_then_measure, environment)
+
+
+def _warm_up_then_measure(environment) -> None:
+    """Warm up until every user has settled (``Settling``), at least ``SETTLE_FLOOR_S`` and at
+    most ``--bench-warmup``; then the window, then stop. The window's edges are recorded: the
+    harness reads them from the meta file. (A master's users live on its workers, which it
+    does not hear from until the end: it always warms up for the full time.)"""
+    options = environment.parsed_options
+    began = timestamps["spawn_complete"]
+    longest = max(options.bench_warmup, 0.0)
+    shortest = min(SETTLE_FLOOR_S, longest)
+    while (now := time.time()) - began < longest:
+        if now - began >= shortest and settling.settled:
+            break
+        gevent.sleep(SETTLE_POLL_S)
+    window_start = min(time.time(), began + longest)
+    timestamps["window_start"] = window_start
+    timestamps["window_end"] = window_end = window_start + options.bench_measure
+    gevent.sleep(max(0.0, window_end - time.time()) + STOP_MARGIN_S)
+    _stop_and_quit(environment)
 
 
 @events.test_stop.add_listener
@@ -269,6 +303,7 @@ class BenchUser(_NumberedUser):
         except GreenletExit:
             abandoned.append(started)
             raise
+        settling.count(self.user_id, started)
 
 
 class RoomMember(_NumberedUser):
@@ -290,6 +325,7 @@ class RoomMember(_NumberedUser):
             if response.status_code == 200:
                 for message in json.loads(response.content)["messages"]:
                     deliveries.record(self.user_id, message["id"], message["sent"], received)
+                    settling.count(self.user_id, message["sent"])
                     self.after = max(self.after, message["id"])
             elif response.status_code == 204:
                 response.success()
@@ -369,6 +405,7 @@ class RoomSocketMember(_NumberedUser):
         received = time.time()
         message = json.loads(frame)
         deliveries.record(self.user_id, message["id"], message["sent"], received)
+        settling.count(self.user_id, message["sent"])
         self.after = max(self.after, message["id"])
 
     def _connect(self) -> bool:

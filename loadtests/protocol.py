@@ -21,6 +21,9 @@ Versions:
   4 — ``Progress`` counts a room's ``deliveries`` (a WebSocket room completes no request after
       its members connect, yet it is busy); a WebSocket member's upgrades and drops are samples
       of endpoint ``/room/ws`` (status 101 when connected).
+  5 — the locustfile ends the warm-up once every user has settled (at most the warm-up it was
+      given) and reports the measured window's edges in ``LocustMeta`` (``window_start``,
+      ``window_end``); the harness no longer computes them from the spawn.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 PARQUET_VERSION_KEY = b"asyncbench_protocol"
 # Sample columns and their array typecodes (the recorder's storage on the hot path).
 SAMPLE_COLUMNS = {
@@ -83,6 +86,8 @@ class LocustMeta:
     recorded: int
     spawn_complete: float | None = None
     test_stop: float | None = None
+    window_start: float | None = None  # the warm-up ended (never before spawn_complete)
+    window_end: float | None = None  # window_start + the measured window
     abandoned: list[float] = field(default_factory=list)  # start times of unanswered requests
     workers: list[str] = field(default_factory=list)
     schedule: dict | None = None  # open loop: origin, rate, issued

@@ -172,3 +172,39 @@ class DeliveryRecorder:
         tmp = f"{path}.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, path)
+
+
+class Settling:
+    """When a cell's warm-up may end: once every user has completed ``cycles`` requests (a room
+    member: received ``cycles`` messages) that began after spawning completed.
+
+    A fixed warm-up is the longest any cell needs; most need a fraction of it. Two requests per
+    user after spawning mean each connection is open, each pool has handed out the slots the
+    users use, and each user has made one request in the state it keeps; a member that holds a
+    message sent after spawning is connected and served. Cells that never get there (users
+    queued behind too few slots) keep the full warm-up, which bounds the wait.
+    """
+
+    def __init__(self, cycles: int) -> None:
+        self.cycles = cycles
+        self.origin = math.inf
+        self.counts: dict[int, int] = {}
+        self.waiting = 0  # users still below ``cycles``; settled at 0
+
+    def begin(self, at: float, users: int) -> None:
+        """Count from ``at`` (spawning completed) for ``users`` users."""
+        self.origin, self.counts, self.waiting = at, {}, users
+
+    @property
+    def settled(self) -> bool:
+        """Every user counted; never with ``cycles`` 0 (a fixed warm-up) or before ``begin``."""
+        return self.cycles > 0 and self.waiting <= 0 and self.origin < math.inf
+
+    def count(self, user: int, began: float) -> None:
+        """``user`` completed a request (received a message) that began at ``began``."""
+        if began < self.origin or self.waiting <= 0 or user < 0:
+            return
+        done = self.counts.get(user, 0) + 1
+        self.counts[user] = done
+        if done == self.cycles:
+            self.waiting -= 1

@@ -15,6 +15,7 @@ from asyncbench.evaluate import (
     evaluate_cell,
     judge,
     resource_usage,
+    window_rows,
 )
 
 OK = CellStats(requests=100, failures=0, rps=33.3)
@@ -85,6 +86,20 @@ def test_resource_usage_means_over_the_window_only():
     usage = resource_usage(frame, 1.0, 3.0)
     assert usage.cpu_server == 20.0 and usage.rss_server_mb == 2.0
     assert usage.cpu_locust is None
+
+
+def test_a_sample_counts_when_half_its_interval_lies_in_the_window():
+    # Sampled every 0.5 s from an idle sample at 0.0; the window starts 0.3 s in (a short
+    # warm-up): the sample at 0.5 describes mostly start-up, the one at 3.5 half the window.
+    frame = pd.DataFrame({
+        "t": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0],
+        "phase": ["idle"] + [None] * 8,
+        "cpu_server": [None, 5, 40, 40, 40, 40, 40, 40, 5],
+        "cpu_locust": [None, None, 20, 20, 20, 20, 20, 20, 2],  # new at 0.5: unknown
+    })  # fmt: skip
+    assert window_rows(frame, 0.3, 3.3)["t"].tolist() == [1.0, 1.5, 2.0, 2.5, 3.0, 3.5]
+    usage = resource_usage(frame, 0.3, 3.3)
+    assert usage.cpu_server == 40.0 and usage.cpu_locust == 20.0
 
 
 def test_stored_usage_stands_in_for_lost_resource_samples():

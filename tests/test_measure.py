@@ -1,6 +1,11 @@
-"""The resource sampler's gauges, without processes: one value, several columns, a failure."""
+"""The resource sampler: its gauges (one value, several columns, a failure) and its first
+reading of a process."""
 
 from __future__ import annotations
+
+import math
+
+import psutil
 
 from asyncbench.measure import ResourceSampler
 
@@ -20,3 +25,16 @@ def test_gauges_store_a_value_or_columns_read_together_and_none_when_they_fail()
     assert (row["answered"], row["room_held"], row["room_sockets"]) == (12, 3, 7)
     assert row["lag"] is None and "room" not in row
     assert len(reads) == 1  # both room columns from one read
+
+
+def test_a_process_first_seen_has_no_cpu_reading_until_the_next_sample():
+    """psutil's first ``cpu_percent`` of a process is 0 whatever it did: the sampler stores
+    NaN (a Locust process handed its work after sampling began must not read as idle)."""
+    me = psutil.Process()
+    sampler = ResourceSampler({"locust": lambda: [[me]]})
+    first = sampler._sample()
+    assert math.isnan(first["cpu_locust"]) and math.isnan(first["cpu_locust_max"])
+    assert first["rss_locust_mb"] > 0
+    sum(i * i for i in range(200_000))  # some CPU between the two samples
+    second = sampler._sample()
+    assert second["cpu_locust"] > 0 and second["cpu_locust_max"] == second["cpu_locust"]

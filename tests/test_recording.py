@@ -19,7 +19,7 @@ from loadtests.protocol import (
     read_record,
     write_record,
 )
-from loadtests.recording import ArrivalSchedule, DeliveryRecorder, SampleRecorder
+from loadtests.recording import ArrivalSchedule, DeliveryRecorder, SampleRecorder, Settling
 
 
 class Response:
@@ -144,3 +144,31 @@ def test_a_rooms_drain_reads_the_delivery_p99_and_the_newest_message_of_the_wind
     assert recorder.p99_latency_s() == pytest.approx(0.09)
     assert recorder.newest_sent_before(50.0) == 50  # sent at 49 s: the last before 50 s
     assert recorder.newest_sent_before(0.0) == 0
+
+
+def test_the_warm_up_settles_once_every_user_completed_its_cycles_after_spawning():
+    settling = Settling(2)
+    assert not settling.settled  # not begun
+    settling.begin(100.0, users=3)
+    settling.count(0, 99.9)  # began before spawning completed: not counted
+    for user in (0, 1, 2):
+        settling.count(user, 100.1)
+    settling.count(0, 100.2)
+    settling.count(1, 100.2)
+    settling.count(7, 100.2)  # a user nobody expects (ids are not known in advance) ...
+    assert not settling.settled  # ... counts, but user 2 has one request and 0 had one early
+    settling.count(2, 100.3)
+    assert settling.settled
+    settling.count(9, 100.4)  # counting stops once settled
+    assert 9 not in settling.counts
+
+
+def test_a_fixed_warm_up_never_settles_and_unknown_users_are_ignored():
+    fixed = Settling(0)
+    fixed.begin(0.0, users=1)
+    fixed.count(0, 1.0)
+    assert not fixed.settled
+    unnamed = Settling(1)
+    unnamed.begin(0.0, users=1)
+    unnamed.count(-1, 1.0)  # a sample without its user
+    assert not unnamed.settled

@@ -69,7 +69,7 @@ def test_run_json_says_where_the_time_went(sleep_run: RunDir):
     results = sleep_run.results()
     windows = (results["window_end"] - results["window_start"]).sum()
     assert invocation.measured_s == pytest.approx(windows)
-    assert invocation.warmup_s == pytest.approx(results["warmup_s"].sum())
+    assert invocation.warmup_s == pytest.approx(results["warmup_used_s"].sum(), abs=0.05)
     assert invocation.report_s > 0 and invocation.wall_s > invocation.measured_s
     assert invocation.outside_share == pytest.approx(1 - windows / invocation.wall_s, abs=1e-3)
     # Stage by stage: the windows as Locust timed them, and every stage within the wall time.
@@ -79,6 +79,30 @@ def test_run_json_says_where_the_time_went(sleep_run: RunDir):
     assert all(phases[stage] > 0 for stage in ("server_start", "verify", "locust_start",
                                                "locust_stop", "server_stop", "save"))
     assert sum(phases.values()) < invocation.wall_s
+
+
+def test_the_warm_up_ends_once_every_user_has_settled(sleep_run: RunDir):
+    """Early where every user completed two requests after spawning, the full warm-up where
+    users queue for the slots (24 users on 2 workers: each answered every 1.2 s)."""
+    results, samples = sleep_run.results(), sleep_run.samples()
+    queued = results["users"] > results["slots"]
+    assert queued.any() and (~queued).any()
+    assert results.loc[queued, "warmup_used_s"].tolist() == pytest.approx(
+        results.loc[queued, "warmup_s"].tolist(), abs=0.05)  # fmt: skip
+    assert (results["warmup_used_s"] <= results["warmup_s"] + 0.05).all()
+    # A forked server whose idle child took both connections serves them in turn (the
+    # imbalance): its users may or may not complete two requests within the warm-up.
+    balanced = results.apply(lambda r: _serving_processes(r) >= min(r["users"], r["slots"]), axis=1)
+    settled = results[~queued & balanced]
+    assert (settled["warmup_used_s"] >= 0.2).all()  # two 100 ms cycles at least
+    assert (settled["warmup_used_s"] < settled["warmup_s"] - 0.3).all()
+    for row in settled.itertuples():
+        spawned = row.window_start - row.warmup_used_s
+        cell = samples[samples["cell_id"] == row.cell_id]
+        done = cell["start_time"].ge(spawned) & (cell["start_time"] + cell["latency_ms"] / 1000).le(
+            row.window_start + 0.05)  # fmt: skip
+        per_user = cell[done].groupby("user").size()
+        assert len(per_user) == row.users and (per_user >= 2).all(), row.cell_id
 
 
 def test_orchestrator_never_imports_locust(sleep_run: RunDir):
