@@ -4,6 +4,7 @@ the one judgement, and the cell persisted before the next one starts."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import tempfile
 import time
@@ -167,7 +168,9 @@ def measure_cell(
             prepared.close()
     final = replace(final, finished_at=time.time())
     with ctx.clock.timing("save"):
-        ctx.run.save_cell(final, samples, resources, **extra, derive=analyze.explain)
+        explained = functools.partial(analyze.explain_model, scenario=cell.scenario,
+                                      server=cell.server)  # fmt: skip
+        ctx.run.save_cell(final, samples, resources, **extra, derive=explained)
     return final
 
 

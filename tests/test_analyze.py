@@ -286,3 +286,15 @@ def test_a_queued_pool_wait_inside_the_handler_does_not_count_as_holding_a_slot(
     explained = analyze.explain(pd.DataFrame(rows)).set_index("users")["explained_rps"]
     assert explained[256] == pytest.approx(64 / 1.002, rel=1e-3)
     assert explained[16] == pytest.approx(16 / (16 / 15.9), rel=1e-3)  # its own round trip
+
+
+def test_storing_a_cell_explains_its_own_model_only_and_the_same_as_the_whole_table(results):
+    whole = analyze.explain(results)
+    stale = results.assign(explained_rps=-1.0, explained_gap=-1.0)
+    one = analyze.explain_model(stale, "sleep", "tornado-coroutine")
+    mine = (results["scenario"].eq("sleep") & results["server"].eq("tornado-coroutine")).to_numpy()
+    assert mine.any() and (~mine).any()
+    assert one.loc[mine, "explained_rps"].fillna(-2).tolist() == pytest.approx(
+        whole.loc[mine, "explained_rps"].fillna(-2).tolist())  # fmt: skip
+    assert one["explained_rps"].notna()[mine].any()
+    assert (one.loc[~mine, "explained_rps"] == -1.0).all()  # other models untouched
