@@ -20,6 +20,8 @@ from servers import MODELS
 SATURATED = 85.0  # % of what a component can use: from here on it sets the pace
 MACHINE_SATURATED = 90.0  # % of all cores
 SLOT_BOUND = 0.85  # throughput at 85 % of slots / delay or more, with more users than slots
+LOOP_LATE = 0.5  # an event loop once this late, as a share of the wait, paces the requests ...
+LOOP_SHORT = 0.95  # ... when the cell falls short of its textbook prediction by more than 5 %
 COMPONENTS = ("server", "locust", "upstream", "mariadb")
 
 
@@ -52,8 +54,8 @@ def columns(row: Mapping) -> dict:
 def name_bottleneck(row: Mapping) -> str:
     """The binding limit of one measured cell, in words."""
     # A server pegged at its cores limits the cell even when the machine is busy too.
-    for rule in (_load_generator, _server_cpu, _machine, _auxiliary, _slots, _short_of_slots,
-                 _nothing_to_wait_on):  # fmt: skip
+    for rule in (_load_generator, _server_cpu, _machine, _auxiliary, _slots, _late_loop,
+                 _short_of_slots, _nothing_to_wait_on):  # fmt: skip
         found = rule(row)
         if found:
             return found
@@ -124,6 +126,20 @@ def _slots(row: Mapping) -> str | None:
     if rps >= SLOT_BOUND * slots / (delay / 1000):
         return f"slots: {row.get('slot_limit') or f'{slots:.0f}'}"
     return None
+
+
+def _late_loop(row: Mapping) -> str | None:
+    """An event loop that ran late by half the wait, in a cell short of its prediction: the
+    loop, not the I/O, set the pace (in a pool model, its threads holding the GIL)."""
+    lag, delay = _number(row.get("loop_lag_max_ms")), _number(row.get("delay_ms"))
+    rps, predicted = _number(row.get("rps")), _number(row.get("predicted_rps"))
+    if not (lag and delay and rps and predicted) or lag < LOOP_LATE * delay:
+        return None
+    if rps >= LOOP_SHORT * predicted:
+        return None
+    threads = _number(row.get("threads"))
+    held = f" (the GIL, with {threads:.0f} threads)" if threads else ""
+    return f"event loop{held}: up to {lag:.0f} ms late, {rps:.0f} of {predicted:.0f} req/s"
 
 
 def _short_of_slots(row: Mapping) -> str | None:

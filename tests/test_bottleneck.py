@@ -33,6 +33,15 @@ def cell(**facts) -> dict:
           "cpu_server": 40.0}, "offered load (64 users"),
         ({"rps": 20.0, "busiest_process_share": 0.7}, "unbalanced workers"),
         ({"rps": 20.0}, "unexplained: 20 of the 40 req/s"),
+        # measured here: sql on tornado-threadpool, 64 users on 64 threads
+        ({"server": "tornado-threadpool", "slots": 64.0, "users": 64, "threads": 64,
+          "predicted_rps": 640.0, "rps": 541.0, "cpu_server": 62.0, "loop_lag_max_ms": 81.6},
+         "event loop (the GIL, with 64 threads): up to 82 ms late, 541 of 640 req/s"),
+        # a late loop in a cell that kept up (a pause), or a short one in a cell that did not
+        ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "predicted_rps": 640.0,
+          "rps": 620.0, "cpu_server": 30.0, "loop_lag_max_ms": 80.0}, "offered load (64 users"),
+        ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "predicted_rps": 640.0,
+          "rps": 580.0, "cpu_server": 30.0, "loop_lag_max_ms": 17.0}, "offered load (64 users"),
         ({"server": "tornado-forked", "cpu_server": 0.9 * 100 * min(4, CORES)}, "server CPU ("),
         # no I/O, nobody saturated alone (measured in CI: server 85 %, Locust 79 %)
         ({"server": "tornado-coroutine", "slots": math.nan, "delay_ms": 0, "users": 32,
