@@ -38,3 +38,24 @@ def test_a_process_first_seen_has_no_cpu_reading_until_the_next_sample():
     sum(i * i for i in range(200_000))  # some CPU between the two samples
     second = sampler._sample()
     assert second["cpu_locust"] > 0 and second["cpu_locust_max"] == second["cpu_locust"]
+
+
+def test_the_accept_queue_counts_connections_not_yet_accepted_on_that_port():
+    import socket
+
+    from asyncbench.measure import accept_queue
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        assert accept_queue(port) == 3
+        conn, _ = server.accept()  # one accepted: two wait; established sockets are not counted
+        assert accept_queue(port) == 2
+        conn.close()
+    finally:
+        for client in clients:
+            client.close()
+        server.close()
