@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from servers import MODELS
+from servers.registry import PER_WORKER
 
 SATURATED = 85.0  # % of what a component can use: from here on it sets the pace
 MACHINE_SATURATED = 90.0  # % of all cores
@@ -54,8 +55,8 @@ def columns(row: Mapping) -> dict:
 def name_bottleneck(row: Mapping) -> str:
     """The binding limit of one measured cell, in words."""
     # A server pegged at its cores limits the cell even when the machine is busy too.
-    for rule in (_load_generator, _server_cpu, _machine, _auxiliary, _slots, _late_loop,
-                 _short_of_slots, _nothing_to_wait_on):  # fmt: skip
+    for rule in (_load_generator, _server_cpu, _machine, _auxiliary, _slots, _unbalanced,
+                 _late_loop, _short_of_slots, _nothing_to_wait_on):  # fmt: skip
         found = rule(row)
         if found:
             return found
@@ -128,14 +129,29 @@ def _slots(row: Mapping) -> str | None:
     return None
 
 
+def _unbalanced(row: Mapping) -> str | None:
+    """Short of the prediction with one worker process serving well over its share: requests
+    piled on fewer workers than the model has (a forked server's accept imbalance)."""
+    share, workers = _number(row.get("busiest_process_share")), _number(row.get("workers"))
+    rps, predicted = _number(row.get("rps")), _number(row.get("predicted_rps"))
+    if not (share and workers and rps and predicted) or share <= 1.5 / workers:
+        return None
+    if rps >= LOOP_SHORT * predicted:
+        return None
+    return (f"unbalanced workers: {rps:.0f} of {predicted:.0f} req/s, the busiest worker "
+            f"served {share:.0%}")  # fmt: skip
+
+
 def _late_loop(row: Mapping) -> str | None:
     """An event loop that ran late by half the wait, in a cell short of its prediction: the
-    loop, not the I/O, set the pace (in a pool model, its threads holding the GIL)."""
+    loop, not the I/O, set the pace (in a pool model, its threads holding the GIL). A worker
+    whose handlers block has a "late" loop by design: it is its own handler."""
     lag, delay = _number(row.get("loop_lag_max_ms")), _number(row.get("delay_ms"))
     rps, predicted = _number(row.get("rps")), _number(row.get("predicted_rps"))
     if not (lag and delay and rps and predicted) or lag < LOOP_LATE * delay:
         return None
-    if rps >= LOOP_SHORT * predicted:
+    spec = MODELS.get(str(row.get("server")))
+    if rps >= LOOP_SHORT * predicted or (spec and spec.concurrency is PER_WORKER):
         return None
     threads = _number(row.get("threads"))
     held = f" (the GIL, with {threads:.0f} threads)" if threads else ""
@@ -149,11 +165,6 @@ def _short_of_slots(row: Mapping) -> str | None:
     if not (slots and users and delay and rps) or users <= slots:
         return None
     capacity = slots / (delay / 1000)
-    share = _number(row.get("busiest_process_share"))
-    workers = _number(row.get("workers"))
-    if share and workers and share > 1.5 / workers:
-        return (f"unbalanced workers: {rps:.0f} of {capacity:.0f} req/s, the busiest worker "
-                f"served {share:.0%}")  # fmt: skip
     return f"unexplained: {rps:.0f} of the {capacity:.0f} req/s its slots allow"
 
 

@@ -31,7 +31,14 @@ def cell(**facts) -> dict:
           "cpu_server": 97.0}, "server CPU: one process"),
         ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "rps": 600,
           "cpu_server": 40.0}, "offered load (64 users"),
-        ({"rps": 20.0, "busiest_process_share": 0.7}, "unbalanced workers"),
+        ({"rps": 20.0, "busiest_process_share": 0.7, "predicted_rps": 40.0},
+         "unbalanced workers: 20 of 40 req/s, the busiest worker served 70%"),
+        # measured here: 4 users on tornado-forked, all on one child; its "lag" is its handler
+        ({"server": "tornado-forked", "users": 4, "predicted_rps": 40.0, "rps": 9.9,
+          "busiest_process_share": 1.0, "loop_lag_max_ms": 384.0},
+         "unbalanced workers: 10 of 40 req/s, the busiest worker served 100%"),
+        ({"server": "tornado-forked", "users": 4, "predicted_rps": 40.0, "rps": 30.0,
+          "busiest_process_share": 0.3, "loop_lag_max_ms": 384.0}, "offered load (4 users"),
         ({"rps": 20.0}, "unexplained: 20 of the 40 req/s"),
         # measured here: sql on tornado-threadpool, 64 users on 64 threads
         ({"server": "tornado-threadpool", "slots": 64.0, "users": 64, "threads": 64,
