@@ -134,6 +134,9 @@ def _unbalanced(row: Mapping) -> str | None:
     piled on fewer workers than the model has (a forked server's accept imbalance)."""
     share, workers = _number(row.get("busiest_process_share")), _number(row.get("workers"))
     rps, predicted = _number(row.get("rps")), _number(row.get("predicted_rps"))
+    spec = MODELS.get(str(row.get("server")))
+    if not (spec and spec.multi_process):  # one process serves all: 100 % is its share
+        return None
     if not (share and workers and rps and predicted) or share <= 1.5 / workers:
         return None
     if rps >= LOOP_SHORT * predicted:

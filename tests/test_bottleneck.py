@@ -39,6 +39,10 @@ def cell(**facts) -> dict:
          "unbalanced workers: 10 of 40 req/s, the busiest worker served 100%"),
         ({"server": "tornado-forked", "users": 4, "predicted_rps": 40.0, "rps": 30.0,
           "busiest_process_share": 0.3, "loop_lag_max_ms": 384.0}, "offered load (4 users"),
+        # one process serves everything: its 100 % is no imbalance (measured: fetch, 64 users)
+        ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "predicted_rps": 640.0,
+          "rps": 526.0, "cpu_server": 40.0, "busiest_process_share": 1.0, "workers": 4},
+         "offered load (64 users"),
         ({"rps": 20.0}, "unexplained: 20 of the 40 req/s"),
         # measured here: sql on tornado-threadpool, 64 users on 64 threads
         ({"server": "tornado-threadpool", "slots": 64.0, "users": 64, "threads": 64,
