@@ -4,6 +4,7 @@ reading of a process."""
 from __future__ import annotations
 
 import math
+import time
 
 import psutil
 
@@ -35,7 +36,9 @@ def test_a_process_first_seen_has_no_cpu_reading_until_the_next_sample():
     first = sampler._sample()
     assert math.isnan(first["cpu_locust"]) and math.isnan(first["cpu_locust_max"])
     assert first["rss_locust_mb"] > 0
-    sum(i * i for i in range(200_000))  # some CPU between the two samples
+    busy_until = time.process_time() + 0.05
+    while time.process_time() < busy_until:  # 50 ms of CPU: several clock ticks
+        pass
     second = sampler._sample()
     assert second["cpu_locust"] > 0 and second["cpu_locust_max"] == second["cpu_locust"]
 

@@ -98,7 +98,7 @@ def test_the_warm_up_ends_once_every_user_has_settled(sleep_run: RunDir):
     assert (settled["warmup_used_s"] >= 0.2).all()  # two 100 ms cycles at least
     assert (settled["warmup_used_s"] < settled["warmup_s"] - 0.3).all()
     for row in settled.itertuples():
-        spawned = row.window_start - row.warmup_used_s
+        spawned = row.window_start - row.warmup_used_s - 0.002  # stored to the millisecond
         cell = samples[samples["cell_id"] == row.cell_id]
         done = cell["start_time"].ge(spawned) & (cell["start_time"] + cell["latency_ms"] / 1000).le(
             row.window_start + 0.05)  # fmt: skip
