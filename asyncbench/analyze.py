@@ -101,17 +101,11 @@ def explain(results: pd.DataFrame) -> pd.DataFrame:
 def explain_model(results: pd.DataFrame, scenario: str, server: str) -> pd.DataFrame:
     """``explain`` for the cells of one scenario and model, the rest unchanged: a new cell
     changes no other model's second prediction (a run stores a cell in constant time)."""
-    results = results.reset_index(drop=True)
-    mine = (results["scenario"] == scenario) & (results["server"] == server)
-    explained = explain(results[mine])
     columns = ["explained_rps", "explained_gap"]
-    return results.assign(**{c: results[c].astype(float) for c in columns}).pipe(
-        _replace_rows, mine, explained[columns])  # fmt: skip
-
-
-def _replace_rows(table: pd.DataFrame, rows: pd.Series, values: pd.DataFrame) -> pd.DataFrame:
-    table.loc[rows, values.columns] = values.to_numpy()
-    return table
+    results = results.reset_index(drop=True).astype(dict.fromkeys(columns, float))
+    mine = (results["scenario"] == scenario) & (results["server"] == server)
+    results.loc[mine, columns] = explain(results[mine])[columns].to_numpy()
+    return results
 
 
 def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:

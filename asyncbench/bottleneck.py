@@ -21,8 +21,8 @@ from servers.registry import PER_WORKER
 SATURATED = 85.0  # % of what a component can use: from here on it sets the pace
 MACHINE_SATURATED = 90.0  # % of all cores
 SLOT_BOUND = 0.85  # throughput at 85 % of slots / delay or more, with more users than slots
-LOOP_LATE = 0.5  # an event loop once this late, as a share of the wait, paces the requests ...
-LOOP_SHORT = 0.95  # ... when the cell falls short of its textbook prediction by more than 5 %
+SHORT = 0.95  # a cell under 95 % of its textbook prediction fell short: something else binds
+LOOP_LATE = 0.5  # an event loop once this late, as a share of the wait, paces a short cell
 COMPONENTS = ("server", "locust", "upstream", "mariadb")
 
 
@@ -133,16 +133,13 @@ def _unbalanced(row: Mapping) -> str | None:
     """Short of the prediction with one worker process serving well over its share: requests
     piled on fewer workers than the model has (a forked server's accept imbalance)."""
     share, workers = _number(row.get("busiest_process_share")), _number(row.get("workers"))
-    rps, predicted = _number(row.get("rps")), _number(row.get("predicted_rps"))
     spec = MODELS.get(str(row.get("server")))
+    short = _short(row)
     if not (spec and spec.multi_process):  # one process serves all: 100 % is its share
         return None
-    if not (share and workers and rps and predicted) or share <= 1.5 / workers:
+    if not (short and share and workers) or share <= 1.5 / workers:
         return None
-    if rps >= LOOP_SHORT * predicted:
-        return None
-    return (f"unbalanced workers: {rps:.0f} of {predicted:.0f} req/s, the busiest worker "
-            f"served {share:.0%}")  # fmt: skip
+    return f"unbalanced workers: {short}, the busiest worker served {share:.0%}"
 
 
 def _late_loop(row: Mapping) -> str | None:
@@ -150,15 +147,23 @@ def _late_loop(row: Mapping) -> str | None:
     loop, not the I/O, set the pace (in a pool model, its threads holding the GIL). A worker
     whose handlers block has a "late" loop by design: it is its own handler."""
     lag, delay = _number(row.get("loop_lag_max_ms")), _number(row.get("delay_ms"))
-    rps, predicted = _number(row.get("rps")), _number(row.get("predicted_rps"))
-    if not (lag and delay and rps and predicted) or lag < LOOP_LATE * delay:
-        return None
     spec = MODELS.get(str(row.get("server")))
-    if rps >= LOOP_SHORT * predicted or (spec and spec.concurrency is PER_WORKER):
+    short = _short(row)
+    if not (short and lag and delay) or lag < LOOP_LATE * delay:
+        return None
+    if spec and spec.concurrency is PER_WORKER:
         return None
     threads = _number(row.get("threads"))
     held = f" (the GIL, with {threads:.0f} threads)" if threads else ""
-    return f"event loop{held}: up to {lag:.0f} ms late, {rps:.0f} of {predicted:.0f} req/s"
+    return f"event loop{held}: up to {lag:.0f} ms late, {short}"
+
+
+def _short(row: Mapping) -> str | None:
+    """How far short of its textbook prediction the cell fell ("X of Y req/s"), if it did."""
+    rps, predicted = _number(row.get("rps")), _number(row.get("predicted_rps"))
+    if not (rps and predicted) or rps >= SHORT * predicted:
+        return None
+    return f"{rps:.0f} of {predicted:.0f} req/s"
 
 
 def _short_of_slots(row: Mapping) -> str | None:

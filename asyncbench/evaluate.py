@@ -33,7 +33,6 @@ MACHINE_CPU_LIMIT = 90.0  # % of all cores: above it processes queue for CPU, Lo
 MAX_FAILURE_RATE = 0.01
 LATE_SEND_MS = 10.0  # open loop: a send this much after its intended time is late
 KEPT_UP_SHARE = 0.95  # open loop: achieved ≥ 95 % of offered means the server kept up
-COUNT_TAIL_S = 0.25  # requests counted up to half a sampling interval after the window are its
 MIN_IN_FLIGHT = 8  # with fewer requests in flight, warm-up growth swamps per-request memory
 IDLE = "idle"  # the ``phase`` of the resource sample taken before the load starts
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p999_ms": 99.9}
@@ -295,8 +294,8 @@ def _idle_and_balance(resources: pd.DataFrame, idle: pd.Series, start: float, en
         return fields
     before = counted[counted["t"] <= start]
     first = before.iloc[-1] if len(before) else counted.iloc[0]
-    after = counted[counted["t"] <= end + COUNT_TAIL_S]
-    last = after.iloc[-1] if len(after) else counted.iloc[-1]
+    inside = window_rows(counted, start, end)
+    last = inside.iloc[-1] if len(inside) else counted.iloc[-1]
     begin, finish = _counts(first["process_requests"]), _counts(last["process_requests"])
     served = sorted((n - begin.get(pid, 0) for pid, n in finish.items()), reverse=True)
     total = sum(served)

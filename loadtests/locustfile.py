@@ -55,7 +55,6 @@ SETTLE_POLL_S = 0.02
 # The shortest warm-up, even for a 1 ms endpoint: a few event-loop turns of every process, and
 # two 100 ms cycles of the slowest equivalent endpoint.
 SETTLE_FLOOR_S = 0.2
-UNSETTLED_CLASSES = ("Probe",)  # users whose requests do not end the warm-up
 
 
 @events.init_command_line_parser.add_listener
@@ -89,7 +88,7 @@ def _add_arguments(parser) -> None:
 
 recorder = SampleRecorder()
 deliveries = DeliveryRecorder()
-settling = Settling(0)  # cycles set when the test starts
+settling = Settling()
 timestamps: dict[str, float] = {}
 # Start times of requests still waiting for their answer when Locust killed their user at the
 # stop. They have no sample, so the harness must hear of them: every user stuck since inside the
@@ -136,7 +135,6 @@ def _on_test_start(environment, **_) -> None:
         schedule.start(time.time() + SCHEDULE_LEAD_S)
     if isinstance(environment.runner, WorkerRunner):
         return
-    settling.cycles = options.bench_settle_cycles
     if options.progress_out:
         gevent.spawn(_write_progress, environment, options.progress_out)
     if options.bench_run_time > 0:
@@ -190,8 +188,9 @@ def _on_spawning_complete(user_count, **_) -> None:
     if environment.parsed_options.bench_measure > 0 and not _stop_scheduled:
         _stop_scheduled = True
         counted = sum(n for name, n in environment.runner.user_classes_count.items()
-                      if name not in UNSETTLED_CLASSES)  # fmt: skip
-        settling.begin(timestamps["spawn_complete"], counted)
+                      if name != Probe.__name__)  # the probe's requests do not end the warm-up
+        settling.begin(timestamps["spawn_complete"], counted,
+                       environment.parsed_options.bench_settle_cycles)  # fmt: skip
         gevent.spawn(_warm_up_then_measure, environment)
 
 

@@ -185,15 +185,15 @@ class Settling:
     queued behind too few slots) keep the full warm-up, which bounds the wait.
     """
 
-    def __init__(self, cycles: int) -> None:
-        self.cycles = cycles
+    def __init__(self) -> None:
+        self.cycles = 0
         self.origin = math.inf
         self.counts: dict[int, int] = {}
         self.waiting = 0  # users still below ``cycles``; settled at 0
 
-    def begin(self, at: float, users: int) -> None:
-        """Count from ``at`` (spawning completed) for ``users`` users."""
-        self.origin, self.counts, self.waiting = at, {}, users
+    def begin(self, at: float, users: int, cycles: int) -> None:
+        """Count from ``at`` (spawning completed) until ``users`` users completed ``cycles``."""
+        self.origin, self.counts, self.waiting, self.cycles = at, {}, users, cycles
 
     @property
     def settled(self) -> bool:

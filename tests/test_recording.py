@@ -147,16 +147,16 @@ def test_a_rooms_drain_reads_the_delivery_p99_and_the_newest_message_of_the_wind
 
 
 def test_the_warm_up_settles_once_every_user_completed_its_cycles_after_spawning():
-    settling = Settling(2)
+    settling = Settling()
     assert not settling.settled  # not begun
-    settling.begin(100.0, users=3)
+    settling.begin(100.0, users=3, cycles=2)
     settling.count(0, 99.9)  # began before spawning completed: not counted
     for user in (0, 1, 2):
         settling.count(user, 100.1)
     settling.count(0, 100.2)
     settling.count(1, 100.2)
-    settling.count(7, 100.2)  # a user nobody expects (ids are not known in advance) ...
-    assert not settling.settled  # ... counts, but user 2 has one request and 0 had one early
+    settling.count(7, 100.2)  # ids are not known in advance: any user counts toward the 3 ...
+    assert not settling.settled  # ... but only users 0 and 1 have two (0's first came early)
     settling.count(2, 100.3)
     assert settling.settled
     settling.count(9, 100.4)  # counting stops once settled
@@ -164,11 +164,11 @@ def test_the_warm_up_settles_once_every_user_completed_its_cycles_after_spawning
 
 
 def test_a_fixed_warm_up_never_settles_and_unknown_users_are_ignored():
-    fixed = Settling(0)
-    fixed.begin(0.0, users=1)
+    fixed = Settling()
+    fixed.begin(0.0, users=1, cycles=0)
     fixed.count(0, 1.0)
     assert not fixed.settled
-    unnamed = Settling(1)
-    unnamed.begin(0.0, users=1)
+    unnamed = Settling()
+    unnamed.begin(0.0, users=1, cycles=1)
     unnamed.count(-1, 1.0)  # a sample without its user
     assert not unnamed.settled
