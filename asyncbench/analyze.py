@@ -122,6 +122,8 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
         cores = _usable_cores(base.iloc[0])
         base_ms = _median(base, "mean_ms")
         base_handler = _median(base, "handler_p50_ms")
+        outside = base["mean_ms"] - _column(base, "handler_mean_ms")
+        base_outside = float(outside.median()) if outside.notna().any() else math.nan
         for i, row in group.iterrows():
             share = row.get("busiest_process_share")
             predicted = explained_rps(
@@ -130,11 +132,29 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
                 _own_demands(row, demands), cores,
                 busiest_share=None if share is None or pd.isna(share) else float(share),
                 processes=_server_processes(base.iloc[0]),
+                split_ms=_round_trip_split(row, base_outside),
             )  # fmt: skip
             if predicted:
                 cells.loc[i, "explained_rps"] = predicted
                 cells.loc[i, "explained_gap"] = row["rps"] / predicted - 1
     return cells
+
+
+def _round_trip_split(row: pd.Series, base_outside: float) -> tuple[float, float] | None:
+    """The cell's mean handler time and the lowest level's mean time outside the handler, for
+    users that all hold a slot: where users queue for slots, a handler that waits for its
+    thread inside (tornado-threadpool) reports the queue, and the bound would be the
+    measurement itself."""
+    handler, slots = row.get("handler_mean_ms"), row.get("slots")
+    if handler is None or pd.isna(handler) or pd.isna(base_outside):
+        return None
+    if slots is not None and not pd.isna(slots) and row["users"] > slots:
+        return None
+    return float(handler), base_outside
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(np.nan, index=frame.index)
 
 
 def _slot_hold_ms(row: pd.Series, base_ms: float | None, base_handler: float | None) -> float:

@@ -56,7 +56,7 @@ def name_bottleneck(row: Mapping) -> str:
     """The binding limit of one measured cell, in words."""
     # A server pegged at its cores limits the cell even when the machine is busy too.
     for rule in (_load_generator, _server_cpu, _machine, _auxiliary, _slots, _unbalanced,
-                 _late_loop, _short_of_slots, _nothing_to_wait_on):  # fmt: skip
+                 _late_loop, _round_trip, _short_of_slots, _nothing_to_wait_on):  # fmt: skip
         found = rule(row)
         if found:
             return found
@@ -156,6 +156,23 @@ def _late_loop(row: Mapping) -> str | None:
     threads = _number(row.get("threads"))
     held = f" (the GIL, with {threads:.0f} threads)" if threads else ""
     return f"event loop{held}: up to {lag:.0f} ms late, {short}"
+
+
+def _round_trip(row: Mapping) -> str | None:
+    """Users that all hold a slot, yet short of the prediction: the round trip grew. Its split
+    (``Server-Timing``, means) says where: inside the handler (a loop that ran late, a slower
+    upstream) or outside it (the client, transport, the loop's passes before and after the
+    handler; users that move in step queue there, measured at 20-40 % mean utilisation)."""
+    slots, users, delay = (_number(row.get(k)) for k in ("slots", "users", "delay_ms"))
+    mean, handler = _number(row.get("mean_ms")), _number(row.get("handler_mean_ms"))
+    short = _short(row)
+    if not (short and users and delay and mean and handler) or (slots and users > slots):
+        return None
+    outside = mean - handler
+    if handler - delay >= outside:
+        return f"inside the handler: {handler:.0f} ms for a {delay:.0f} ms wait, {short}"
+    return (f"outside the handler: {outside:.1f} of each {mean:.0f} ms round trip (client, "
+            f"transport, the loop around the handler), {short}")
 
 
 def _short(row: Mapping) -> str | None:

@@ -59,6 +59,7 @@ class CellStats:
     max_ms: float | None = None
     handler_p50_ms: float | None = None  # what the model's Server-Timing says its handler took
     outside_p50_ms: float | None = None  # latency minus handler time: queues, loop, transport
+    handler_mean_ms: float | None = None  # with ``mean_ms``: the round trip split (Little's law)
     # open loop only: offered rate, missed schedule, and the latency a closed-loop tool reports
     offered_rps: float | None = None
     late_sends: int | None = None
@@ -188,6 +189,7 @@ def cell_stats(samples: pd.DataFrame, start: float, end: float, rate: float = 0.
         timed = window[window["server_ms"].notna()]
         fields["handler_p50_ms"] = float(timed["server_ms"].median())
         fields["outside_p50_ms"] = float((timed["latency_ms"] - timed["server_ms"]).median())
+        fields["handler_mean_ms"] = float(timed["server_ms"].mean())
     if len(latencies):
         fields["mean_ms"] = float(latencies.mean())
         fields["max_ms"] = float(latencies.max())

@@ -31,6 +31,9 @@ Versions:
       prediction (``explained_rps``, ``explained_gap``), so far computed only in the report.
   6 — the warm-up ends once every user has settled (at most ``warmup_s``): results.csv gains
       ``warmup_used_s``, the warm-up a cell actually had (empty before: it was ``warmup_s``).
+  7 — results.csv gains ``handler_mean_ms``, the mean handler time (``Server-Timing``): with
+      ``mean_ms`` it splits the round trip the second prediction reads (empty before;
+      ``asyncbench report`` recomputes it from the samples).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 
@@ -162,7 +165,11 @@ def _results_5_to_6(table: pd.DataFrame) -> pd.DataFrame:
     return table if "warmup_used_s" in table else table.assign(warmup_used_s=math.nan)
 
 
+def _results_6_to_7(table: pd.DataFrame) -> pd.DataFrame:
+    return table if "handler_mean_ms" in table else table.assign(handler_mean_ms=math.nan)
+
+
 _META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data,
-               4: lambda data: data, 5: lambda data: data}  # fmt: skip
+               4: lambda data: data, 5: lambda data: data, 6: lambda data: data}  # fmt: skip
 _RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4,
-                  4: _results_4_to_5, 5: _results_5_to_6}  # fmt: skip
+                  4: _results_4_to_5, 5: _results_5_to_6, 6: _results_6_to_7}  # fmt: skip

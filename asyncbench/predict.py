@@ -27,6 +27,7 @@ def explained_rps(
     usable_cores: dict[str, float],
     busiest_share: float | None = None,
     processes: int = 1,
+    split_ms: tuple[float, float] | None = None,
 ) -> float | None:
     """A second prediction from operational analysis: the smallest of the bounds a closed loop
     of ``users`` meets (asymptotic bounds, no think time).
@@ -34,6 +35,12 @@ def explained_rps(
     * ``users / R1``: each user completes one request per round trip, where R1 is the mean
       latency the model showed with the least load (the delay plus every per-request overhead:
       connection set-up, event loop, client, transport);
+    * ``users / (H + O1)`` with ``split_ms = (H, O1)``: the round trip split where the model
+      reports it (Little's law on the means), the handler time H at this load (a late event
+      loop, a contended GIL or a slower upstream lengthen it) plus the time outside the
+      handler at the lowest load. Time outside grows with load too (client, transport, the
+      loop's passes before and after the handler): where it did, the cell falls short of this
+      bound, and the gap is that growth;
     * ``slots / H``: each slot is held for the handler time H (``Server-Timing``); with several
       processes, the busiest one (``busiest_share`` of the requests, measured) saturates first,
       so ``(slots / processes) / (H × busiest_share)``;
@@ -45,6 +52,8 @@ def explained_rps(
     bounds = []
     if base_latency_ms:
         bounds.append(users / (base_latency_ms / 1000))
+    if split_ms and all(part is not None and part > 0 for part in split_ms):
+        bounds.append(users / (sum(split_ms) / 1000))
     if slots and handler_ms and slots != float("inf"):
         bounds.append(slots / (handler_ms / 1000))
         if processes > 1 and busiest_share:

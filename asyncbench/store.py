@@ -155,6 +155,7 @@ class CellResult:
     defaults: str = "sized"  # pool sizes: the harness's ("sized") or the libraries' ("library")
     handler_p50_ms: float | None = None  # the model's own Server-Timing
     outside_p50_ms: float | None = None  # latency outside the handler: queue, loop, transport
+    handler_mean_ms: float | None = None  # the mean handler time (the second prediction's)
     accept_queue_max: float | None = None  # connections waiting in the listen backlog
     loop_lag_max_ms: float | None = None  # the worst event-loop lag (Tornado models)
     bottleneck: str = ""  # what limits the cell (asyncbench.bottleneck)

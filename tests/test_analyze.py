@@ -298,3 +298,32 @@ def test_storing_a_cell_explains_its_own_model_only_and_the_same_as_the_whole_ta
         whole.loc[mine, "explained_rps"].fillna(-2).tolist())  # fmt: skip
     assert one["explained_rps"].notna()[mine].any()
     assert (one.loc[~mine, "explained_rps"] == -1.0).all()  # other models untouched
+
+
+def _split_cell(users: int, rps: float, mean_ms: float, handler_mean_ms: float, slots=None):
+    from dataclasses import asdict
+
+    from asyncbench.store import CellResult
+
+    cell = CellResult(
+        cell_id=f"sleep.tornado-coroutine.u{users}.r1", scenario="sleep",
+        server="tornado-coroutine", users=users, repeat=1, status="ok", valid=True, reason="",
+        endpoint="/sleep", delay_ms=100, workers=1, slots=slots,
+        predicted_rps=users / 0.1, warmup_s=1, measure_s=3, rps=rps, mean_ms=mean_ms,
+        handler_mean_ms=handler_mean_ms,
+    )  # fmt: skip
+    return asdict(cell)
+
+
+def test_the_second_prediction_reads_the_handler_time_at_load_and_the_outside_at_the_lowest():
+    """The lowest level: 102.6 ms round trips, 101.0 ms in the handler (1.6 ms outside). At 64
+    users the handler takes 104.0 ms: the bound is 64 / (104.0 + 1.6) ms. Users queued for
+    slots are not bounded this way (a handler that waits for its thread reports the queue)."""
+    rows = [_split_cell(1, 9.74, 102.6, 101.0), _split_cell(64, 601.0, 106.5, 104.0)]
+    explained = analyze.explain(pd.DataFrame(rows)).set_index("users")
+    assert explained.loc[64, "explained_rps"] == pytest.approx(64 / 0.1056, rel=1e-6)
+    assert explained.loc[1, "explained_rps"] == pytest.approx(1 / 0.1026, rel=1e-6)
+    queued = [_split_cell(1, 9.74, 102.6, 101.0, slots=4.0),
+              _split_cell(64, 39.0, 1640.0, 1500.0, slots=4.0)]  # fmt: skip
+    found = analyze.explain(pd.DataFrame(queued)).set_index("users").loc[64, "explained_rps"]
+    assert found == pytest.approx(4 / 0.1026, rel=1e-6)  # the slots, held for the lowest R1

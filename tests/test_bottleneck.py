@@ -44,6 +44,19 @@ def cell(**facts) -> dict:
           "rps": 526.0, "cpu_server": 40.0, "busiest_process_share": 1.0, "workers": 4},
          "offered load (64 users"),
         ({"rps": 20.0}, "unexplained: 20 of the 40 req/s"),
+        # measured here (sleep and fetch on tornado-coroutine, 64 users): where the round trip grew
+        ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "predicted_rps": 640.0,
+          "rps": 584.0, "cpu_server": 25.0, "mean_ms": 108.4, "handler_mean_ms": 102.1},
+         "outside the handler: 6.3 of each 108 ms round trip (client, transport, the loop around "
+         "the handler), 584 of 640 req/s"),
+        ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "predicted_rps": 640.0,
+          "rps": 534.0, "cpu_server": 40.0, "mean_ms": 117.3, "handler_mean_ms": 112.4},
+         "inside the handler: 112 ms for a 100 ms wait, 534 of 640 req/s"),
+        ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "predicted_rps": 640.0,
+          "rps": 620.0, "cpu_server": 25.0, "mean_ms": 103.1, "handler_mean_ms": 101.4},
+         "offered load (64 users"),  # kept up: no round trip to blame
+        ({"rps": 20.0, "mean_ms": 3200.0, "handler_mean_ms": 100.0},
+         "unexplained: 20 of the 40 req/s"),  # queued for slots: outside is the queue
         # measured here: sql on tornado-threadpool, 64 users on 64 threads
         ({"server": "tornado-threadpool", "slots": 64.0, "users": 64, "threads": 64,
           "predicted_rps": 640.0, "rps": 541.0, "cpu_server": 62.0, "loop_lag_max_ms": 81.6},

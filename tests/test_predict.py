@@ -50,3 +50,17 @@ def test_the_busiest_worker_bounds_a_multi_process_model():
     assert found == pytest.approx(30.0)
     assert explained_rps(4, 102.0, 4, 100.0, {}, {}, busiest_share=0.25, processes=4) == \
         pytest.approx(4 / 0.102)  # balanced: the round trip binds  # fmt: skip
+
+
+def test_a_longer_handler_at_load_lowers_the_round_trip_bound():
+    """64 users; 102 ms round trips at the lowest load, 1.6 ms of it outside the handler. At 64
+    users the handler took 104.4 ms (a late loop): each user completes one request per
+    104.4 + 1.6 ms, not per 102 ms."""
+    found = explained_rps(64, 102.0, None, None, {}, {}, split_ms=(104.4, 1.6))
+    assert found == pytest.approx(64 / 0.106)
+    # A handler no slower than at the lowest load: the lowest level's round trip still binds.
+    assert explained_rps(64, 102.0, None, None, {}, {}, split_ms=(100.0, 1.6)) == \
+        pytest.approx(64 / 0.102)  # fmt: skip
+    # An unknown part leaves the bound out.
+    assert explained_rps(64, 102.0, None, None, {}, {}, split_ms=(104.4, float("nan"))) == \
+        pytest.approx(64 / 0.102)  # fmt: skip
