@@ -30,6 +30,7 @@ from asyncbench.predict import predicted_rps
 from asyncbench.processes import ManagedProcess, free_port
 from asyncbench.session import RunSettings
 from asyncbench.store import CellResult, RunDir
+from asyncbench.workloads import holds_own_slot
 from loadtests.protocol import Progress
 from servers import MODELS
 from servers.config import ServerConfig
@@ -230,7 +231,8 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, prepared, base: C
         raise CellFailed(f"{cell.server} stopped answering: all {plan.users} users were still "
                          "waiting for an answer when the cell ended")  # fmt: skip
     resources = sampler.frame()
-    columns = workload.columns(outcome, resources, cell, scenario, beside)
+    own_slots = holds_own_slot(base.server, base.users, base.slots, base.workers)
+    columns = workload.columns(outcome, resources, cell, scenario, beside, own_slots=own_slots)
     final = replace(
         base, **columns, abandoned=outcome.abandoned,
         window_start=outcome.window_start, window_end=outcome.window_end,

@@ -131,12 +131,13 @@ def evaluate_cell(
     rate: float = 0.0,
     abandoned: int = 0,
     stored_usage: ResourceUsage | None = None,
+    own_slots: bool = False,
 ) -> Evaluation:
     """Statistics, resource usage and the judgement of one measured cell.
 
     ``stored_usage`` stands in for the resource samples when a run directory has lost them.
     """
-    stats = cell_stats(samples, start, end, rate)
+    stats = cell_stats(samples, start, end, rate, own_slots=own_slots)
     if (resources is None or resources.empty) and stored_usage is not None:
         usage = stored_usage
     else:
@@ -170,8 +171,12 @@ def is_failure(samples: pd.DataFrame) -> pd.Series:
     return samples["error"].notna() | (samples["status"] != 200)
 
 
-def cell_stats(samples: pd.DataFrame, start: float, end: float, rate: float = 0.0) -> CellStats:
-    """Throughput and exact latency percentiles over the measured window.
+def cell_stats(
+    samples: pd.DataFrame, start: float, end: float, rate: float = 0.0,
+    *, own_slots: bool = False,
+) -> CellStats:
+    """Throughput and exact latency percentiles over the measured window (``own_slots``: see
+    ``confidence.closed_loop_throughput``).
 
     For an open-loop cell (``rate`` > 0) the percentiles are corrected (from the intended send
     time), the uncorrected p50/p99 are kept beside them, and late and dropped sends are counted.
@@ -183,7 +188,7 @@ def cell_stats(samples: pd.DataFrame, start: float, end: float, rate: float = 0.
     fields: dict = {
         "requests": len(window),
         "failures": int(is_failure(window).sum()),
-        **throughput(samples, start, end, open_loop, counted),
+        **throughput(samples, start, end, open_loop, counted, own_slots=own_slots),
     }
     if "server_ms" in window and window["server_ms"].notna().any():
         timed = window[window["server_ms"].notna()]
@@ -204,7 +209,8 @@ COUNT_FALLBACK = "count of requests (no user ids in these samples): Poisson erro
 
 
 def throughput(
-    samples: pd.DataFrame, start: float, end: float, open_loop: bool, counted: int
+    samples: pd.DataFrame, start: float, end: float, open_loop: bool, counted: int,
+    *, own_slots: bool = False,
 ) -> dict:
     """``rps`` (the exact estimator), ``rps_count``, the standard error and the method.
 
@@ -218,8 +224,9 @@ def throughput(
         estimate = open_loop_throughput(samples["start_time"], samples["latency_ms"], start, end)
     elif "user" in samples and (samples["user"] != UNKNOWN_USER).all():
         estimate = closed_loop_throughput(
-            samples["start_time"], samples["latency_ms"], samples["user"], start, end
-        )
+            samples["start_time"], samples["latency_ms"], samples["user"], start, end,
+            own_slots=own_slots,
+        )  # fmt: skip
     if estimate is None or not math.isfinite(estimate.rps):
         rel = 1 / math.sqrt(counted) if counted else math.nan
         return {"rps": count_rps, "rps_count": count_rps, "rps_stderr": count_rps * rel,

@@ -17,6 +17,7 @@ import redis
 from asyncbench import bottleneck, room
 from asyncbench.evaluate import evaluate_cell
 from asyncbench.measure import CellFailed, LocustOutcome, verify_equivalence
+from servers import MODELS
 
 ROOM_DRAIN_S = 8.0  # deliveries in flight at the window's end get at most this long to arrive
 SETTLE_REQUESTS = 2  # closed loop: the warm-up ends once every user completed this many
@@ -80,10 +81,11 @@ class RequestResponse:
         in-flight requests finish within the stop timeout)."""
         return 0.0
 
-    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, beside):
+    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, beside,
+                own_slots: bool = False):  # fmt: skip
         evaluation = evaluate_cell(
             outcome.samples, resources, outcome.window_start, outcome.window_end,
-            rate=cell.rate, abandoned=outcome.abandoned,
+            rate=cell.rate, abandoned=outcome.abandoned, own_slots=own_slots,
         )  # fmt: skip
         return evaluation.columns()
 
@@ -100,6 +102,8 @@ class RequestResponse:
         evaluation = evaluate_cell(
             facts["samples"], facts["resources"], row["window_start"], row["window_end"],
             rate=row["rate"], abandoned=_count(row.get("abandoned")), stored_usage=stored_usage,
+            own_slots=holds_own_slot(row["server"], row["users"], row.get("slots"),
+                                     row.get("workers")),
         )  # fmt: skip
         return evaluation.columns()
 
@@ -160,7 +164,8 @@ class Room:
         ``ROOM_DRAIN_S``."""
         return ROOM_DRAIN_S
 
-    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, sender):
+    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, sender,
+                own_slots: bool = False):  # fmt: skip
         if sender.error:
             raise CellFailed(sender.error)
         deliveries = outcome.deliveries if outcome.deliveries is not None else pd.DataFrame()
@@ -204,6 +209,19 @@ def room_prediction(members: int, slots: float | None) -> float | None:
     if slots is None or math.isinf(slots):
         return float(members)
     return float(min(members, slots))
+
+
+def holds_own_slot(server: str, users, slots, workers) -> bool:
+    """Whether every user of a closed loop surely has a slot to itself: no more users than
+    slots (unknown: unlimited) and, where a kept-alive connection stays with the worker process
+    that accepted it, no more than one process has (tornado-forked's children accept unevenly:
+    4 users on 4 one-slot children often share two). Such users pace themselves."""
+    if slots is None or pd.isna(slots):
+        return True
+    spec = MODELS.get(str(server))
+    if spec and spec.multi_process and spec.keep_alive and workers and not pd.isna(workers):
+        slots = float(slots) / float(workers)
+    return float(users) <= float(slots)
 
 
 def _count(value) -> int:
