@@ -25,7 +25,7 @@ import pandas as pd
 import psutil
 
 from asyncbench.evaluate import IDLE
-from asyncbench.processes import ManagedProcess, managed_process
+from asyncbench.processes import ManagedProcess, listen_queues, managed_process
 from loadtests.protocol import LocustMeta, Progress, check_sample_columns, read_record
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "loadtests" / "locustfile.py"
@@ -432,21 +432,8 @@ def verify_equivalence(
 
 
 def accept_queue(port: int) -> int:
-    """Connections waiting to be accepted on the listening sockets of ``port`` (Linux: for a
-    listening socket, /proc/net/tcp's rx_queue is its accept queue's length)."""
-    waiting = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as lines:
-            next(lines, None)  # the header
-            # The kernel lists the listening sockets first: stop there, rather than have it
-            # format every connection on the machine twice a second (thousands in a room).
-            for line in lines:
-                fields = line.split()
-                if fields[3] != "0A":
-                    break
-                if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    waiting += int(fields[4].split(":")[1], 16)
-    return waiting
+    """Connections waiting to be accepted on the listening sockets of ``port``."""
+    return sum(listen_queues(port))
 
 
 class Profiler:

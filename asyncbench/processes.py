@@ -268,6 +268,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def listen_queues(port: int) -> list[int]:
+    """The accept-queue length of each listening TCP socket on ``port`` (Linux: for a listening
+    socket, /proc/net/tcp's rx_queue is its accept queue); one entry per socket, so a server
+    whose processes each bind their own (``SO_REUSEPORT``) shows one per process."""
+    queues = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines, None)  # the header
+            # The kernel lists the listening sockets first: stop there, rather than have it
+            # format every connection on the machine twice a second (thousands in a room).
+            for line in lines:
+                fields = line.split()
+                if fields[3] != "0A":
+                    break
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    queues.append(int(fields[4].split(":")[1], 16))
+    return queues
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

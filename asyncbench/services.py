@@ -38,6 +38,7 @@ from asyncbench.processes import (
     ProcessError,
     free_port,
     http_ok,
+    listen_queues,
     log_tail,
     managed_process,
     port_in_use,
@@ -537,6 +538,9 @@ def server(
             # /health answers once one worker is up; a cell must not start before all of them.
             processes = spec.processes(config)
             wait_until(proc, lambda: len(proc.tree()) >= processes, ready_timeout_s)
+            if config.reuse_port:  # the kernel spreads connections over the sockets bound so far
+                wait_until(proc, lambda: len(listen_queues(config.port)) >= config.workers,
+                           ready_timeout_s)  # fmt: skip
             yield Server(model, url, config, proc)
     except ProcessError as exc:
         raise ServiceError(str(exc)) from None
