@@ -135,7 +135,7 @@ def _throughput_note(cells: pd.DataFrame) -> str:
     if kept.empty or "rps_rel_stderr" not in kept or kept["rps_rel_stderr"].isna().all():
         return ""
     worst = kept.loc[kept["rps_rel_stderr"].idxmax()]
-    methods = ", ".join(sorted(set(kept["rps_method"].fillna(""))))
+    methods = ", ".join(sorted(set(kept["rps_method"].dropna()) - {""}))  # rooms have none
     return (f"Throughput: {methods}; the count-based figure is kept beside it in results.csv "
             f"(rps_count). Worst standard error among included cells: "
             f"{worst['rps_rel_stderr']:.2%} ({worst['cell_id']}).")  # fmt: skip

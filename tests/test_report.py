@@ -271,3 +271,18 @@ def test_report_fits_1280_px_with_every_table_unfolded(built, tmp_path):
     assert width and overflow, "the measuring script did not run"
     assert int(width.group(1)) <= 1280  # no horizontal scroll of the page
     assert int(overflow.group(1)) == 0  # no table wider than its box
+
+
+def test_the_throughput_note_names_only_the_methods_used():
+    """Room cells estimate no request throughput (an empty method): the note does not list one."""
+    import pandas as pd
+
+    from asyncbench.report import _throughput_note
+
+    cells = pd.DataFrame({
+        "cell_id": ["sleep.a.u1.r1", "room.a.u10.r1"], "included": [True, True],
+        "rps_rel_stderr": [0.004, float("nan")], "rps_method": ["closed-loop cycles", ""],
+    })  # fmt: skip
+    note = _throughput_note(cells)
+    assert note.startswith("Throughput: closed-loop cycles; ")
+    assert "0.40% (sleep.a.u1.r1)" in note

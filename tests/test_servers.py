@@ -407,4 +407,3 @@ def raw_exchange(url: str, data: bytes) -> bytes:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
     return b"".join(chunks)
-
