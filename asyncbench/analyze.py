@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
+from asyncbench.bottleneck import holds_own_slot
 from asyncbench.confidence import Comparison, compare
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
 from asyncbench.kinds import RECORDED_ENDPOINTS
@@ -145,10 +146,10 @@ def _round_trip_split(row: pd.Series, base_outside: float) -> tuple[float, float
     users that all hold a slot: where users queue for slots, a handler that waits for its
     thread inside (tornado-threadpool) reports the queue, and the bound would be the
     measurement itself."""
-    handler, slots = row.get("handler_mean_ms"), row.get("slots")
+    handler = row.get("handler_mean_ms")
     if handler is None or pd.isna(handler) or pd.isna(base_outside):
         return None
-    if slots is not None and not pd.isna(slots) and row["users"] > slots:
+    if not holds_own_slot(row["server"], row["users"], row.get("slots"), row.get("workers")):
         return None
     return float(handler), base_outside
 

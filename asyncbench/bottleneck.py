@@ -166,13 +166,29 @@ def _round_trip(row: Mapping) -> str | None:
     slots, users, delay = (_number(row.get(k)) for k in ("slots", "users", "delay_ms"))
     mean, handler = _number(row.get("mean_ms")), _number(row.get("handler_mean_ms"))
     short = _short(row)
-    if not (short and users and delay and mean and handler) or (slots and users > slots):
+    if not (short and users and delay and mean and handler):
+        return None
+    if not holds_own_slot(row.get("server"), users, slots, row.get("workers")):
         return None
     outside = mean - handler
     if handler - delay >= outside:
         return f"inside the handler: {handler:.0f} ms for a {delay:.0f} ms wait, {short}"
     return (f"outside the handler: {outside:.1f} of each {mean:.0f} ms round trip (client, "
             f"transport, the loop around the handler), {short}")
+
+
+def holds_own_slot(server: str, users, slots, workers) -> bool:
+    """Whether every user of a closed loop surely has a slot to itself: no more users than
+    slots (unknown: unlimited) and, where a kept-alive connection stays with the worker process
+    that accepted it, no more than one process has (tornado-forked's children accept unevenly:
+    4 users on 4 one-slot children often share two). Such users pace themselves."""
+    slots, workers = _number(slots), _number(workers)
+    if slots is None:
+        return True
+    spec = MODELS.get(str(server))
+    if spec and spec.multi_process and spec.keep_alive and workers:
+        slots /= workers
+    return float(users) <= slots
 
 
 def _short(row: Mapping) -> str | None:

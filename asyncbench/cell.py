@@ -16,6 +16,7 @@ from pathlib import Path
 import pymysql
 
 from asyncbench import analyze, services
+from asyncbench.bottleneck import holds_own_slot
 from asyncbench.measure import (
     CellFailed,
     LoadPlan,
@@ -30,7 +31,6 @@ from asyncbench.predict import predicted_rps
 from asyncbench.processes import ManagedProcess, free_port
 from asyncbench.session import RunSettings
 from asyncbench.store import CellResult, RunDir
-from asyncbench.workloads import holds_own_slot
 from loadtests.protocol import Progress
 from servers import MODELS
 from servers.config import ServerConfig

@@ -15,9 +15,9 @@ import pandas as pd
 import redis
 
 from asyncbench import bottleneck, room
+from asyncbench.bottleneck import holds_own_slot
 from asyncbench.evaluate import evaluate_cell
 from asyncbench.measure import CellFailed, LocustOutcome, verify_equivalence
-from servers import MODELS
 
 ROOM_DRAIN_S = 8.0  # deliveries in flight at the window's end get at most this long to arrive
 SETTLE_REQUESTS = 2  # closed loop: the warm-up ends once every user completed this many
@@ -209,19 +209,6 @@ def room_prediction(members: int, slots: float | None) -> float | None:
     if slots is None or math.isinf(slots):
         return float(members)
     return float(min(members, slots))
-
-
-def holds_own_slot(server: str, users, slots, workers) -> bool:
-    """Whether every user of a closed loop surely has a slot to itself: no more users than
-    slots (unknown: unlimited) and, where a kept-alive connection stays with the worker process
-    that accepted it, no more than one process has (tornado-forked's children accept unevenly:
-    4 users on 4 one-slot children often share two). Such users pace themselves."""
-    if slots is None or pd.isna(slots):
-        return True
-    spec = MODELS.get(str(server))
-    if spec and spec.multi_process and spec.keep_alive and workers and not pd.isna(workers):
-        slots = float(slots) / float(workers)
-    return float(users) <= float(slots)
 
 
 def _count(value) -> int:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from asyncbench.bottleneck import columns, demands, name_bottleneck
+from asyncbench.bottleneck import columns, demands, holds_own_slot, name_bottleneck
 
 CORES = os.cpu_count() or 1
 
@@ -85,3 +85,15 @@ def test_service_demands_are_cpu_ms_per_request():
     assert found.locust == pytest.approx(2.0) and found.upstream is None
     assert columns(cell())["cpu_ms_server"] == pytest.approx(10 / 100 / 39 * 1000)
     assert demands(cell(rps=0)).server is None
+
+
+def test_users_hold_a_slot_of_their_own_only_where_no_worker_can_pile_them_up():
+    assert holds_own_slot("tornado-coroutine", 64, None, 1)  # unlimited
+    assert holds_own_slot("flask-threaded", 64, 256.0, 4)  # 64 threads in every worker
+    assert not holds_own_slot("flask-threaded", 128, 256.0, 4)  # could all land on one worker
+    # tornado-forked keeps a connection on the child that accepted it: 4 users on 4 children
+    # often share two of them
+    assert not holds_own_slot("tornado-forked", 4, 4.0, 4)
+    assert holds_own_slot("tornado-forked", 1, 4.0, 4)
+    assert holds_own_slot("flask-blocking", 4, 4.0, 4)  # a new connection per request
+    assert not holds_own_slot("flask-blocking", 16, 4.0, 4)

@@ -21,17 +21,3 @@ def test_closed_loop_users_settle_after_two_requests_an_open_loop_and_a_room_dif
     room = SimpleNamespace(warmup_s=3.0)
     assert ROOM.settle_cycles(SimpleNamespace(rate=0.0)) == 1
     assert ROOM.warmup_limit_s(room, users=3000, slots=None) == 3.0
-
-
-def test_users_hold_a_slot_of_their_own_only_where_no_worker_can_pile_them_up():
-    from asyncbench.workloads import holds_own_slot
-
-    assert holds_own_slot("tornado-coroutine", 64, None, 1)  # unlimited
-    assert holds_own_slot("flask-threaded", 64, 256.0, 4)  # 64 threads in every worker
-    assert not holds_own_slot("flask-threaded", 128, 256.0, 4)  # could all land on one worker
-    # tornado-forked keeps a connection on the child that accepted it: 4 users on 4 children
-    # often share two of them
-    assert not holds_own_slot("tornado-forked", 4, 4.0, 4)
-    assert holds_own_slot("tornado-forked", 1, 4.0, 4)
-    assert holds_own_slot("flask-blocking", 4, 4.0, 4)  # a new connection per request
-    assert not holds_own_slot("flask-blocking", 16, 4.0, 4)
