@@ -123,8 +123,7 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
         cores = _usable_cores(base.iloc[0])
         base_ms = _median(base, "mean_ms")
         base_handler = _median(base, "handler_p50_ms")
-        outside = base["mean_ms"] - _column(base, "handler_mean_ms")
-        base_outside = float(outside.median()) if outside.notna().any() else math.nan
+        base_outside = float((base["mean_ms"] - base.get("handler_mean_ms", np.nan)).median())
         for i, row in group.iterrows():
             share = row.get("busiest_process_share")
             predicted = explained_rps(
@@ -152,10 +151,6 @@ def _round_trip_split(row: pd.Series, base_outside: float) -> tuple[float, float
     if not holds_own_slot(row["server"], row["users"], row.get("slots"), row.get("workers")):
         return None
     return float(handler), base_outside
-
-
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
-    return frame[name] if name in frame else pd.Series(np.nan, index=frame.index)
 
 
 def _slot_hold_ms(row: pd.Series, base_ms: float | None, base_handler: float | None) -> float:

@@ -16,7 +16,6 @@ from pathlib import Path
 import pymysql
 
 from asyncbench import analyze, services
-from asyncbench.bottleneck import holds_own_slot
 from asyncbench.measure import (
     CellFailed,
     LoadPlan,
@@ -231,8 +230,7 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, prepared, base: C
         raise CellFailed(f"{cell.server} stopped answering: all {plan.users} users were still "
                          "waiting for an answer when the cell ended")  # fmt: skip
     resources = sampler.frame()
-    own_slots = holds_own_slot(base.server, base.users, base.slots, base.workers)
-    columns = workload.columns(outcome, resources, cell, scenario, beside, own_slots=own_slots)
+    columns = workload.columns(outcome, resources, base, scenario, beside)
     final = replace(
         base, **columns, abandoned=outcome.abandoned,
         window_start=outcome.window_start, window_end=outcome.window_end,

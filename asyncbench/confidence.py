@@ -44,11 +44,11 @@ closed loop is read one of three ways, and which one is what keeps that error ho
   (64 users on one event loop answer in trains 30-50 ms apart). Their cycles are the estimate,
   with the larger of the delta method's error and batch means of the users' summed rate over
   ten slices of the window (``own_slots``). On users whose common pace wanders by 5 % the
-  stated error is 0.84 of the spread over 60 seeds (0.64 when it wanders over a third of the
-  window: a slowdown that long is a between-cell effect, for the A/A floor); the delta method
-  alone stated a twentieth, and the completions read one at a time, cut into trains by the
-  edges, stated 3.5-3.7 % for cells of 1.2-1.9 % (fetch on tornado-coroutine, 64 users) and
-  counted 1.5 % low.
+  stated error is 0.84 of the spread over 60 seeds (0.64 when a slowdown lasts about half a
+  second, a sixth of the window: longer ones are between-cell effects, for the A/A floor); the
+  delta method alone stated 0.11 of it (0.06), and the completions read one at a time, cut
+  into trains by the edges, stated 3.5-3.7 % for cells of 1.2-1.9 % (fetch on
+  tornado-coroutine, 64 users) and counted 1.5 % low.
 Without that knowledge the users pace themselves when each user is regular (CV × √users below
 ½: a user's cycle spans ``users`` completions, which in a Poisson stream have CV 1/√users) and
 the completions' period, if

@@ -81,11 +81,12 @@ class RequestResponse:
         in-flight requests finish within the stop timeout)."""
         return 0.0
 
-    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, beside,
-                own_slots: bool = False):  # fmt: skip
+    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, base, scenario, beside):
+        """The measured columns of a cell whose facts so far are ``base`` (a ``CellResult``)."""
         evaluation = evaluate_cell(
             outcome.samples, resources, outcome.window_start, outcome.window_end,
-            rate=cell.rate, abandoned=outcome.abandoned, own_slots=own_slots,
+            rate=base.rate, abandoned=outcome.abandoned,
+            own_slots=holds_own_slot(base.server, base.users, base.slots, base.workers),
         )  # fmt: skip
         return evaluation.columns()
 
@@ -164,13 +165,12 @@ class Room:
         ``ROOM_DRAIN_S``."""
         return ROOM_DRAIN_S
 
-    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, cell, scenario, sender,
-                own_slots: bool = False):  # fmt: skip
+    def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, base, scenario, sender):
         if sender.error:
             raise CellFailed(sender.error)
         deliveries = outcome.deliveries if outcome.deliveries is not None else pd.DataFrame()
         return self._columns(outcome.samples, deliveries, sender.frame(), resources,
-                             outcome.window_start, outcome.window_end, cell.users,
+                             outcome.window_start, outcome.window_end, base.users,
                              scenario.transport)  # fmt: skip
 
     def raw_facts(self, outcome: LocustOutcome, sender) -> dict[str, pd.DataFrame | None]:

@@ -23,8 +23,8 @@ from asyncbench.store import RunDir
 
 pytestmark = pytest.mark.slow  # real runs
 
-# 8 cells of /hello; their samples (~180-440 KB each at 1,600-4,500 req/s) fill 1 MiB after a
-# few cells. (1 s windows, with warm-ups that end once settled, fitted all 8 when CI's machine
+# 8 cells of /hello whose samples fill 1 MiB after a few: with 2 s windows, 4 of the 8 fitted
+# here. (With 1 s windows and warm-ups that end once settled, all 8 fitted when CI's machine
 # served 1,600-4,500 req/s.)
 RUN = ["run", "--scenario", "hello", "--server", "tornado-coroutine", "--users", "1,2,4,8",
        "--duration", "2", "--warmup", "0.5", "--repeat", "2", "--seed", "1"]  # fmt: skip
