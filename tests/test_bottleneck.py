@@ -25,6 +25,12 @@ def cell(**facts) -> dict:
         ({}, "slots: workers = 4"),
         ({"users": 4, "rps": 39.0}, "offered load (4 users, 100 ms each)"),
         ({"cpu_locust_max": 95.0}, "load generator"),
+        # measured in CI: hello on tornado-coroutine, 32 users; the server the busier of the two
+        ({"server": "tornado-coroutine", "slots": math.nan, "delay_ms": 0, "users": 32,
+          "cpu_server": 89.45, "cpu_locust_max": 86.05, "cpu_machine": 88.0},
+         "server CPU: one process at 89% of its one core"),
+        ({"server": "tornado-coroutine", "slots": math.nan, "delay_ms": 0, "users": 32,
+          "cpu_server": 84.0, "cpu_locust_max": 92.0}, "load generator"),
         ({"cpu_machine": 97.0}, "machine CPU"),
         ({"cpu_upstream": 91.0}, "upstream CPU"),
         ({"server": "tornado-coroutine", "slots": math.nan, "delay_ms": 0, "rps": 3000,

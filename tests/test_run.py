@@ -216,7 +216,7 @@ def test_rerun_replaces_only_its_cells(tmp_path):
 
 def test_the_bottleneck_is_named_from_measured_demands(sleep_run: RunDir, tmp_path):
     """A 2-worker blocking model on sleep is slot-bound; the coroutine model on sleep is paced by
-X
+    its users' round trips (at 24 users a CI run served 228 of 240 req/s, just 5 % short: the
     round-trip rule says where the time went); on hello (no I/O) it is bound by its one
     process's CPU."""
     results = sleep_run.results().set_index("cell_id")
