@@ -302,7 +302,7 @@ class BenchUser(_NumberedUser):
         except GreenletExit:
             abandoned.append(started)
             raise
-        settling.count(self.user_id, started)
+        settling.count(self.user_id, started, time.time() - started)
 
 
 class RoomMember(_NumberedUser):

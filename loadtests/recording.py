@@ -7,6 +7,7 @@ import math
 import os
 import random
 from array import array
+from collections import deque
 
 from loadtests.protocol import (
     DELIVERY_COLUMNS,
@@ -174,15 +175,30 @@ class DeliveryRecorder:
         os.replace(tmp, path)
 
 
+STEADY_USERS = 8  # from this many users on, the warm-up also waits for steady round trips
+STEADY_FALL = 0.01  # round trips still falling by more than this share: not steady yet
+STEADY_SPAN = 2  # round trips per user in each of the two spans compared
+
+
 class Settling:
     """When a cell's warm-up may end: once every user has completed ``cycles`` requests (a room
-    member: received ``cycles`` messages) that began after spawning completed.
+    member: received ``cycles`` messages) that began after spawning completed, and, with
+    ``STEADY_USERS`` or more users timing round trips, once those have stopped falling.
 
     A fixed warm-up is the longest any cell needs; most need a fraction of it. Two requests per
     user after spawning mean each connection is open, each pool has handed out the slots the
     users use, and each user has made one request in the state it keeps; a member that holds a
-    message sent after spawning is connected and served. Cells that never get there (users
-    queued behind too few slots) keep the full warm-up, which bounds the wait.
+    message sent after spawning is connected and served. Many users are not steady by then:
+    spawned together, they answer in one train that takes several round trips to spread, and a
+    thread pool is still opening a thread and a connection per user. 64 users on fetch and sql
+    ran 4-15 % under their steady rate in the first 0.3 s of windows that began after their
+    second request, which read those cells up to 1.5 % low with up to twice the standard
+    error. So the mean of the last ``STEADY_SPAN × users`` round trips must not be more than
+    ``STEADY_FALL`` under the mean of as many before them. Replayed on those cells' samples,
+    spans of one round trip per user still began 6 of 20 windows at 92-98 % of the steady rate;
+    two per user began 19 at 98 % or more and one at 96 % (0.9 s of warm-up on average, from
+    0.5 s). Cells that never get there (users queued behind too few slots) keep the full
+    warm-up, which bounds the wait.
     """
 
     def __init__(self) -> None:
@@ -190,19 +206,43 @@ class Settling:
         self.origin = math.inf
         self.counts: dict[int, int] = {}
         self.waiting = 0  # users still below ``cycles``; settled at 0
+        self.users = 0
+        self.round_trips: deque[float] = deque()
 
     def begin(self, at: float, users: int, cycles: int) -> None:
         """Count from ``at`` (spawning completed) until ``users`` users completed ``cycles``."""
         self.origin, self.counts, self.waiting, self.cycles = at, {}, users, cycles
+        self.users, self.round_trips = users, deque(maxlen=2 * STEADY_SPAN * users)
 
     @property
     def settled(self) -> bool:
-        """Every user counted; never with ``cycles`` 0 (a fixed warm-up) or before ``begin``."""
-        return self.cycles > 0 and self.waiting <= 0 and self.origin < math.inf
+        """Every user counted and the round trips steady; never with ``cycles`` 0 (a fixed
+        warm-up) or before ``begin``."""
+        counted = self.cycles > 0 and self.waiting <= 0 and self.origin < math.inf
+        return counted and self.steady
 
-    def count(self, user: int, began: float) -> None:
-        """``user`` completed a request (received a message) that began at ``began``."""
-        if began < self.origin or self.waiting <= 0 or user < 0:
+    @property
+    def steady(self) -> bool:
+        """The last ``STEADY_SPAN × users`` round trips are not ``STEADY_FALL`` shorter than as
+        many before them (always, under ``STEADY_USERS`` users or with no round trips timed: a
+        room's members count messages)."""
+        if self.users < STEADY_USERS or not self.round_trips:
+            return True
+        span = STEADY_SPAN * self.users
+        if len(self.round_trips) < 2 * span:
+            return False
+        recent = list(self.round_trips)
+        before, last = sum(recent[:span]), sum(recent[span:])
+        return last >= (1 - STEADY_FALL) * before
+
+    def count(self, user: int, began: float, round_trip: float | None = None) -> None:
+        """``user`` completed a request (received a message) that began at ``began``, taking
+        ``round_trip`` seconds (a request; None for a message)."""
+        if began < self.origin or user < 0:
+            return
+        if round_trip is not None:
+            self.round_trips.append(round_trip)
+        if self.waiting <= 0:
             return
         done = self.counts.get(user, 0) + 1
         self.counts[user] = done

@@ -65,6 +65,8 @@ def create_app(config: ServerConfig, model: str = MODEL) -> Flask:
     """The Flask app; build it in the worker process (its ``BlockingIO`` owns connections)."""
     app = Flask(__name__)
     backend = BlockingIO(config)
+    if model == MODEL:  # a sync worker serves on the thread that loads the app; gthread does not
+        backend.warm()
     bus = BlockingBus(config)
     counter = RequestCounter(config.stats_dir)
 

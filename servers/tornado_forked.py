@@ -95,6 +95,7 @@ async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     name = REUSE_PORT_MODEL if config.reuse_port else MODEL
     room_handlers = (BlockingPollHandler, BlockingSendHandler)
     backend, bus, socket_bus = BlockingIO(config), BlockingBus(config), AsyncBus(config)
+    backend.warm()  # the blocking handlers run on this thread
     app = make_app(name, BlockingDelayHandler, backend, room_handlers, bus, config, socket_bus)
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)

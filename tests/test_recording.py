@@ -19,7 +19,15 @@ from loadtests.protocol import (
     read_record,
     write_record,
 )
-from loadtests.recording import ArrivalSchedule, DeliveryRecorder, SampleRecorder, Settling
+from loadtests.recording import (
+    STEADY_FALL,
+    STEADY_SPAN,
+    STEADY_USERS,
+    ArrivalSchedule,
+    DeliveryRecorder,
+    SampleRecorder,
+    Settling,
+)
 
 
 class Response:
@@ -161,6 +169,36 @@ def test_the_warm_up_settles_once_every_user_completed_its_cycles_after_spawning
     assert settling.settled
     settling.count(9, 100.4)  # counting stops once settled
     assert 9 not in settling.counts
+
+
+def test_many_users_settle_only_once_their_round_trips_stop_falling():
+    users = STEADY_USERS
+    settling = Settling()
+    settling.begin(0.0, users=users, cycles=1)
+    span = STEADY_SPAN * users
+    falling = [0.130 - 0.001 * i for i in range(2 * span)]  # a train spreading out
+    for i, round_trip in enumerate(falling):
+        settling.count(i % users, 0.1 + i / 100, round_trip)
+    assert settling.waiting == 0 and not settling.settled  # every user counted, still falling
+    for i in range(span):  # steady round trips: the last span is no longer shorter
+        settling.count(i % users, 1.0 + i / 100, falling[-1])
+    assert not settling.settled  # the span before still holds falling ones
+    for i in range(span):
+        settling.count(i % users, 2.0 + i / 100, falling[-1] * (1 - STEADY_FALL / 2))
+    assert settling.settled  # within STEADY_FALL of the span before
+
+
+def test_few_users_and_room_members_settle_on_their_counts_alone():
+    few = Settling()
+    few.begin(0.0, users=STEADY_USERS - 1, cycles=1)
+    for user in range(STEADY_USERS - 1):
+        few.count(user, 0.1, 0.5 - user / 10)  # falling, but too few users to judge
+    assert few.settled
+    members = Settling()
+    members.begin(0.0, users=STEADY_USERS, cycles=1)
+    for member in range(STEADY_USERS):
+        members.count(member, 0.1)  # a message: no round trip
+    assert members.settled
 
 
 def test_a_fixed_warm_up_never_settles_and_unknown_users_are_ignored():

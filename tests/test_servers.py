@@ -259,6 +259,26 @@ def test_sql_survives_the_database_dropping_its_connections(running: Server, mar
         assert get(running.url, "/sql?ms=0")[:2] == (200, expected_body("sql", 0))
 
 
+def database_connections(mariadb: Database) -> int:
+    """Client connections MariaDB holds, not counting the one asking."""
+    with contextlib.closing(mariadb.connect()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                    "WHERE ID <> CONNECTION_ID() AND COMMAND <> 'Daemon'")  # fmt: skip
+        return int(cur.fetchone()[0])
+
+
+@pytest.mark.parametrize("model", ["flask-blocking", "tornado-forked"])
+def test_one_thread_per_process_models_connect_each_worker_before_any_request(mariadb, model):
+    before = database_connections(mariadb)
+    config = model_config(None, mariadb.url, model)
+    with server(model, config):
+        deadline = time.monotonic() + 10
+        while (held := database_connections(mariadb) - before) < WORKERS:
+            assert time.monotonic() < deadline, f"{held} of {WORKERS} workers connected"
+            time.sleep(0.05)
+    assert held == WORKERS  # one per worker, no request made
+
+
 @pytest.mark.parametrize("query", BAD_QUERIES)
 def test_bad_input_is_400_json(running: Server, query: str) -> None:
     for endpoint in ("sleep", "fetch", "sql"):
