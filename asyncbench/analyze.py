@@ -122,7 +122,7 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
         demands = {c: _median(base, f"cpu_ms_{c}") for c in ("server", "locust", "upstream")}
         cores = _usable_cores(base.iloc[0])
         base_ms = _median(base, "mean_ms")
-        base_handler = _median(base, "handler_p50_ms")
+        base_handler = _median(base, _handler_column(base))
         base_outside = float((base["mean_ms"] - base.get("handler_mean_ms", np.nan)).median())
         for i, row in group.iterrows():
             share = row.get("busiest_process_share")
@@ -154,11 +154,14 @@ def _round_trip_split(row: pd.Series, base_outside: float) -> tuple[float, float
 
 
 def _slot_hold_ms(row: pd.Series, base_ms: float | None, base_handler: float | None) -> float:
-    """How long a request holds its slot: the handler time it reports (``Server-Timing``), else
-    the round trip. Where users queue for slots, a model whose handler time starts before its
-    slot is taken (tornado-threadpool waits for a pool thread inside its handler) reports the
-    queue too, so the handler time at the lowest load (no queue) caps it."""
-    handler = row.get("handler_p50_ms")
+    """How long a request holds its slot: the mean handler time it reports (``Server-Timing``;
+    throughput is slots over the *mean* hold, and a slow tail moves the mean, not the median:
+    1-user sql on flask-blocking with cold workers, p50 100.9 ms, mean 102.7 ms), else the
+    round trip. Where users queue for slots, a model
+    whose handler time starts before its slot is taken (tornado-threadpool waits for a pool
+    thread inside its handler) reports the queue too, so the handler time at the lowest load
+    (no queue) caps it."""
+    handler = row.get(_handler_column(row))
     if handler is None or pd.isna(handler):
         return base_ms
     slots = row.get("slots")
@@ -166,6 +169,13 @@ def _slot_hold_ms(row: pd.Series, base_ms: float | None, base_handler: float | N
     if queued and base_handler is not None and not pd.isna(base_handler):
         return min(float(handler), base_handler)
     return float(handler)
+
+
+def _handler_column(cells: pd.Series | pd.DataFrame) -> str:
+    """The mean handler time where the cells have it; the median in rows from before schema 7
+    whose samples are gone."""
+    mean = cells.get("handler_mean_ms")
+    return "handler_mean_ms" if mean is not None and np.all(pd.notna(mean)) else "handler_p50_ms"
 
 
 def _own_demands(row: pd.Series, lowest: dict) -> dict[str, float]:

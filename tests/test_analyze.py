@@ -288,6 +288,20 @@ def test_a_queued_pool_wait_inside_the_handler_does_not_count_as_holding_a_slot(
     assert explained[16] == pytest.approx(16 / (16 / 15.9), rel=1e-3)  # its own round trip
 
 
+def test_a_slot_is_held_for_the_mean_handler_time_not_the_median():
+    """Throughput is slots over the mean hold: a handler time with a slow tail (p50 100.9 ms,
+    mean 102.7 ms) bounds four workers at 4 / 102.7 ms, where the median would say 39.6 req/s."""
+    rows = [_longwait_cell(1, 100.9, 0.97), _longwait_cell(256, 4001.0, 38.8)]
+    for row in rows:
+        row.update(slots=4.0, handler_mean_ms=row["handler_p50_ms"])
+    rows[0]["handler_mean_ms"] = 102.7
+    explained = analyze.explain(pd.DataFrame(rows)).set_index("users")["explained_rps"]
+    assert explained[256] == pytest.approx(4 / 0.1027, rel=1e-6)
+    stale = [{**row, "handler_mean_ms": None} for row in rows]  # before schema 7: the median
+    explained = analyze.explain(pd.DataFrame(stale)).set_index("users")["explained_rps"]
+    assert explained[256] == pytest.approx(4 / 0.1009, rel=1e-6)
+
+
 def test_storing_a_cell_explains_its_own_model_only_and_the_same_as_the_whole_table(results):
     whole = analyze.explain(results)
     stale = results.assign(explained_rps=-1.0, explained_gap=-1.0)
@@ -326,4 +340,4 @@ def test_the_second_prediction_reads_the_handler_time_at_load_and_the_outside_at
     queued = [_split_cell(1, 9.74, 102.6, 101.0, slots=4.0),
               _split_cell(64, 39.0, 1640.0, 1500.0, slots=4.0)]  # fmt: skip
     found = analyze.explain(pd.DataFrame(queued)).set_index("users").loc[64, "explained_rps"]
-    assert found == pytest.approx(4 / 0.1026, rel=1e-6)  # the slots, held for the lowest R1
+    assert found == pytest.approx(4 / 0.1010, rel=1e-6)  # the slots, held for the lowest H
