@@ -151,6 +151,9 @@ def _unbalanced(row: Mapping) -> str | None:
     short = _short(row)
     if not (spec and spec.multi_process):  # one process serves all: 100 % is its share
         return None
+    slots, users = _number(row.get("slots")), _number(row.get("users"))
+    if slots and workers and users is not None and users <= slots / workers:
+        return None  # users that fit in one worker cannot be held up by how the others fare
     if not (short and share and workers) or share <= 1.5 / workers:
         return None
     return f"unbalanced workers: {short}, the busiest worker served {share:.0%}"

@@ -43,6 +43,10 @@ def cell(**facts) -> dict:
         ({"server": "tornado-forked", "users": 4, "predicted_rps": 40.0, "rps": 9.9,
           "busiest_process_share": 1.0, "loop_lag_max_ms": 384.0},
          "unbalanced workers: 10 of 40 req/s, the busiest worker served 100%"),
+        # measured here: 1-user sql on flask-blocking, a cold worker's first request in the
+        # window; one user uses one worker at a time, whichever it reaches
+        ({"users": 1, "predicted_rps": 10.0, "rps": 9.5, "busiest_process_share": 0.41},
+         "offered load (1 users, 100 ms each)"),
         ({"server": "tornado-forked", "users": 4, "predicted_rps": 40.0, "rps": 30.0,
           "busiest_process_share": 0.3, "loop_lag_max_ms": 384.0}, "offered load (4 users"),
         # one process serves everything: its 100 % is no imbalance (measured: fetch, 64 users)
