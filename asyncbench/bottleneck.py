@@ -208,6 +208,12 @@ def holds_own_slot(server: str, users, slots, workers) -> bool:
     return float(users) <= slots
 
 
+def queues_for_slots(users, slots) -> bool:
+    """Whether a closed loop's users surely wait for slots: more users than the model holds."""
+    slots = _number(slots)
+    return slots is not None and math.isfinite(slots) and float(users) > slots
+
+
 def _short(row: Mapping) -> str | None:
     """How far short of its textbook prediction the cell fell ("X of Y req/s"), if it did."""
     rps, predicted = _number(row.get("rps")), _number(row.get("predicted_rps"))

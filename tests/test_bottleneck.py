@@ -7,7 +7,13 @@ import os
 
 import pytest
 
-from asyncbench.bottleneck import columns, demands, holds_own_slot, name_bottleneck
+from asyncbench.bottleneck import (
+    columns,
+    demands,
+    holds_own_slot,
+    name_bottleneck,
+    queues_for_slots,
+)
 
 CORES = os.cpu_count() or 1
 
@@ -107,3 +113,11 @@ def test_users_hold_a_slot_of_their_own_only_where_no_worker_can_pile_them_up():
     assert holds_own_slot("tornado-forked", 1, 4.0, 4)
     assert holds_own_slot("flask-blocking", 4, 4.0, 4)  # a new connection per request
     assert not holds_own_slot("flask-blocking", 16, 4.0, 4)
+
+
+def test_users_surely_queue_only_where_they_outnumber_every_slot():
+    assert queues_for_slots(1024, 256.0)
+    assert not queues_for_slots(256, 256.0)
+    assert not queues_for_slots(4, 4.0)  # tornado-forked: they may share a child, or not
+    assert not queues_for_slots(64, None)  # unlimited
+    assert not queues_for_slots(64, math.nan)
