@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from asyncbench.bottleneck import holds_own_slot
+from asyncbench.bottleneck import slot_use
 from asyncbench.confidence import Comparison, compare
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
 from asyncbench.kinds import RECORDED_ENDPOINTS
@@ -148,7 +148,7 @@ def _round_trip_split(row: pd.Series, base_outside: float) -> tuple[float, float
     handler = row.get("handler_mean_ms")
     if handler is None or pd.isna(handler) or pd.isna(base_outside):
         return None
-    if not holds_own_slot(row["server"], row["users"], row.get("slots"), row.get("workers")):
+    if _slot_use(row) != "own":
         return None
     return float(handler), base_outside
 
@@ -164,11 +164,14 @@ def _slot_hold_ms(row: pd.Series, base_ms: float | None, base_handler: float | N
     handler = row.get(_handler_column(row))
     if handler is None or pd.isna(handler):
         return base_ms
-    slots = row.get("slots")
-    queued = slots is not None and not pd.isna(slots) and row["users"] > slots
+    queued = _slot_use(row) == "queued"
     if queued and base_handler is not None and not pd.isna(base_handler):
         return min(float(handler), base_handler)
     return float(handler)
+
+
+def _slot_use(row: pd.Series) -> str:
+    return slot_use(row["server"], row["users"], row.get("slots"), row.get("workers"))
 
 
 def _handler_column(cells: pd.Series | pd.DataFrame) -> str:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from asyncbench.confidence import SlotUse
 from servers import MODELS
 from servers.registry import PER_WORKER
 
@@ -185,7 +186,7 @@ def _round_trip(row: Mapping) -> str | None:
     short = _short(row)
     if not (short and users and delay and mean and handler):
         return None
-    if not holds_own_slot(row.get("server"), users, slots, row.get("workers")):
+    if slot_use(row.get("server"), users, slots, row.get("workers")) != "own":
         return None
     outside = mean - handler
     if handler - delay >= outside:
@@ -194,24 +195,22 @@ def _round_trip(row: Mapping) -> str | None:
             f"transport, the loop around the handler), {short}")
 
 
-def holds_own_slot(server: str, users, slots, workers) -> bool:
-    """Whether every user of a closed loop surely has a slot to itself: no more users than
-    slots (unknown: unlimited) and, where a kept-alive connection stays with the worker process
-    that accepted it, no more than one process has (tornado-forked's children accept unevenly:
-    4 users on 4 one-slot children often share two). Such users pace themselves."""
+def slot_use(server: str, users, slots, workers) -> SlotUse:
+    """What is sure of how a closed loop's users use the model's slots: ``"own"``, every user
+    has a slot to itself (no more users than slots, unknown slots being unlimited, and, where a
+    kept-alive connection stays with the worker process that accepted it, no more than one
+    process has: tornado-forked's children accept unevenly, 4 users on 4 one-slot children
+    often share two); ``"queued"``, more users than the model holds, so they wait; else
+    ``"unknown"``."""
     slots, workers = _number(slots), _number(workers)
     if slots is None:
-        return True
+        return "own"
+    if float(users) > slots:
+        return "queued"
     spec = MODELS.get(str(server))
     if spec and spec.multi_process and spec.keep_alive and workers:
         slots /= workers
-    return float(users) <= slots
-
-
-def queues_for_slots(users, slots) -> bool:
-    """Whether a closed loop's users surely wait for slots: more users than the model holds."""
-    slots = _number(slots)
-    return slots is not None and math.isfinite(slots) and float(users) > slots
+    return "own" if float(users) <= slots else "unknown"
 
 
 def _short(row: Mapping) -> str | None:

@@ -37,17 +37,18 @@ closed loop is read one of three ways, and which one is what keeps that error ho
   batches), which sees both the slots' regularity and their common noise; with fewer than five
   periods, the sum of the ``k`` streams' delta-method errors (a bound, whatever their
   correlation) — ``closed-loop completions``. Where the caller knows the users outnumber the
-  slots (``queued``), the completions are read even in bursts with no period found (at their
-  most regular lag, ``_queue_lag``): 1,024 users on flask-threaded's 4 × 64 threads of 1 s
-  finished a burst every 247 completions, and their censored cycles said 263.8 req/s, more
-  than the threads can serve, where the completions say 246.6.
+  slots (``slot_use="queued"``), the completions are read even in bursts with no period found
+  (at their most regular lag, ``_queue_lag``): 1,024 users on flask-threaded's 4 × 64 threads
+  of 1 s finished a burst every 247 completions (as regular as 0.6, over the stricter bound for
+  spans that long), and their censored cycles said 263.8 req/s, more than the threads can
+  serve, where the completions say 246.6 at any lag from 240 to 256.
 
 - *Users that each hold a slot of their own* (the caller knows the model's slots: no more users
   than slots, and no kept-alive connection pinned to a one-slot worker) pace themselves but
   share the loop, the GIL and the machine's cores, so they slow down together and move in step
   (64 users on one event loop answer in trains 30-50 ms apart). Their cycles are the estimate,
   with the larger of the delta method's error and batch means of the users' summed rate over
-  ten slices of the window (``own_slots``). On users whose common pace wanders by 5 % the
+  ten slices of the window (``slot_use="own"``). On users whose common pace wanders by 5 % the
   stated error is 0.84 of the spread over 60 seeds (0.64 when a slowdown lasts about half a
   second, a sixth of the window: longer ones are between-cell effects, for the A/A floor); the
   delta method alone stated 0.11 of it (0.06), and the completions read one at a time, cut
@@ -107,6 +108,8 @@ from scipy import stats
 
 # --- Throughput ---------------------------------------------------------------------------------
 
+SlotUse = Literal["own", "queued", "unknown"]  # what the caller knows of the users and the slots
+
 
 @dataclass(frozen=True)
 class ThroughputEstimate:
@@ -128,15 +131,14 @@ def closed_loop_throughput(
     window_start: float,
     window_end: float,
     *,
-    own_slots: bool = False,
-    queued: bool = False,
+    slot_use: SlotUse = "unknown",
 ) -> ThroughputEstimate:
     """A closed loop's throughput: from each user's own requests when the users pace themselves,
     else from the cell's merged completions (the module docstring says how they are told apart).
-    With ``own_slots`` (the caller knows every user holds a slot to itself) the users' cycles are
-    the estimate, with ``_time_batched`` errors; with ``queued`` (the caller knows the users
-    outnumber the slots) the completions are, whenever there are enough of them (``_queue_lag``);
-    else the completions' regularity decides.
+    ``slot_use`` is what the caller knows: ``"own"`` (every user holds a slot to itself), the
+    users' cycles are the estimate, with ``_time_batched`` errors; ``"queued"`` (the users
+    outnumber the slots), the completions are, whenever there are enough of them
+    (``_queue_lag``); ``"unknown"``, the completions' regularity decides.
 
     Per user, the cycle of a request runs from its start to the user's next start; the cycle of
     the user's last request ends at its completion plus the user's usual client gap (median of
@@ -158,12 +160,12 @@ def closed_loop_throughput(
     gap = _client_gap(users, same_user_next, next_start - finished)
     end = np.where(same_user_next, next_start, finished + gap)
     cycles = _stream_rates(users, start, end, window_start, window_end)
-    if own_slots:
+    if slot_use == "own":
         batched = _time_batched(cycles, start, end, window_start, window_end)
         return _estimate(batched, count / span, "closed-loop cycles", cycles.streams)
     completions = None
     if warmed_up:  # samples cut at the window lose the completions of earlier requests
-        completions = _queued_completions(done, cycles, window_start, window_end, queued)
+        completions = _queued_completions(done, cycles, window_start, window_end, slot_use)
     if completions is None:
         return _estimate(cycles, count / span, "closed-loop cycles", cycles.streams)
     return _estimate(completions, count / span, "closed-loop completions", cycles.streams)
@@ -197,7 +199,7 @@ def _time_batched(
 
 
 def _queued_completions(
-    done: np.ndarray, cycles: _StreamRates, w0: float, w1: float, queued: bool = False
+    done: np.ndarray, cycles: _StreamRates, w0: float, w1: float, slot_use: SlotUse = "unknown"
 ) -> _StreamRates | None:
     """The completions' rate unless the users pace themselves or there are too few gaps for
     batch means (None: the users' cycles are the estimate)."""
@@ -205,7 +207,7 @@ def _queued_completions(
     if len(gaps) < BATCHES[0] * BATCH_GAPS:
         return None
     regularity = _regularity(gaps, min(cycles.streams, len(gaps) // MIN_PERIODS))
-    if queued:
+    if slot_use == "queued":
         lag = _queue_lag(regularity, len(gaps))
     else:
         lag = _completions_lag(regularity, cycles, len(gaps))
@@ -213,18 +215,16 @@ def _queued_completions(
 
 
 def _queue_lag(regularity: np.ndarray, gaps: int) -> int:
-    """The lag to read the completions of users known to queue for slots, whose own cycles are
-    never the estimate (censored at the stop, they overstated 1,024 users on 256 threads of
-    1 s by 6.6 %, where the completions say 246.6 req/s at any lag from 240 to 256): their
+    """The lag to read the completions of users known to queue for slots (their own cycles,
+    censored at the stop, are never the estimate; the module docstring has the case): their
     period; with none found, the most regular lag when they come in bursts (slots that started
-    together and drifted apart: those 1,024 users finished a burst every 247 completions, as
-    regular as 0.6, over the stricter bound for spans this long), else 1."""
+    together and drifted apart, over the stricter bound for long spans), else 1."""
     period = _period(regularity, gaps)
     if period is not None:
         return period
-    judged = regularity[1:]
+    judged = regularity[1:]  # inf where not judged, nan for spans of tied completions
     if len(judged) and judged[0] > CLUSTERED and np.isfinite(judged).any():
-        return int(np.nanargmin(np.where(np.isfinite(judged), judged, np.nan))) + 1
+        return int(np.nanargmin(judged)) + 1
     return 1
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from asyncbench.confidence import closed_loop_throughput, open_loop_throughput
+from asyncbench.confidence import SlotUse, closed_loop_throughput, open_loop_throughput
 from asyncbench.migrate import UNKNOWN_USER
 
 LOAD_GENERATOR_CPU_LIMIT = 90.0  # % of one core: above it Locust, not the server, sets the pace
@@ -131,14 +131,13 @@ def evaluate_cell(
     rate: float = 0.0,
     abandoned: int = 0,
     stored_usage: ResourceUsage | None = None,
-    own_slots: bool = False,
-    queued: bool = False,
+    slot_use: SlotUse = "unknown",
 ) -> Evaluation:
     """Statistics, resource usage and the judgement of one measured cell.
 
     ``stored_usage`` stands in for the resource samples when a run directory has lost them.
     """
-    stats = cell_stats(samples, start, end, rate, own_slots=own_slots, queued=queued)
+    stats = cell_stats(samples, start, end, rate, slot_use=slot_use)
     if (resources is None or resources.empty) and stored_usage is not None:
         usage = stored_usage
     else:
@@ -174,10 +173,10 @@ def is_failure(samples: pd.DataFrame) -> pd.Series:
 
 def cell_stats(
     samples: pd.DataFrame, start: float, end: float, rate: float = 0.0,
-    *, own_slots: bool = False, queued: bool = False,
+    *, slot_use: SlotUse = "unknown",
 ) -> CellStats:
-    """Throughput and exact latency percentiles over the measured window (``own_slots`` and
-    ``queued``: see ``confidence.closed_loop_throughput``).
+    """Throughput and exact latency percentiles over the measured window (``slot_use``: see
+    ``confidence.closed_loop_throughput``).
 
     For an open-loop cell (``rate`` > 0) the percentiles are corrected (from the intended send
     time), the uncorrected p50/p99 are kept beside them, and late and dropped sends are counted.
@@ -189,8 +188,7 @@ def cell_stats(
     fields: dict = {
         "requests": len(window),
         "failures": int(is_failure(window).sum()),
-        **throughput(samples, start, end, open_loop, counted, own_slots=own_slots,
-                     queued=queued),
+        **throughput(samples, start, end, open_loop, counted, slot_use=slot_use),
     }
     if "server_ms" in window and window["server_ms"].notna().any():
         timed = window[window["server_ms"].notna()]
@@ -212,7 +210,7 @@ COUNT_FALLBACK = "count of requests (no user ids in these samples): Poisson erro
 
 def throughput(
     samples: pd.DataFrame, start: float, end: float, open_loop: bool, counted: int,
-    *, own_slots: bool = False, queued: bool = False,
+    *, slot_use: SlotUse = "unknown",
 ) -> dict:
     """``rps`` (the exact estimator), ``rps_count``, the standard error and the method.
 
@@ -227,7 +225,7 @@ def throughput(
     elif "user" in samples and (samples["user"] != UNKNOWN_USER).all():
         estimate = closed_loop_throughput(
             samples["start_time"], samples["latency_ms"], samples["user"], start, end,
-            own_slots=own_slots, queued=queued,
+            slot_use=slot_use,
         )  # fmt: skip
     if estimate is None or not math.isfinite(estimate.rps):
         rel = 1 / math.sqrt(counted) if counted else math.nan

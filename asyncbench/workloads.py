@@ -15,7 +15,7 @@ import pandas as pd
 import redis
 
 from asyncbench import bottleneck, room
-from asyncbench.bottleneck import holds_own_slot, queues_for_slots
+from asyncbench.bottleneck import slot_use
 from asyncbench.evaluate import evaluate_cell
 from asyncbench.measure import CellFailed, LocustOutcome, verify_equivalence
 
@@ -86,8 +86,7 @@ class RequestResponse:
         evaluation = evaluate_cell(
             outcome.samples, resources, outcome.window_start, outcome.window_end,
             rate=base.rate, abandoned=outcome.abandoned,
-            own_slots=holds_own_slot(base.server, base.users, base.slots, base.workers),
-            queued=queues_for_slots(base.users, base.slots),
+            slot_use=slot_use(base.server, base.users, base.slots, base.workers),
         )  # fmt: skip
         return evaluation.columns()
 
@@ -104,9 +103,7 @@ class RequestResponse:
         evaluation = evaluate_cell(
             facts["samples"], facts["resources"], row["window_start"], row["window_end"],
             rate=row["rate"], abandoned=_count(row.get("abandoned")), stored_usage=stored_usage,
-            own_slots=holds_own_slot(row["server"], row["users"], row.get("slots"),
-                                     row.get("workers")),
-            queued=queues_for_slots(row["users"], row.get("slots")),
+            slot_use=slot_use(row["server"], row["users"], row.get("slots"), row.get("workers")),
         )  # fmt: skip
         return evaluation.columns()
 

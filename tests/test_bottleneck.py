@@ -10,9 +10,8 @@ import pytest
 from asyncbench.bottleneck import (
     columns,
     demands,
-    holds_own_slot,
     name_bottleneck,
-    queues_for_slots,
+    slot_use,
 )
 
 CORES = os.cpu_count() or 1
@@ -103,21 +102,22 @@ def test_service_demands_are_cpu_ms_per_request():
     assert demands(cell(rps=0)).server is None
 
 
-def test_users_hold_a_slot_of_their_own_only_where_no_worker_can_pile_them_up():
-    assert holds_own_slot("tornado-coroutine", 64, None, 1)  # unlimited
-    assert holds_own_slot("flask-threaded", 64, 256.0, 4)  # 64 threads in every worker
-    assert not holds_own_slot("flask-threaded", 128, 256.0, 4)  # could all land on one worker
-    # tornado-forked keeps a connection on the child that accepted it: 4 users on 4 children
-    # often share two of them
-    assert not holds_own_slot("tornado-forked", 4, 4.0, 4)
-    assert holds_own_slot("tornado-forked", 1, 4.0, 4)
-    assert holds_own_slot("flask-blocking", 4, 4.0, 4)  # a new connection per request
-    assert not holds_own_slot("flask-blocking", 16, 4.0, 4)
-
-
-def test_users_surely_queue_only_where_they_outnumber_every_slot():
-    assert queues_for_slots(1024, 256.0)
-    assert not queues_for_slots(256, 256.0)
-    assert not queues_for_slots(4, 4.0)  # tornado-forked: they may share a child, or not
-    assert not queues_for_slots(64, None)  # unlimited
-    assert not queues_for_slots(64, math.nan)
+@pytest.mark.parametrize(
+    ("server", "users", "slots", "expected"),
+    [
+        ("tornado-coroutine", 64, None, "own"),  # unlimited
+        ("tornado-coroutine", 64, math.nan, "own"),
+        ("flask-threaded", 64, 256.0, "own"),  # 64 threads in every worker
+        ("flask-threaded", 128, 256.0, "unknown"),  # could all land on one worker
+        ("flask-threaded", 1024, 256.0, "queued"),
+        # tornado-forked keeps a connection on the child that accepted it: 4 users on 4
+        # children often share two of them
+        ("tornado-forked", 4, 4.0, "unknown"),
+        ("tornado-forked", 1, 4.0, "own"),
+        ("tornado-forked", 16, 4.0, "queued"),
+        ("flask-blocking", 4, 4.0, "own"),  # a new connection per request
+        ("flask-blocking", 16, 4.0, "queued"),
+    ],
+)
+def test_what_is_sure_of_how_users_use_the_slots(server, users, slots, expected):
+    assert slot_use(server, users, slots, 4) == expected

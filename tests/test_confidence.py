@@ -262,7 +262,7 @@ def test_users_known_to_queue_are_read_from_their_completions_even_in_bursts_wit
     from 240 to 256 (the count of answers in the window: 247.5)."""
     cell = pd.read_parquet(FIXTURES / "longwait-flask-threaded-u1024.parquet")
     samples = (cell["start_time"].to_numpy(), cell["latency_ms"].to_numpy(), cell["user"])
-    estimate = closed_loop_throughput(*samples, 0.0, 4.0, queued=True)
+    estimate = closed_loop_throughput(*samples, 0.0, 4.0, slot_use="queued")
     assert estimate.method == "closed-loop completions"
     assert estimate.rps == pytest.approx(246.6, abs=0.5)
     assert estimate.rel_stderr < 0.02
@@ -494,7 +494,7 @@ def users_moving_together(users, cycle_s, common_sd, rng, *, block_s=0.05, phi=0
 
 def test_users_with_their_own_slots_that_slow_down_together_state_the_common_noise():
     """64 users of 100 ms on one loop whose pace wanders by 5 %: the cells' estimates spread
-    (1.1 %) far more than 64 independent users' would (0.05 %). Read with ``own_slots``, the
+    (1.1 %) far more than 64 independent users' would (0.05 %). Read with ``slot_use="own"``, the
     stated error (batch means over slices of the window) matches the spread over 60 seeds
     (0.84 of it here; 0.64 when a slowdown lasts about half a second, a sixth of the window).
     The delta method alone, users counted as independent, states 0.11 of it."""
@@ -502,11 +502,11 @@ def test_users_with_their_own_slots_that_slow_down_together_state_the_common_noi
     for seed in range(60):
         rng = np.random.default_rng(seed)
         samples = users_moving_together(64, 0.1, 0.05, rng)
-        estimate = closed_loop_throughput(*samples, W0, W1, own_slots=True)
+        estimate = closed_loop_throughput(*samples, W0, W1, slot_use="own")
         assert estimate.method == "closed-loop cycles"
         estimates.append(estimate.rps)
         stated.append(estimate.stderr)
-        quiet = closed_loop_throughput(*closed_loop(64, 0.1, 0.002, rng), W0, W1, own_slots=True)
+        quiet = closed_loop_throughput(*closed_loop(64, 0.1, 0.002, rng), W0, W1, slot_use="own")
         independent.append(quiet.rel_stderr)
     spread = np.std(estimates, ddof=1)
     assert 0.6 < np.mean(stated) / spread < 1.6
@@ -517,7 +517,7 @@ def test_users_with_their_own_slots_on_a_regular_schedule_stay_exact():
     """Own slots, no noise: every slice of the window holds the same summed rate, so the
     error stays the delta method's (zero), and the estimate exact."""
     estimate = closed_loop_throughput(
-        *closed_loop(16, 0.1, 0.0, np.random.default_rng(3)), W0, W1, own_slots=True
+        *closed_loop(16, 0.1, 0.0, np.random.default_rng(3)), W0, W1, slot_use="own"
     )
     assert estimate.rps == pytest.approx(160.0, rel=1e-6)
     assert estimate.stderr == pytest.approx(0.0, abs=1e-6)
