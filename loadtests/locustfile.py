@@ -207,6 +207,7 @@ def _warm_up_then_measure(environment) -> None:
         if now - began >= shortest and settling.settled:
             break
         gevent.sleep(SETTLE_POLL_S)
+    settling.end()
     window_start = min(time.time(), began + longest)
     timestamps["window_start"] = window_start
     timestamps["window_end"] = window_end = window_start + options.bench_measure

@@ -186,6 +186,9 @@ def test_many_users_settle_only_once_their_round_trips_stop_falling():
     for i in range(span):
         settling.count(i % users, 2.0 + i / 100, falling[-1] * (1 - STEADY_FALL / 2))
     assert settling.settled  # within STEADY_FALL of the span before
+    settling.end()
+    settling.count(0, 3.0, 10.0)  # the window: nothing is kept on the request path
+    assert len(settling.round_trips) == 2 * span and settling.round_trips[-1] != 10.0
 
 
 def test_few_users_and_room_members_settle_on_their_counts_alone():
@@ -193,7 +196,7 @@ def test_few_users_and_room_members_settle_on_their_counts_alone():
     few.begin(0.0, users=STEADY_USERS - 1, cycles=1)
     for user in range(STEADY_USERS - 1):
         few.count(user, 0.1, 0.5 - user / 10)  # falling, but too few users to judge
-    assert few.settled
+    assert few.settled and not few.round_trips  # nor kept
     members = Settling()
     members.begin(0.0, users=STEADY_USERS, cycles=1)
     for member in range(STEADY_USERS):
