@@ -290,7 +290,7 @@ def test_a_queued_pool_wait_inside_the_handler_does_not_count_as_holding_a_slot(
 
 def test_a_slot_is_held_for_the_mean_handler_time_not_the_median():
     """Throughput is slots over the mean hold: a handler time with a slow tail (p50 100.9 ms,
-    mean 102.7 ms) bounds four workers at 4 / 102.7 ms, where the median would say 39.6 req/s."""
+    mean 102.7 ms) bounds four slots at 4 / 102.7 ms, where the median would say 39.6 req/s."""
     rows = [_longwait_cell(1, 100.9, 0.97), _longwait_cell(256, 4001.0, 38.8)]
     for row in rows:
         row.update(slots=4.0, handler_mean_ms=row["handler_p50_ms"])
