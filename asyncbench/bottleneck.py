@@ -213,6 +213,17 @@ def slot_use(server: str, users, slots, workers) -> SlotUse:
     return "own" if float(users) <= slots else "unknown"
 
 
+def process_slots(server: str, slots, workers) -> float | None:
+    """Slots per serving process where a user's kept-alive connection stays with the process
+    that accepted it (each process is then a queue of its own users); None where a user's
+    requests may reach any of them, or the slots are unknown."""
+    slots, workers = _number(slots), _number(workers)
+    spec = MODELS.get(str(server))
+    if not (spec and spec.multi_process and spec.keep_alive and slots and workers):
+        return None
+    return slots / workers
+
+
 def _short(row: Mapping) -> str | None:
     """How far short of its textbook prediction the cell fell ("X of Y req/s"), if it did."""
     rps, predicted = _number(row.get("rps")), _number(row.get("predicted_rps"))

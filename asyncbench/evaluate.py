@@ -24,8 +24,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from asyncbench.confidence import SlotUse, closed_loop_throughput, open_loop_throughput
-from asyncbench.migrate import UNKNOWN_USER
+from asyncbench.confidence import (
+    SlotUse,
+    closed_loop_throughput,
+    open_loop_throughput,
+    per_process_throughput,
+)
+from asyncbench.migrate import UNKNOWN_PID, UNKNOWN_USER
 
 LOAD_GENERATOR_CPU_LIMIT = 90.0  # % of one core: above it Locust, not the server, sets the pace
 AUXILIARY_CPU_LIMIT = 90.0  # % of one core for the single-threaded upstream
@@ -60,6 +65,7 @@ class CellStats:
     handler_p50_ms: float | None = None  # what the model's Server-Timing says its handler took
     outside_p50_ms: float | None = None  # latency minus handler time: queues, loop, transport
     handler_mean_ms: float | None = None  # with ``mean_ms``: the round trip split (Little's law)
+    process_users: str = ""  # users each serving process answered, most first, if none moved
     # open loop only: offered rate, missed schedule, and the latency a closed-loop tool reports
     offered_rps: float | None = None
     late_sends: int | None = None
@@ -132,12 +138,13 @@ def evaluate_cell(
     abandoned: int = 0,
     stored_usage: ResourceUsage | None = None,
     slot_use: SlotUse = "unknown",
+    process_slots: float | None = None,
 ) -> Evaluation:
     """Statistics, resource usage and the judgement of one measured cell.
 
     ``stored_usage`` stands in for the resource samples when a run directory has lost them.
     """
-    stats = cell_stats(samples, start, end, rate, slot_use=slot_use)
+    stats = cell_stats(samples, start, end, rate, slot_use=slot_use, process_slots=process_slots)
     if (resources is None or resources.empty) and stored_usage is not None:
         usage = stored_usage
     else:
@@ -173,10 +180,11 @@ def is_failure(samples: pd.DataFrame) -> pd.Series:
 
 def cell_stats(
     samples: pd.DataFrame, start: float, end: float, rate: float = 0.0,
-    *, slot_use: SlotUse = "unknown",
+    *, slot_use: SlotUse = "unknown", process_slots: float | None = None,
 ) -> CellStats:
     """Throughput and exact latency percentiles over the measured window (``slot_use``: see
-    ``confidence.closed_loop_throughput``).
+    ``confidence.closed_loop_throughput``; ``process_slots``, where users stay with the process
+    that accepted them, its slots: see ``confidence.per_process_throughput``).
 
     For an open-loop cell (``rate`` > 0) the percentiles are corrected (from the intended send
     time), the uncorrected p50/p99 are kept beside them, and late and dropped sends are counted.
@@ -188,7 +196,9 @@ def cell_stats(
     fields: dict = {
         "requests": len(window),
         "failures": int(is_failure(window).sum()),
-        **throughput(samples, start, end, open_loop, counted, slot_use=slot_use),
+        **throughput(samples, start, end, open_loop, counted, slot_use=slot_use,
+                     process_slots=process_slots),
+        "process_users": "" if open_loop else process_users(samples),
     }
     if "server_ms" in window and window["server_ms"].notna().any():
         timed = window[window["server_ms"].notna()]
@@ -210,7 +220,7 @@ COUNT_FALLBACK = "count of requests (no user ids in these samples): Poisson erro
 
 def throughput(
     samples: pd.DataFrame, start: float, end: float, open_loop: bool, counted: int,
-    *, slot_use: SlotUse = "unknown",
+    *, slot_use: SlotUse = "unknown", process_slots: float | None = None,
 ) -> dict:
     """``rps`` (the exact estimator), ``rps_count``, the standard error and the method.
 
@@ -223,16 +233,35 @@ def throughput(
     elif open_loop:
         estimate = open_loop_throughput(samples["start_time"], samples["latency_ms"], start, end)
     elif "user" in samples and (samples["user"] != UNKNOWN_USER).all():
-        estimate = closed_loop_throughput(
-            samples["start_time"], samples["latency_ms"], samples["user"], start, end,
-            slot_use=slot_use,
-        )  # fmt: skip
+        if process_slots is not None and "server_pid" in samples:
+            estimate = per_process_throughput(
+                samples["start_time"], samples["latency_ms"], samples["user"],
+                samples["server_pid"], start, end, process_slots=process_slots,
+            )  # fmt: skip
+        if estimate is None:
+            estimate = closed_loop_throughput(
+                samples["start_time"], samples["latency_ms"], samples["user"], start, end,
+                slot_use=slot_use,
+            )  # fmt: skip
     if estimate is None or not math.isfinite(estimate.rps):
         rel = 1 / math.sqrt(counted) if counted else math.nan
         return {"rps": count_rps, "rps_count": count_rps, "rps_stderr": count_rps * rel,
                 "rps_rel_stderr": rel, "rps_method": COUNT_FALLBACK}  # fmt: skip
     return {"rps": estimate.rps, "rps_count": count_rps, "rps_stderr": estimate.stderr,
             "rps_rel_stderr": estimate.rel_stderr, "rps_method": estimate.method}  # fmt: skip
+
+
+def process_users(samples: pd.DataFrame) -> str:
+    """How many users each serving process answered, most first (``"22 18 14 10"``), when every
+    user stayed with one process; empty when a user moved or a process is unknown. Where
+    connections stay with the worker that accepted them, it is how the users landed, which sets
+    the busiest worker's queue (and the level's p99) whatever the code does."""
+    if "server_pid" not in samples or samples.empty:
+        return ""
+    homes = samples[["user", "server_pid"]].drop_duplicates()
+    if (homes["server_pid"] == UNKNOWN_PID).any() or homes["user"].duplicated().any():
+        return ""
+    return " ".join(str(n) for n in sorted(homes["server_pid"].value_counts(), reverse=True))
 
 
 def _open_loop_stats(window: pd.DataFrame, start: float, end: float, rate: float) -> dict:

@@ -34,6 +34,9 @@ Versions:
   7 — results.csv gains ``handler_mean_ms``, the mean handler time (``Server-Timing``): with
       ``mean_ms`` it splits the round trip the second prediction reads (empty before;
       ``asyncbench report`` recomputes it from the samples).
+  8 — samples gain ``server_pid``, the process that answered (``UNKNOWN_PID``, -1, before);
+      results.csv gains ``process_users``, how many users each serving process answered when
+      every user stayed with one (most first; empty before and where they moved).
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
+UNKNOWN_PID = -1
 
 
 class SchemaError(ValueError):
@@ -85,6 +89,8 @@ def upgrade_samples(frame: pd.DataFrame, version: int, where: str) -> pd.DataFra
         frame = frame.assign(endpoint="")
     if version < 4 and "server_ms" not in frame:
         frame = frame.assign(server_ms=math.nan)
+    if version < 8 and "server_pid" not in frame:
+        frame = frame.assign(server_pid=UNKNOWN_PID)
     return frame
 
 
@@ -169,7 +175,13 @@ def _results_6_to_7(table: pd.DataFrame) -> pd.DataFrame:
     return table if "handler_mean_ms" in table else table.assign(handler_mean_ms=math.nan)
 
 
+def _results_7_to_8(table: pd.DataFrame) -> pd.DataFrame:
+    return table if "process_users" in table else table.assign(process_users="")
+
+
 _META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data,
-               4: lambda data: data, 5: lambda data: data, 6: lambda data: data}  # fmt: skip
+               4: lambda data: data, 5: lambda data: data, 6: lambda data: data,
+               7: lambda data: data}  # fmt: skip
 _RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4,
-                  4: _results_4_to_5, 5: _results_5_to_6, 6: _results_6_to_7}  # fmt: skip
+                  4: _results_4_to_5, 5: _results_5_to_6, 6: _results_6_to_7,
+                  7: _results_7_to_8}  # fmt: skip

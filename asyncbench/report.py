@@ -116,9 +116,7 @@ def _with_baseline(run, agg, every_cell, floors: NoiseFloors, baseline: RunDir):
     base_agg = analyze.aggregate(analyze.split_replicas(base_cells)[0])
     floors = floors.larger(noise_floors(base_cells))
     try:
-        result = regression.gate(analyze.repeat_table(every_cell),
-                                 analyze.repeat_table(base_cells), floors,
-                                 regression.thresholds_of(run))  # fmt: skip
+        result = regression.gate(every_cell, base_cells, floors, regression.thresholds_of(run))
     except ComparisonInputError as exc:
         note = {"level": "warn", "text": f"No interval against the baseline: {exc}."}
         return analyze.compare_runs(agg, base_agg), [note]

@@ -37,8 +37,8 @@ from asyncbench.migrate import (
     upgrade_samples,
 )
 
-_TEXT_COLUMNS = ("reason", "target", "process_requests", "slot_limit", "spawn", "rps_method",
-                 "replica", "transport", "bottleneck")  # fmt: skip
+_TEXT_COLUMNS = ("reason", "target", "process_requests", "process_users", "slot_limit", "spawn",
+                 "rps_method", "replica", "transport", "bottleneck")  # fmt: skip
 # Kept free in every run directory while a run writes into it, and given back when the disk
 # fills, so that run.json can still record why the run stopped.
 RESERVE_BYTES = 256 * 1024
@@ -138,6 +138,7 @@ class CellResult:
     rss_per_inflight_kb: float | None = None  # (RSS − idle RSS) / requests in flight
     process_requests: str = ""  # requests each serving process answered in the window
     busiest_process_share: float | None = None  # the busiest process's share of them
+    process_users: str = ""  # users each process answered, most first, where none moved
     threads_connected_max: float | None = None
     locust_requests: int | None = None  # Locust's own count, to prove no sample was lost
     recorded_samples: int | None = None
@@ -343,7 +344,8 @@ class RunDir:
         if not self.results_csv.exists():
             return pd.DataFrame(columns=CellResult.columns())
         try:
-            raw = pd.read_csv(self.results_csv)
+            # text stays text: a process_users of "2" is not the number 2.0
+            raw = pd.read_csv(self.results_csv, dtype=dict.fromkeys(_TEXT_COLUMNS, str))
         except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
             raise self._damaged_results(f"not a readable CSV table: {_first_line(exc)}") from None
         try:

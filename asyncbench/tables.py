@@ -62,6 +62,13 @@ def _share(share, workers) -> str:
     return f"{share:.0%} (fair {1 / workers:.0%})" if workers else f"{share:.0%}"
 
 
+def _landing(c) -> str:
+    """A cell's busiest worker, and how its users landed on the workers where they stayed."""
+    share = _share(c.get("busiest_process_share"), c["workers"])
+    users = str(c.get("process_users") or "")
+    return f"{share} · users {users}" if share != "—" and len(users.split()) > 1 else share
+
+
 def _load(r: pd.Series) -> str:
     return f"{r['load']:g}"
 
@@ -91,7 +98,7 @@ COMMON = (
     Column("RSS MB · KB/req", lambda r: _memory(r["rss_server_mb"], r["rss_per_inflight_kb"]),
            lambda c: _memory(c["rss_server_mb"], c.get("rss_per_inflight_kb"))),
     Column("busiest worker", lambda r: _share(r["busiest_process_share"], r["workers"]),
-           lambda c: _share(c.get("busiest_process_share"), c["workers"])),
+           _landing),
     Column("CPU server · locust · all",
            lambda r: view.cpus(r["cpu_server"], r["cpu_locust"], r["cpu_machine"]),
            lambda c: view.cpus(c["cpu_server"], c["cpu_locust"], c.get("cpu_machine"))),

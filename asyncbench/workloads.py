@@ -15,7 +15,7 @@ import pandas as pd
 import redis
 
 from asyncbench import bottleneck, room
-from asyncbench.bottleneck import slot_use
+from asyncbench.bottleneck import process_slots, slot_use
 from asyncbench.evaluate import evaluate_cell
 from asyncbench.measure import CellFailed, LocustOutcome, verify_equivalence
 
@@ -87,6 +87,7 @@ class RequestResponse:
             outcome.samples, resources, outcome.window_start, outcome.window_end,
             rate=base.rate, abandoned=outcome.abandoned,
             slot_use=slot_use(base.server, base.users, base.slots, base.workers),
+            process_slots=process_slots(base.server, base.slots, base.workers),
         )  # fmt: skip
         return evaluation.columns()
 
@@ -104,6 +105,7 @@ class RequestResponse:
             facts["samples"], facts["resources"], row["window_start"], row["window_end"],
             rate=row["rate"], abandoned=_count(row.get("abandoned")), stored_usage=stored_usage,
             slot_use=slot_use(row["server"], row["users"], row.get("slots"), row.get("workers")),
+            process_slots=process_slots(row["server"], row.get("slots"), row.get("workers")),
         )  # fmt: skip
         return evaluation.columns()
 

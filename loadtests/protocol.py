@@ -24,6 +24,8 @@ Versions:
   5 — the locustfile ends the warm-up once every user has settled (at most the warm-up it was
       given) and reports the measured window's edges in ``LocustMeta`` (``window_start``,
       ``window_end``); the harness no longer computes them from the spawn.
+  6 — samples carry ``server_pid``, the process that answered (``Server-Timing``'s ``proc``), so
+      users whose connections stay with one worker are read worker by worker.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 PARQUET_VERSION_KEY = b"asyncbench_protocol"
 # Sample columns and their array typecodes (the recorder's storage on the hot path).
 SAMPLE_COLUMNS = {
@@ -43,7 +45,9 @@ SAMPLE_COLUMNS = {
     "intended_time": "d",  # open loop: when it was due (NaN in a closed loop)
     "user": "q",  # which Locust user sent it (unique across worker processes)
     "server_ms": "d",  # what the server said its handler took (``Server-Timing``), NaN if none
+    "server_pid": "q",  # the process that answered (``Server-Timing``), UNKNOWN_PID if none
 }
+UNKNOWN_PID = -1
 TEXT_COLUMNS = ("error", "worker", "endpoint")
 # One row per message a room member received.
 DELIVERY_COLUMNS = {

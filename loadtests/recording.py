@@ -14,6 +14,7 @@ from loadtests.protocol import (
     PARQUET_VERSION_KEY,
     PROTOCOL_VERSION,
     SAMPLE_COLUMNS,
+    UNKNOWN_PID,
     ProtocolError,
 )
 
@@ -44,7 +45,9 @@ class SampleRecorder:
         c["bytes"].append(response_length or 0)
         c["intended_time"].append(context.get("intended_time", math.nan))
         c["user"].append(context.get("user", -1))
-        c["server_ms"].append(_server_ms(response))
+        server_ms, server_pid = server_timing(response)
+        c["server_ms"].append(server_ms)
+        c["server_pid"].append(server_pid)
         self.endpoints.append(name)
 
     def chunks(self):
@@ -89,16 +92,25 @@ class SampleRecorder:
         os.replace(tmp, path)
 
 
-def _server_ms(response) -> float:
-    """The handler time from ``Server-Timing: app;dur=12.3`` (NaN when absent)."""
+def server_timing(response) -> tuple[float, int]:
+    """The handler time and the serving process from ``Server-Timing: app;dur=12.3,
+    proc;desc=4242`` (NaN and ``UNKNOWN_PID`` for what is absent or malformed)."""
     headers = getattr(response, "headers", None)
-    value = headers.get("Server-Timing") if headers else None
-    if not value or "dur=" not in value:
-        return math.nan
+    return parse_server_timing(headers.get("Server-Timing") if headers else None)
+
+
+def parse_server_timing(value: str | None) -> tuple[float, int]:
+    """``(handler ms, pid)`` from a ``Server-Timing`` value the servers send."""
+    metrics = {}
+    for metric in (value or "").split(","):
+        name, _, params = metric.strip().partition(";")
+        metrics[name] = dict(p.strip().partition("=")[::2] for p in params.split(";") if p)
     try:
-        return float(value.split("dur=", 1)[1].split(";", 1)[0].split(",", 1)[0])
+        handler_ms = float(metrics.get("app", {}).get("dur", "nan"))
     except ValueError:
-        return math.nan
+        handler_ms = math.nan
+    pid = metrics.get("proc", {}).get("desc", "")
+    return handler_ms, int(pid) if pid.isascii() and pid.isdigit() else UNKNOWN_PID
 
 
 class ArrivalSchedule:

@@ -7,6 +7,7 @@ Nothing here does I/O; the orchestrator imports it too, to know what a correct a
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import parse_qs
 
 MAX_MS = 60_000
@@ -59,9 +60,10 @@ SERVER_TIMING = "Server-Timing"
 
 
 def server_timing(seconds: float) -> str:
-    """The ``Server-Timing`` value every model sends: the time its handler spent, e.g.
-    ``app;dur=100.412`` (milliseconds), so a client can split latency into inside and outside."""
-    return f"app;dur={seconds * 1000:.3f}"
+    """The ``Server-Timing`` value every model sends: the time its handler spent and the process
+    that served it, e.g. ``app;dur=100.412, proc;desc=4242`` (milliseconds, pid), so a client can
+    split latency into inside and outside, and tell which worker each of its requests reached."""
+    return f"app;dur={seconds * 1000:.3f}, proc;desc={os.getpid()}"
 
 
 def hello_body() -> bytes:

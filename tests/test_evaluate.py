@@ -14,6 +14,7 @@ from asyncbench.evaluate import (
     cell_stats,
     evaluate_cell,
     judge,
+    process_users,
     resource_usage,
     window_rows,
 )
@@ -141,3 +142,25 @@ def test_samples_without_user_ids_fall_back_to_the_count_and_say_so():
     assert stats.rps == stats.rps_count == stats.requests / 3.0
     assert stats.rps_rel_stderr == pytest.approx(1 / math.sqrt(stats.requests))
     assert "no user ids" in stats.rps_method
+
+
+@pytest.mark.parametrize(
+    ("homes", "expected"),
+    [({0: [7], 1: [7], 2: [8], 3: [9], 4: [7]}, "3 1 1"),
+     ({0: [7, 7], 1: [8]}, "1 1"),
+     ({0: [7, 8], 1: [8]}, ""),  # a user moved: its connection did not stay
+     ({0: [7], 1: [-1]}, "")],  # a process not known
+)  # fmt: skip
+def test_process_users_says_how_users_landed_on_the_processes(homes, expected):
+    samples = pd.DataFrame([{"user": u, "server_pid": pid} for u, pids in homes.items()
+                            for pid in pids])  # fmt: skip
+    assert process_users(samples) == expected
+
+
+def test_users_pinned_to_processes_are_read_process_by_process_when_the_caller_says_so():
+    samples = closed_loop_schedule(users=4, cycle_s=0.3, span_s=6.0)
+    samples["server_pid"] = samples["user"].map({0: 7, 1: 7, 2: 8, 3: 9})
+    stats = cell_stats(samples, 1.05, 4.2, process_slots=1)
+    assert stats.rps_method.startswith("closed-loop per process (3: ")
+    assert stats.process_users == "2 1 1"
+    assert cell_stats(samples, 1.05, 4.2).rps_method == "closed-loop cycles"

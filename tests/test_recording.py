@@ -27,6 +27,7 @@ from loadtests.recording import (
     DeliveryRecorder,
     SampleRecorder,
     Settling,
+    parse_server_timing,
 )
 
 
@@ -39,6 +40,20 @@ def record(recorder: SampleRecorder, n: int, user: int, error: bool = False) -> 
         exc = RuntimeError("boom") if error and i == 0 else None
         recorder.on_request(start_time=float(i), response_time=100.0 + i, response_length=30,
                             response=Response(), exception=exc, context={"user": user})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("app;dur=100.412, proc;desc=4242", (100.412, 4242)),
+     ("proc;desc=7,app;dur=3", (3.0, 7)),  # any order, spaces or none
+     ("app;dur=12.5", (12.5, -1)),  # a server that does not say which process
+     ("app;dur=fast, proc;desc=x42", (math.nan, -1)),
+     ("", (math.nan, -1)), (None, (math.nan, -1))],
+)  # fmt: skip
+def test_server_timing_gives_the_handler_time_and_the_serving_process(value, expected):
+    handler_ms, pid = parse_server_timing(value)
+    assert pid == expected[1]
+    assert handler_ms == expected[0] or (math.isnan(handler_ms) and math.isnan(expected[0]))
 
 
 def test_records_round_trip(tmp_path):

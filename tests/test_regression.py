@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asyncbench import regression
+from asyncbench import gate, regression
 from asyncbench.cli import main
 from asyncbench.migrate import SCHEMA_VERSION
 from asyncbench.store import RunDir
@@ -134,3 +134,31 @@ def test_a_slower_level_whose_workers_balanced_differently_is_shown_not_counted(
     slow_down(run, "sleep.tornado-coroutine.u16", 1.3)  # a one-process level still counts
     code, out, _ = compare(run, base, capsys)
     assert code == 1 and "REGRESSED: 1 of" in out
+
+
+def landed(process_users: str, p99_ms: tuple[float, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A saturated tornado-forked level of 64 users (two repeats, 40 req/s, every worker busy:
+    the request shares even) whose users landed on the workers as ``process_users`` says."""
+    level = {"scenario": "sleep", "server": "tornado-forked", "users": 64, "rate": 0.0}
+    repeats = pd.DataFrame([{**level, "repeat": r, "rps": 40.0 + r / 20, "p99_ms": p}
+                            for r, p in enumerate(p99_ms, start=1)])  # fmt: skip
+    cells = repeats.assign(included=True, busiest_process_share=0.25, process_users=process_users)
+    return repeats, cells
+
+
+def test_a_p99_set_by_how_users_landed_on_the_workers_is_shown_not_counted():
+    """Measured between two default runs of one commit: 64 users on four one-slot children, p99
+    2.4/2.9 s in one and 5.0/5.7 s in the next, as the busiest child held more of the users.
+    The requests' shares stay at 25 %: only the users' landing explains it."""
+    run, run_cells = landed("50 6 4 4", (5000.0, 5700.0))
+    base, base_cells = landed("24 16 14 10", (2400.0, 2900.0))
+    gated = gate.regression_gate(run, base, {"rps": 0.09, "p99_ms": 0.6})
+    assert gated.status == 1  # the p99 alone: 1.98×, beyond the floor
+    explained = regression._balance_explained(gated, run_cells, base_cells)
+    assert explained.status == 0
+    assert "busiest worker held 38% → 78% of them" in explained.levels[0].notes[0]
+    same, same_cells = landed("24 16 14 10", (5000.0, 5700.0))  # landed alike: a regression
+    assert regression._balance_explained(gated, same_cells, base_cells).status == 1
+    slower = run.assign(rps=run["rps"] * 0.7)  # throughput lost too: not the landing's doing
+    gated = gate.regression_gate(slower, base, {"rps": 0.09, "p99_ms": 0.6})
+    assert regression._balance_explained(gated, run_cells, base_cells).status == 1

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from asyncbench.migrate import PARQUET_SCHEMA_KEY, SCHEMA_VERSION, UNKNOWN_USER
+from asyncbench.migrate import PARQUET_SCHEMA_KEY, SCHEMA_VERSION, UNKNOWN_PID, UNKNOWN_USER
 from asyncbench.store import CellResult, Invocation, RunDir, RunMeta, StoreError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
@@ -61,6 +61,8 @@ def test_version_1_fixture_is_upgraded_when_read(fixture_copy):
     assert {"cpu_locust_max", "abandoned", "schema_version"} <= set(table.columns)
     assert (table["schema_version"] == SCHEMA_VERSION).all()
     assert (fixture_copy.samples()["user"] == UNKNOWN_USER).all()
+    assert (fixture_copy.samples()["server_pid"] == UNKNOWN_PID).all()
+    assert (table["process_users"].fillna("") == "").all()
 
 
 def test_upgraded_fixture_is_written_back_at_the_current_version(fixture_copy):
