@@ -22,6 +22,7 @@ from asyncbench.noise import NoiseFloors
 from asyncbench.plan import AA
 from asyncbench.predict import explained_rps
 from servers import MODELS
+from servers.registry import PER_WORKER
 
 # --- Across cells: the comparison the report shows ----------------------------------------------
 #
@@ -141,29 +142,42 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _round_trip_split(row: pd.Series, base_outside: float) -> tuple[float, float] | None:
-    """The cell's mean handler time and the lowest level's mean time outside the handler, for
-    users that all hold a slot: where users queue for slots, a handler that waits for its
-    thread inside (tornado-threadpool) reports the queue, and the bound would be the
-    measurement itself."""
+    """The cell's mean handler time, and the time outside it: the lowest level's, plus the
+    cell's own waits for the server's and Locust's CPU (``queue_server_ms``,
+    ``queue_client_ms``: users in step arrive in trains), for users that all hold a slot:
+    where users queue for slots, a handler that waits for its thread inside
+    (tornado-threadpool) reports the queue, and the bound would be the measurement itself."""
     handler = row.get("handler_mean_ms")
     if handler is None or pd.isna(handler) or pd.isna(base_outside):
         return None
     if _slot_use(row) != "own":
         return None
-    return float(handler), base_outside
+    waits = (row.get(c) for c in ("queue_server_ms", "queue_client_ms"))
+    queued = sum(float(w) for w in waits if w is not None and not pd.isna(w))
+    return float(handler), base_outside + queued
 
 
 def _slot_hold_ms(row: pd.Series, base_ms: float | None, base_handler: float | None) -> float:
     """How long a request holds its slot: the mean handler time it reports (``Server-Timing``;
     throughput is slots over the *mean* hold, and a slow tail moves the mean, not the median:
     1-user sql on flask-blocking with cold workers, p50 100.9 ms, mean 102.7 ms), else the
-    round trip. Where users queue for slots, a model
-    whose handler time starts before its slot is taken (tornado-threadpool waits for a pool
-    thread inside its handler) reports the queue too, so the handler time at the lowest load
-    (no queue) caps it."""
+    round trip.
+
+    A slot that is a whole worker process (flask-blocking's sync workers, tornado-forked's
+    children) also does, one request at a time, everything around the handler: accept, parse,
+    write, close. So it is held for the handler time plus the worker's CPU per request (which
+    counts the handler's own computing twice, as on ``fetch``). Queued on the handler time
+    alone, those cells ran 1.5-4 % under the bound (1.1-2.5 ms of work outside the handler in
+    each 102 ms). Where users queue for slots, a model whose handler time starts before its
+    slot is taken (tornado-threadpool waits for a pool thread inside its handler) reports the
+    queue too, so the handler time at the lowest load (no queue) caps it."""
     handler = row.get(_handler_column(row))
     if handler is None or pd.isna(handler):
         return base_ms
+    spec = MODELS.get(str(row["server"]))
+    if spec and spec.concurrency is PER_WORKER:
+        worker_cpu = row.get("cpu_ms_server")
+        return float(handler) + (0.0 if worker_cpu is None or pd.isna(worker_cpu) else worker_cpu)
     queued = _slot_use(row) == "queued"
     if queued and base_handler is not None and not pd.isna(base_handler):
         return min(float(handler), base_handler)

@@ -191,8 +191,13 @@ def _round_trip(row: Mapping) -> str | None:
     outside = mean - handler
     if handler - delay >= outside:
         return f"inside the handler: {handler:.0f} ms for a {delay:.0f} ms wait, {short}"
-    return (f"outside the handler: {outside:.1f} of each {mean:.0f} ms round trip (client, "
-            f"transport, the loop around the handler), {short}")
+    server, client = (_number(row.get(f"queue_{c}_ms")) for c in ("server", "client"))
+    trains = ""
+    if server is not None and client is not None:
+        trains = (f"{server:.1f} of it waiting for the server's CPU and {client:.1f} for "
+                  "Locust's behind requests that came together; ")
+    return (f"outside the handler: {outside:.1f} of each {mean:.0f} ms round trip ({trains}"
+            f"client, transport, the loop around the handler), {short}")
 
 
 def slot_use(server: str, users, slots, workers) -> SlotUse:

@@ -17,7 +17,7 @@ straddle the edges come from them.
 
 **Its standard error.** One stream's rate ``r`` over ``n`` cycles of coefficient of variation
 ``CV`` has ``SE(r) = r · CV / √n`` (delta method, renewal CLT: ``Var N(T) ≈ T σ² / μ³``). A
-closed loop is read one of three ways, and which one is what keeps that error honest:
+closed loop is read one of four ways, and which one is what keeps that error honest:
 
 - *Users pacing themselves* (nothing to share, users independent): each user's cycles, the
   cycle-time variance pooled *within* users (users differ systematically, e.g. on an unevenly
@@ -54,6 +54,10 @@ closed loop is read one of three ways, and which one is what keeps that error ho
   delta method alone stated 0.11 of it (0.06), and the completions read one at a time, cut
   into trains by the edges, stated 3.5-3.7 % for cells of 1.2-1.9 % (fetch on
   tornado-coroutine, 64 users) and counted 1.5 % low.
+- *Users that stay with one worker process* (a multi-process model that keeps connections alive;
+  ``Server-Timing`` says which process answered) are as many queues as processes, each with
+  the users that landed on it: read process by process and summed (``per_process_throughput``).
+
 Without that knowledge the users pace themselves when each user is regular (CV × √users below
 ½: a user's cycle spans ``users`` completions, which in a Poisson stream have CV 1/√users) and
 the completions' period, if

@@ -31,6 +31,7 @@ from asyncbench.confidence import (
     per_process_throughput,
 )
 from asyncbench.migrate import UNKNOWN_PID, UNKNOWN_USER
+from asyncbench.predict import train_wait_ms
 
 LOAD_GENERATOR_CPU_LIMIT = 90.0  # % of one core: above it Locust, not the server, sets the pace
 AUXILIARY_CPU_LIMIT = 90.0  # % of one core for the single-threaded upstream
@@ -96,6 +97,16 @@ class ResourceUsage:
 
 
 @dataclass(frozen=True)
+class TrainWaits:
+    """The mean wait the window's requests met for CPU, queued one after another in the order
+    they arrived (``predict.train_wait_ms``): at the server (each process; its CPU per request)
+    for their starts, and in Locust (each process; its CPU per request) for their answers."""
+
+    queue_server_ms: float | None = None
+    queue_client_ms: float | None = None
+
+
+@dataclass(frozen=True)
 class Judgement:
     valid: bool
     reason: str  # every reason the cell cannot be trusted, joined with "; "
@@ -110,6 +121,7 @@ class Evaluation:
     stats: CellStats
     usage: ResourceUsage
     judgement: Judgement
+    waits: TrainWaits = TrainWaits()
 
     @property
     def rss_per_inflight_kb(self) -> float | None:
@@ -123,7 +135,8 @@ class Evaluation:
 
     def columns(self) -> dict:
         """The ``results.csv`` columns this evaluation fills."""
-        return {**asdict(self.stats), **asdict(self.usage), "valid": self.judgement.valid,
+        return {**asdict(self.stats), **asdict(self.usage), **asdict(self.waits),
+                "valid": self.judgement.valid,
                 "reason": self.judgement.reason, "status": self.judgement.status,
                 "rss_per_inflight_kb": self.rss_per_inflight_kb}  # fmt: skip
 
@@ -149,7 +162,38 @@ def evaluate_cell(
         usage = stored_usage
     else:
         usage = resource_usage(resources, start, end)
-    return Evaluation(stats, usage, judge(stats, usage, abandoned))
+    waits = train_waits(samples, start, end, stats, usage) if not rate else TrainWaits()
+    return Evaluation(stats, usage, judge(stats, usage, abandoned), waits)
+
+
+def train_waits(
+    samples: pd.DataFrame, start: float, end: float, stats: CellStats, usage: ResourceUsage
+) -> TrainWaits:
+    """The queues a closed loop's window met for CPU (``TrainWaits``); None where the CPU or
+    the throughput is unknown."""
+    window = in_window(samples, start, end)
+    if window.empty or not stats.rps:
+        return TrainWaits()
+    answered = window["start_time"] + window["latency_ms"].fillna(0) / 1000
+    return TrainWaits(
+        queue_server_ms=_queued(window["start_time"], window.get("server_pid"),
+                                _per_request_ms(usage.cpu_server, stats.rps)),
+        queue_client_ms=_queued(answered, window.get("worker"),
+                                _per_request_ms(usage.cpu_locust, stats.rps)),
+    )  # fmt: skip
+
+
+def _per_request_ms(cpu_percent: float | None, rps: float) -> float | None:
+    return cpu_percent / 100 / rps * 1000 if _known(cpu_percent) else None
+
+
+def _queued(instants: pd.Series, process: pd.Series | None, demand_ms: float | None):
+    """The mean wait over every process's own queue (one queue where processes are unknown)."""
+    if demand_ms is None:
+        return None
+    groups = instants.groupby(process.fillna(UNKNOWN_PID) if process is not None else 0)
+    total = sum(train_wait_ms(times.to_numpy(), demand_ms) * len(times) for _, times in groups)
+    return total / len(instants)
 
 
 def in_window(samples: pd.DataFrame, start: float, end: float) -> pd.DataFrame:

@@ -37,6 +37,9 @@ Versions:
   8 — samples gain ``server_pid``, the process that answered (``UNKNOWN_PID``, -1, before);
       results.csv gains ``process_users``, how many users each serving process answered when
       every user stayed with one (most first; empty before and where they moved).
+  9 — results.csv gains ``queue_server_ms`` and ``queue_client_ms``, the mean wait the window's
+      requests met for the server's and Locust's CPU in the order they came (empty before;
+      ``asyncbench report`` recomputes them from the samples).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 UNKNOWN_PID = -1
@@ -179,9 +182,14 @@ def _results_7_to_8(table: pd.DataFrame) -> pd.DataFrame:
     return table if "process_users" in table else table.assign(process_users="")
 
 
+def _results_8_to_9(table: pd.DataFrame) -> pd.DataFrame:
+    added = dict.fromkeys(("queue_server_ms", "queue_client_ms"), math.nan)
+    return table.assign(**{k: v for k, v in added.items() if k not in table})
+
+
 _META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data,
                4: lambda data: data, 5: lambda data: data, 6: lambda data: data,
-               7: lambda data: data}  # fmt: skip
+               7: lambda data: data, 8: lambda data: data}  # fmt: skip
 _RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4,
                   4: _results_4_to_5, 5: _results_5_to_6, 6: _results_6_to_7,
-                  7: _results_7_to_8}  # fmt: skip
+                  7: _results_7_to_8, 8: _results_8_to_9}  # fmt: skip

@@ -157,6 +157,8 @@ class CellResult:
     handler_p50_ms: float | None = None  # the model's own Server-Timing
     outside_p50_ms: float | None = None  # latency outside the handler: queue, loop, transport
     handler_mean_ms: float | None = None  # the mean handler time (the second prediction's)
+    queue_server_ms: float | None = None  # mean wait for the server's CPU, in arrival order
+    queue_client_ms: float | None = None  # mean wait for Locust's CPU, in answer order
     accept_queue_max: float | None = None  # connections waiting in the listen backlog
     loop_lag_max_ms: float | None = None  # the worst event-loop lag (Tornado models)
     bottleneck: str = ""  # what limits the cell (asyncbench.bottleneck)

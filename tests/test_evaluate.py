@@ -16,6 +16,7 @@ from asyncbench.evaluate import (
     judge,
     process_users,
     resource_usage,
+    train_waits,
     window_rows,
 )
 
@@ -164,3 +165,20 @@ def test_users_pinned_to_processes_are_read_process_by_process_when_the_caller_s
     assert stats.rps_method.startswith("closed-loop per process (3: ")
     assert stats.process_users == "2 1 1"
     assert cell_stats(samples, 1.05, 4.2).rps_method == "closed-loop cycles"
+
+
+def test_train_waits_queue_each_process_apart_and_need_the_cpu():
+    """Two server processes, each receiving two requests at once, at 1 ms of CPU each: each
+    second request waits 1 ms (0.5 on average); one process receiving all four would make
+    the last wait 3 ms. Locust answers them spread out: no wait there."""
+    samples = pd.DataFrame({"start_time": [1.0, 1.0, 1.0, 1.0], "latency_ms": [10, 20, 30, 40],
+                            "server_pid": [7, 7, 8, 8], "worker": "w", "status": 200,
+                            "error": None, "user": [0, 1, 2, 3]})  # fmt: skip
+    stats, usage = CellStats(rps=100.0), ResourceUsage(cpu_server=10.0, cpu_locust=10.0)
+    waits = train_waits(samples, 0.0, 2.0, stats, usage)  # 1 ms per request at 100 req/s
+    assert waits.queue_server_ms == pytest.approx(0.5)
+    assert waits.queue_client_ms == pytest.approx(0.0)
+    one = train_waits(samples.assign(server_pid=-1), 0.0, 2.0, stats, usage)
+    assert one.queue_server_ms == pytest.approx((0 + 1 + 2 + 3) / 4)
+    unknown = train_waits(samples, 0.0, 2.0, stats, ResourceUsage())
+    assert unknown.queue_server_ms is None and unknown.queue_client_ms is None

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from asyncbench.predict import explained_rps, predicted_rps
+from asyncbench.predict import explained_rps, predicted_rps, train_wait_ms
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,18 @@ def test_a_longer_handler_at_load_lowers_the_round_trip_bound():
     # An unknown part leaves the bound out.
     assert explained_rps(64, 102.0, None, None, {}, {}, split_ms=(104.4, float("nan"))) == \
         pytest.approx(64 / 0.102)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "demand_ms", "expected_ms"),
+    [
+        ([0.0, 0.002, 0.004, 0.006], 1.0, 0.0),  # spaced wider than the CPU each needs
+        ([0.0] * 8, 0.5, 0.5 * 7 / 2),  # a train of 8: each waits for those before it
+        ([0.0, 0.0, 0.010, 0.010], 1.0, 0.5),  # two trains of two, cleared in between
+        ([0.0, 0.0005, 0.001], 1.0, (0.5 + 1.0) / 3),  # a queue that keeps building
+        ([0.010, 0.0, 0.0], 1.0, 0.5 / 1.5),  # in any order: they queue as they arrived
+        ([0.0], 1.0, 0.0), ([], 1.0, 0.0), ([0.0, 0.0], 0.0, 0.0),
+    ],
+)  # fmt: skip
+def test_train_wait_is_the_queue_the_measured_arrivals_make(arrivals, demand_ms, expected_ms):
+    assert train_wait_ms(arrivals, demand_ms) == pytest.approx(expected_ms)
