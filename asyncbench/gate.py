@@ -111,12 +111,14 @@ def regression_gate(
     thresholds: Mapping[str, Thresholds] | None = None,
     confidence: float = 0.95,
     seed: int = 0,
+    scenario_floors: Mapping[str, Mapping[str, float | NoiseFloor]] | None = None,
 ) -> GateResult:
     """``asyncbench compare RUN --baseline OTHER``: for every level present in both tables (one
     row per repeat: scenario, server, users, rate, repeat, rps, p99_ms), the run-to-baseline
     ratios of rps and p99 with their intervals. A level fails when either *loses* (beyond its
     interval and the noise floor of ``noise_floors["rps"]`` / ``["p99_ms"]``; a missing key
-    means none was measured) or a threshold of its scenario fails."""
+    means none was measured; ``scenario_floors[scenario]`` instead where a scenario has its own)
+    or a threshold of its scenario fails."""
     run, baseline = _gate_table(run, "run"), _gate_table(baseline, "baseline")
     common = run[list(LEVEL)].drop_duplicates().merge(baseline[list(LEVEL)].drop_duplicates())
     if common.empty:
@@ -124,8 +126,9 @@ def regression_gate(
     levels = []
     for key in common.sort_values(list(LEVEL)).itertuples(index=False):
         mine, theirs = _level_rows(run, key), _level_rows(baseline, key)
+        floors = (scenario_floors or {}).get(key.scenario, noise_floors)
         rps, p99 = (
-            compare(mine[column], theirs[column], noise_floors.get(column, 0.0), a_label="run",
+            compare(mine[column], theirs[column], floors.get(column, 0.0), a_label="run",
                     b_label="baseline", metric=metric, higher_is_better=higher,
                     confidence=confidence, seed=seed)
             for column, metric, higher in (("rps", "rps", True), ("p99_ms", "p99", False))

@@ -14,7 +14,7 @@ measured one: as if a 2 + 2 pair had shown it, so it also lends a spread per rep
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -46,9 +46,16 @@ class NoiseFloors:
     pair: str = ""  # the A/A level, e.g. "sleep / tornado-coroutine / 64 users"; "" when none
     cells: tuple[int, int] = (0, 0)  # included cells in each half
     measured_metrics: tuple[str, ...] = ()
+    # A scenario that measured its own A/A pair is judged by it (``for_scenario``): a
+    # CPU-bound one moves with the machine far more than waiting does.
+    scenarios: dict[str, NoiseFloors] = field(default_factory=dict, compare=False)
 
     def of(self, metric: str) -> NoiseFloor:
         return getattr(self, metric)
+
+    def for_scenario(self, scenario: str) -> NoiseFloors:
+        """The floors a level of ``scenario`` is judged by: its own pair's, else the run's."""
+        return self.scenarios.get(scenario, self)
 
     def relative(self, metric: str) -> float:
         return self.of(metric).relative
@@ -73,36 +80,64 @@ class NoiseFloors:
                 f"({self.cells[0]} + {self.cells[1]} cells, shuffled among the others): a "
                 "verdict calls a win only beyond it.")  # fmt: skip
 
+    def sentences(self) -> list[str]:
+        """``sentence``, then one for each scenario judged by a pair of its own."""
+        own = [f"{name}: {floors.sentence()}" for name, floors in sorted(self.scenarios.items())
+               if floors.pair != self.pair]  # fmt: skip
+        return [self.sentence(), *own]
+
     def larger(self, other: NoiseFloors) -> NoiseFloors:
-        """Per metric, whichever of two runs' floors is larger (comparing two runs)."""
+        """Per metric, whichever of two runs' floors is larger (comparing two runs); per
+        scenario too, where either run measured one of its own."""
         pick = {m: max((self, other), key=lambda f: f.relative(m)) for m in METRICS}
         chosen = pick["rps"]
         measured = tuple(m for m in METRICS if pick[m].measured(m))
+        own = {name: self.for_scenario(name)._larger_pair(other.for_scenario(name))
+               for name in {*self.scenarios, *other.scenarios}}  # fmt: skip
         return NoiseFloors(pick["rps"].rps, pick["p99_ms"].p99_ms, chosen.pair, chosen.cells,
-                           measured)  # fmt: skip
+                           measured, own)  # fmt: skip
+
+    def _larger_pair(self, other: NoiseFloors) -> NoiseFloors:
+        return replace(self.larger(replace(other, scenarios={})), scenarios={})
 
 
 def noise_floors(cells: pd.DataFrame) -> NoiseFloors:
-    """The run's floors from its A/A pair(s) in ``analyze.cell_table`` rows (the largest, per
-    metric, when several scenarios declare one); the defaults where none is usable."""
-    best: dict[str, tuple[NoiseFloor, str, tuple[int, int]]] = {}
-    for key, halves in _pairs(cells).items():
-        first, second = halves
-        for metric in METRICS:
-            floor = noise_floor(_values(first, metric), _values(second, metric))
-            if np.isfinite(floor.relative) and (
-                metric not in best or floor.relative > best[metric][0].relative
-            ):
-                best[metric] = (floor, key, (len(first), len(second)))
-    if not best:
+    """The run's floors from its A/A pairs in ``analyze.cell_table`` rows; the defaults where
+    none is usable. Each scenario with a pair of its own is judged by it (``for_scenario``);
+    the others by the largest pair, per metric, of the scenarios that wait (a CPU-bound
+    scenario's pair, 20-30 % wide on this 2-core machine, would blunt every other verdict)."""
+    found = {key: _pair_floors(key, halves) for key, halves in _pairs(cells).items()}
+    waiting = {key: f for key, f in found.items() if _waits(cells, key[0])} or found
+    if not waiting:
         return NoiseFloors(default_floor("rps"), default_floor("p99_ms"))
-    any_pair = next(iter(best.values()))
-    floors = {m: best[m][0] if m in best else default_floor(m) for m in METRICS}
-    return NoiseFloors(**floors, pair=any_pair[1], cells=any_pair[2],
-                       measured_metrics=tuple(best))  # fmt: skip
+    run = _largest(waiting.values())
+    return replace(run, scenarios={key[0]: f for key, f in found.items()})
 
 
-def _pairs(cells: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+def _pair_floors(key: tuple[str, str], halves: tuple[pd.DataFrame, pd.DataFrame]) -> NoiseFloors:
+    first, second = halves
+    floors = {m: noise_floor(_values(first, m), _values(second, m)) for m in METRICS}
+    measured = tuple(m for m in METRICS if np.isfinite(floors[m].relative))
+    floors = {m: floors[m] if m in measured else default_floor(m) for m in METRICS}
+    return NoiseFloors(**floors, pair=key[1], cells=(len(first), len(second)),
+                       measured_metrics=measured)  # fmt: skip
+
+
+def _largest(pairs) -> NoiseFloors:
+    """Per metric, the largest measured floor of ``pairs`` (a default where none measured)."""
+    pairs = list(pairs)
+    best = pairs[0]
+    for other in pairs[1:]:
+        best = best.larger(other)
+    return best
+
+
+def _waits(cells: pd.DataFrame, scenario: str) -> bool:
+    delays = cells.loc[cells["scenario"] == scenario, "delay_ms"] if "delay_ms" in cells else []
+    return bool(len(delays)) and bool((pd.to_numeric(delays, errors="coerce") > 0).any())
+
+
+def _pairs(cells: pd.DataFrame) -> dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame]]:
     """Per A/A level (closed loop only): its included regular cells and included copies."""
     if cells.empty or "replica" not in cells:
         return {}
@@ -113,7 +148,7 @@ def _pairs(cells: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
         first = kept[(kept["replica"] != AA) & (kept["scenario"] == scenario)
                      & (kept["server"] == server) & (kept["users"] == users)]  # fmt: skip
         if len(first) and len(second):
-            pairs[f"{scenario} / {server} / {users} users"] = (first, second)
+            pairs[scenario, f"{scenario} / {server} / {users} users"] = (first, second)
     return pairs
 
 

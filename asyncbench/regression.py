@@ -158,9 +158,10 @@ def gate(
 ) -> GateResult:
     """``gate.regression_gate`` on two ``analyze.cell_table``s, with what the workers' balance
     explains shown, not counted (``asyncbench compare`` and the report's baseline alike)."""
+    own = {name: floor.mapping() for name, floor in floors.scenarios.items()}
     result = regression_gate(analyze.repeat_table(cells), analyze.repeat_table(base_cells),
-                             floors.mapping(), thresholds=thresholds,
-                             confidence=confidence)  # fmt: skip
+                             floors.mapping(), thresholds=thresholds, confidence=confidence,
+                             scenario_floors=own)  # fmt: skip
     return _balance_explained(result, cells, base_cells)
 
 
@@ -186,7 +187,7 @@ def lines(result: GateResult, floors: NoiseFloors | None = None) -> list[str]:
         out.append(f"{level.label:{width}}  {_cell(level.rps):28}  {_cell(level.p99):28}  "
                    f"{_outcome(level)}")  # fmt: skip
     if floors is not None:
-        out.append(floors.sentence())
+        out += floors.sentences()
     out.append(summary(result))
     return out
 

@@ -92,7 +92,7 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
         ),
         "baseline": baseline.run_id if baseline is not None else None,
         "banners": _banners(meta, cells, baseline) + notes,
-        "noise": floors.sentence(),
+        "noise": " ".join(floors.sentences()),
         "throughput": _throughput_note(cells),
         "verdicts": [{"name": b["name"], "anchor": b["anchor"], **b["verdict"]} for b in blocks],
         "summary": summary_table(sections, anchors, palette),
@@ -122,7 +122,7 @@ def _with_baseline(run, agg, every_cell, floors: NoiseFloors, baseline: RunDir):
         return analyze.compare_runs(agg, base_agg), [note]
     note = {"level": "error" if result.status else "info",
             "text": f"Against baseline {baseline.run_id} (as `asyncbench compare`): "
-            f"{regression.summary(result)}. {floors.sentence()}"}  # fmt: skip
+            f"{regression.summary(result)}. {' '.join(floors.sentences())}"}  # fmt: skip
     return analyze.compare_runs(agg, base_agg, result.to_frame()), [note]
 
 

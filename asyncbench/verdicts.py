@@ -30,7 +30,9 @@ class Verdict:
 
 def verdict(sec: Section, meta: RunMeta, floors: NoiseFloors) -> Verdict:
     """The section's verdict, computed from the aggregates and the repeats at the comparison
-    level (``floors``: the run's noise floor): a headline and its evidence."""
+    level (``floors``: the run's noise floor, or the section's own where it has an A/A pair):
+    a headline and its evidence."""
+    floors = floors.for_scenario(sec.scenario)
     level = analyze.comparison_level(sec.agg, sec.scenario, sec.loop)
     if level is None:
         reasons = sorted({r for r in sec.cells["reason"] if r}) or ["no cell has results yet"]

@@ -85,3 +85,21 @@ def test_gate_rejects_bad_input_with_one_line(run, message):
 def test_thresholds_name_the_bad_field(data, message):
     with pytest.raises(ComparisonInputError, match=message):
         Thresholds.from_mapping(data, where="scenarios/sleep.toml [thresholds]")
+
+
+def test_a_scenario_with_its_own_floor_is_gated_by_it():
+    """The same 20 % loss fails a waiting scenario's level (floor 8 %) and not a CPU-bound one
+    judged by its own pair (floor 35 %)."""
+    def level(scenario, rps):
+        return pd.DataFrame([{"scenario": scenario, "server": "m", "users": 16, "rate": 0.0,
+                              "repeat": r, "rps": rps * (1 + 0.005 * r), "p99_ms": 10.0}
+                             for r in (1, 2)])  # fmt: skip
+
+    run = pd.concat([level("sleep", 80.0), level("hello", 800.0)])
+    base = pd.concat([level("sleep", 100.0), level("hello", 1000.0)])
+    floors = {"rps": 0.08, "p99_ms": 0.5}
+    gated = regression_gate(run, base, floors, scenario_floors={"hello": {"rps": 0.35,
+                                                                          "p99_ms": 0.5}})
+    assert [lv.regressed for lv in gated.levels] == [False, True]  # hello, sleep (sorted)
+    assert regression_gate(run, base, floors).status == 1
+    assert all(lv.regressed for lv in regression_gate(run, base, floors).levels)

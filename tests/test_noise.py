@@ -50,3 +50,25 @@ def test_comparing_two_runs_takes_the_larger_floor():
     both = measured.larger(default)
     assert both.relative("rps") == max(measured.relative("rps"), DEFAULT_FLOORS["rps"])
     assert both.relative("p99_ms") == max(measured.relative("p99_ms"), DEFAULT_FLOORS["p99_ms"])
+
+
+def two_pairs() -> pd.DataFrame:
+    """A tight pair on sleep (it waits 100 ms) and a wide one on hello (CPU-bound)."""
+    hello = cells((130.0, 95.0)).assign(scenario="hello", delay_ms=0)
+    return pd.concat([cells().assign(delay_ms=100), hello], ignore_index=True)
+
+
+def test_a_scenario_with_its_own_pair_is_judged_by_it_and_the_rest_by_the_waiting_ones():
+    """On this 2-core machine hello's repeats differ by 20-30 %; its pair must not widen the
+    floor every waiting scenario is judged by, nor theirs narrow hello's."""
+    floors = noise_floors(two_pairs())
+    sleep_only = noise_floors(cells().assign(delay_ms=100))
+    assert floors.relative("rps") == sleep_only.relative("rps")
+    assert floors.pair == "sleep / tornado-coroutine / 64 users"
+    hello = floors.for_scenario("hello")
+    assert hello.pair == "hello / tornado-coroutine / 64 users"
+    assert hello.relative("rps") > 3 * floors.relative("rps")
+    assert floors.for_scenario("fetch") is floors
+    assert floors.sentences()[1].startswith("hello: Noise floor ±")
+    both = floors.larger(sleep_only)  # comparing with a run that had no hello pair
+    assert both.for_scenario("hello").relative("rps") == hello.relative("rps")
