@@ -12,8 +12,6 @@ import contextlib
 import http.client
 import threading
 import time
-from concurrent import futures
-from concurrent.futures import Executor
 from urllib.parse import urlsplit
 
 import pymysql
@@ -28,8 +26,6 @@ from servers.backends import (
     upstream_failed,
 )
 from servers.config import MysqlUrl, ServerConfig
-
-WARM_POOL_TIMEOUT_S = 10.0  # a pool whose threads do not all start by then serves as it is
 
 
 class BlockingIO:
@@ -59,25 +55,6 @@ class BlockingIO:
         if self._mysql is not None:
             with contextlib.suppress(pymysql.MySQLError, OSError):
                 self._connection()
-
-    def warm_pool(self, pool: Executor, threads: int) -> None:
-        """Open a MySQL connection on each of ``pool``'s ``threads`` threads now (``warm`` for
-        a threaded model): each task holds its thread until all have started, so the pool
-        starts every thread it may use. A thread started inside a measured window would pay
-        for its connection there: 1-user sql on flask-threaded answered in 132-142 ms once or
-        twice a window, as gthread moved the user to a new thread (a standard error of 1.6 %,
-        and a 1-user round trip the second prediction read 3 % too long)."""
-        if self._mysql is None:
-            return
-        started = threading.Barrier(threads)
-
-        def warm_and_wait() -> None:
-            self.warm()
-            with contextlib.suppress(threading.BrokenBarrierError):
-                started.wait(WARM_POOL_TIMEOUT_S)
-
-        futures.wait([pool.submit(warm_and_wait) for _ in range(threads)],
-                     timeout=WARM_POOL_TIMEOUT_S * 2)  # fmt: skip
 
     def run(self, endpoint: str, ms: int) -> None:
         """Do the work of ``/sleep``, ``/fetch`` or ``/sql`` for ``ms`` milliseconds."""

@@ -55,7 +55,6 @@ SOCK_SERVER_OPTIONS = {
     "thread_class": functools.partial(threading.Thread, daemon=True),
 }
 _worker: Worker | None = None  # this process's gunicorn worker (set by post_worker_init)
-IO_EXTENSION = "asyncbench.blocking_io"  # the app's BlockingIO, for post_worker_init to warm
 
 
 def json_response(body: bytes, status: int = 200) -> Response:
@@ -66,7 +65,8 @@ def create_app(config: ServerConfig, model: str = MODEL) -> Flask:
     """The Flask app; build it in the worker process (its ``BlockingIO`` owns connections)."""
     app = Flask(__name__)
     backend = BlockingIO(config)
-    app.extensions[IO_EXTENSION] = backend  # warmed in post_worker_init
+    if model == MODEL:  # a sync worker serves on the thread that loads the app; gthread does not
+        backend.warm()
     bus = BlockingBus(config)
     counter = RequestCounter(config.stats_dir)
 
@@ -211,12 +211,6 @@ def post_worker_init(worker: Worker) -> None:
     _worker = worker
     die_with_parent(worker.ppid)
     signal.signal(signal.SIGTERM, worker.handle_quit)
-    backend: BlockingIO = worker.wsgi.extensions[IO_EXTENSION]
-    pool = getattr(worker, "tpool", None)  # gthread's threads; a sync worker serves on this one
-    if pool is None:
-        backend.warm()
-    else:
-        backend.warm_pool(pool, worker.cfg.threads)
 
 
 def gunicorn_options(config: ServerConfig, model: str = MODEL) -> dict[str, Any]:

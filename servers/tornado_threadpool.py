@@ -86,8 +86,6 @@ class ThreadPoolIO:
 async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:
     """Serve on ``sockets`` until SIGTERM or SIGINT, then stop and drop the pool."""
     backend = ThreadPoolIO(config)
-    await IOLoop.current().run_in_executor(
-        None, backend.blocking.warm_pool, backend.executor, config.threads)  # fmt: skip
     app = make_app(MODEL, AwaitingDelayHandler, backend, AWAITING_ROOM_HANDLERS, backend, config)
     await serve_until_stopped(app, sockets)
     backend.close()
