@@ -24,8 +24,8 @@ from asyncbench.store import RunDir
 pytestmark = pytest.mark.slow  # real runs
 
 # 8 cells of /hello, and the 2 copies of hello's A/A pair (tornado-coroutine at 1 user), whose
-# samples fill 1 MiB after a few: with 2 s windows, 4 of the 8 fitted here. (With 1 s windows and warm-ups that end once settled, all 8 fitted when CI's machine
-# served 1,600-4,500 req/s.)
+# samples fill 1 MiB after a few: with 2 s windows, 4 of the 8 fitted here. (With 1 s windows
+# and warm-ups that end once settled, all 8 fitted when CI's machine served 1,600-4,500 req/s.)
 RUN = ["run", "--scenario", "hello", "--server", "tornado-coroutine", "--users", "1,2,4,8",
        "--duration", "2", "--warmup", "0.5", "--repeat", "2", "--seed", "1"]  # fmt: skip
 CELLS = 10  # 4 levels x 2 repeats + the A/A pair's 2 copies
