@@ -282,6 +282,22 @@ def test_one_thread_per_process_models_connect_each_worker_before_any_request(ma
     assert held == WORKERS  # one per worker, no request made
 
 
+@pytest.mark.parametrize("model", ["flask-threaded", "tornado-threadpool"])
+def test_a_process_threads_share_its_idle_database_connection(mariadb, model):
+    """Queries one at a time take the idle connection whichever pool thread serves them: a
+    process holds one, not one per thread it happened to use (with one per thread, threads
+    new to a query opened theirs inside measured windows)."""
+    before = database_connections(mariadb)
+    config = model_config(None, mariadb.url, model)
+    with server(model, config) as running:
+        concurrent_gets(running.url, "/sleep?ms=50", CONCURRENCY)  # every pool thread started
+        for _ in range(4 * SERVER_THREADS):
+            assert get(running.url, "/sql?ms=0")[:2] == (200, expected_body("sql", 0))
+        held = database_connections(mariadb) - before
+    processes = config.workers if MODELS[model].multi_process else 1
+    assert 1 <= held <= processes, f"{held} connections for {processes} processes"
+
+
 @pytest.mark.parametrize("query", BAD_QUERIES)
 def test_bad_input_is_400_json(running: Server, query: str) -> None:
     for endpoint in ("sleep", "fetch", "sql"):
@@ -365,7 +381,10 @@ def test_stopping_leaves_no_process_behind(model: str) -> None:
         assert_json_error(*get(running.url, "/sql?ms=1")[:2], 503)
         pids = [p.pid for p in full_tree(running)]
         start = time.perf_counter()
-    assert time.perf_counter() - start < 2
+    # Every model stops on SIGTERM by itself, before the harness's SIGKILL (5 s): Tornado at
+    # once, gunicorn within its arbiter's GRACEFUL_TIMEOUT_S (gunicorn 27's gthread worker lets
+    # kept-alive and just-accepted connections linger for up to 2 s first: 3.2 s was seen in CI).
+    assert time.perf_counter() - start < GRACEFUL_TIMEOUT_S + 1
     assert not still_running(pids)
 
 
