@@ -1,10 +1,10 @@
 """The ``flask-threaded`` model: the same Flask app on gunicorn ``gthread`` workers.
 
 Each of ``workers`` processes runs ``threads`` threads, each serving one request at a time with
-the blocking I/O of ``servers.blocking_io`` (a MySQL connection per thread), so the model holds
-``workers × threads`` requests at once: the remedy the skeptic names first ("use threads").
-Unlike sync workers, gthread keeps idle client connections open (``keepalive`` seconds) in its
-poller, where they hold no thread.
+the blocking I/O of ``servers.blocking_io`` (MySQL connections shared by the threads), so the
+model holds ``workers × threads`` requests at once: the remedy the skeptic names first ("use
+threads"). Unlike sync workers, gthread keeps idle client connections open (``keepalive``
+seconds) in its poller, where they hold no thread.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The usual way to keep a blocking library inside an async server: each ``/sleep``, ``/fetch``
 and ``/sql`` runs the very blocking I/O the blocking models use (``servers.blocking_io``:
-``time.sleep``, ``http.client``, ``pymysql`` with one connection per thread) in a
+``time.sleep``, ``http.client``, ``pymysql`` on the threads' shared connections) in a
 ``ThreadPoolExecutor(max_workers=threads)`` through ``IOLoop.run_in_executor``, while the
 event loop keeps accepting and answering. One process; it holds ``threads`` requests at once,
 the rest wait in the executor's queue.
