@@ -365,3 +365,20 @@ def test_a_worker_holds_its_slot_for_the_handler_and_its_own_cpu():
     rows[1]["cpu_ms_server"] = 1.5
     explained = analyze.explain(pd.DataFrame(rows)).set_index("users").loc[64, "explained_rps"]
     assert explained == pytest.approx(4 / 0.1044, rel=1e-6)
+
+
+def test_the_busiest_process_may_hold_one_request_beyond_its_part_by_counting_alone():
+    """16 users on 4 forked processes, "36 35 35 34" requests started in the window: an even
+    split whose busiest count is one over, not a process at 25.7 % holding the others back. Its
+    bound is the even one; "40 34 33 33" (a busiest process at 28.6 %, 27.9 % less the one) is
+    bounded by that process."""
+    rows = [_split_cell(1, 9.74, 102.6, 101.0, slots=16.0),
+            _split_cell(16, 153.0, 104.0, 101.0, slots=16.0)]  # fmt: skip
+    for row in rows:
+        row.update(server="tornado-forked", workers=4)
+    rows[1].update(process_requests="36 35 35 34", busiest_process_share=36 / 140)
+    explained = analyze.explain(pd.DataFrame(rows)).set_index("users").loc[16, "explained_rps"]
+    assert explained == pytest.approx(16 / 0.1026, rel=1e-6)  # the round trip binds, not 0.257
+    rows[1].update(process_requests="40 34 33 33", busiest_process_share=40 / 140)
+    explained = analyze.explain(pd.DataFrame(rows)).set_index("users").loc[16, "explained_rps"]
+    assert explained == pytest.approx(4 / (0.101 * 39 / 140), rel=1e-6)
