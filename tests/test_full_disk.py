@@ -1,9 +1,10 @@
 """A full disk loses nothing: a real run on a small tmpfs that fills mid-run, then resumed.
 
 The disk is filled by another writer (a ballast file, as a log or a download would) once the
-first cell is stored, so it fills mid-run at any request rate. The run stops with one line, every cell it finished is whole and readable (its samples, its
-resource samples and its results row), no ``.tmp`` is left, ``run.json`` says why it stopped;
-once the tmpfs is made bigger, ``asyncbench run --resume`` completes the run and the report.
+first cell is stored, so it fills mid-run at any request rate. The run stops with one line,
+every cell it finished is whole and readable (its samples, its resource samples and its results
+row), no ``.tmp`` is left, ``run.json`` says why it stopped; once the tmpfs is made bigger,
+``asyncbench run --resume`` completes the run and the report.
 Needs root (``mount -t tmpfs``); skipped with the reason otherwise.
 """
 
