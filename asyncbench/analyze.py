@@ -134,6 +134,7 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
                 busiest_share=share,
                 processes=_server_processes(base.iloc[0]),
                 split_ms=_round_trip_split(row, base_outside),
+                process_users=_process_users(row),
             )  # fmt: skip
             if predicted:
                 cells.loc[i, "explained_rps"] = predicted
@@ -144,14 +145,21 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
 def _busiest_share(row: pd.Series) -> float | None:
     """The busiest process's share of the requests, less the one request a count of requests
     started in the window may hold beyond its fair part ("36 35 35 34" of 16 users on 4
-    processes is an even split, not a busiest process at 26 %), and never under an even one."""
+    processes is an even split, not a busiest process at 26 %), and never under an even split
+    over the processes that served ("31 31 31 0" is a third each)."""
     share = row.get("busiest_process_share")
     if share is None or pd.isna(share):
         return None
-    counts = [int(n) for n in str(row.get("process_requests") or "").split()]
+    counts = [n for n in (int(c) for c in str(row.get("process_requests") or "").split()) if n]
     if len(counts) < 2 or sum(counts) < 2:
         return float(share)
     return max(1 / len(counts), (max(counts) - 1) / sum(counts))
+
+
+def _process_users(row: pd.Series) -> tuple[int, ...]:
+    """How many users each process answered (``"2 1 1"``), where every user stayed with one."""
+    text = row.get("process_users")
+    return tuple(int(n) for n in str(text).split()) if isinstance(text, str) else ()
 
 
 def _round_trip_split(row: pd.Series, base_outside: float) -> tuple[float, float] | None:

@@ -31,6 +31,7 @@ def explained_rps(
     busiest_share: float | None = None,
     processes: int = 1,
     split_ms: tuple[float, float] | None = None,
+    process_users: tuple[int, ...] = (),
 ) -> float | None:
     """A second prediction from operational analysis: the smallest of the bounds a closed loop
     of ``users`` meets (asymptotic bounds, no think time).
@@ -48,7 +49,10 @@ def explained_rps(
       this bound, and the gap is that growth;
     * ``slots / H``: each slot is held for the handler time H (``Server-Timing``); with several
       processes, the busiest one (``busiest_share`` of the requests, measured) saturates first,
-      so ``(slots / processes) / (H × busiest_share)``;
+      so ``(slots / processes) / (H × busiest_share)``; where every user stayed with one
+      process (``process_users``, kept-alive connections), each process is a closed loop of
+      its own users: ``Σ min(users_p / R1, (slots / processes) / H)`` (4 users that landed
+      2-1-1 on one-slot forked children: ``1 / H + 2 / R1``);
     * ``cores / D`` per component: a component with D CPU-milliseconds per request (measured at
       the cell's own load, so contention is in it) cannot serve more than its usable cores allow
       (the server's processes, one Locust process, ...), and the machine as a whole cannot
@@ -63,6 +67,10 @@ def explained_rps(
         bounds.append(slots / (handler_ms / 1000))
         if processes > 1 and busiest_share:
             bounds.append(slots / processes / (handler_ms / 1000 * busiest_share))
+        if process_users and base_latency_ms:
+            per_process = slots / max(processes, len(process_users)) / (handler_ms / 1000)
+            bounds.append(sum(min(u / (base_latency_ms / 1000), per_process)
+                              for u in process_users))  # fmt: skip
     total = 0.0
     for component, demand in cpu_ms.items():
         if demand:

@@ -382,3 +382,15 @@ def test_the_busiest_process_may_hold_one_request_beyond_its_part_by_counting_al
     rows[1].update(process_requests="40 34 33 33", busiest_process_share=40 / 140)
     explained = analyze.explain(pd.DataFrame(rows)).set_index("users").loc[16, "explained_rps"]
     assert explained == pytest.approx(4 / (0.101 * 39 / 140), rel=1e-6)
+
+
+def test_users_pinned_to_forked_children_are_bounded_child_by_child():
+    """4 users that landed 3-1 on tornado-forked's children (``process_users``): the second
+    prediction is one closed loop per child, 1 / hold + 1 / R1, not the busiest share's."""
+    rows = [_split_cell(1, 9.73, 102.76, 100.4, slots=4.0),
+            _split_cell(4, 19.49, 205.0, 100.45, slots=4.0)]  # fmt: skip
+    for row in rows:
+        row.update(server="tornado-forked", workers=4, cpu_ms_server=1.55)
+    rows[1].update(process_users="3 1", process_requests="31 31 0 0", busiest_process_share=0.5)
+    explained = analyze.explain(pd.DataFrame(rows)).set_index("users").loc[4, "explained_rps"]
+    assert explained == pytest.approx(1 / 0.102 + 1 / 0.10276, rel=1e-6)

@@ -52,6 +52,21 @@ def test_the_busiest_worker_bounds_a_multi_process_model():
         pytest.approx(4 / 0.102)  # balanced: the round trip binds  # fmt: skip
 
 
+def test_users_that_stay_with_their_process_make_one_closed_loop_each():
+    """Measured (sleep on tornado-forked, 4 users on 4 one-slot children): they landed 3-1,
+    19.49 req/s. The child with three serves one request per hold (102.0 ms: the handler and
+    its CPU), the other one per round trip (R1, 102.76 ms): 19.53 req/s, where the busiest
+    share (half the requests) said 19.6 and 4 / R1 said 38.9."""
+    found = explained_rps(4, 102.76, 4, 102.0, {}, {}, busiest_share=0.5, processes=4,
+                          process_users=(3, 1))  # fmt: skip
+    assert found == pytest.approx(1 / 0.102 + 1 / 0.10276)
+    spread = explained_rps(4, 102.76, 4, 102.0, {}, {}, processes=4, process_users=(1, 1, 1, 1))
+    assert spread == pytest.approx(4 / 0.10276)  # one user each: their round trips bind
+    threads = explained_rps(64, 103.0, 256, 103.2, {}, {}, processes=4,
+                            process_users=(40, 10, 8, 6))  # fmt: skip
+    assert threads == pytest.approx(64 / 0.103)  # 64 threads each: no process is full
+
+
 def test_a_longer_handler_at_load_lowers_the_round_trip_bound():
     """64 users; 102 ms round trips at the lowest load, 1.6 ms of it outside the handler. At 64
     users the handler took 104.4 ms (a late loop): each user completes one request per
