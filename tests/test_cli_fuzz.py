@@ -310,7 +310,7 @@ def processes_with(token: str) -> list[int]:
 
 
 @pytest.mark.slow
-@settings(FAST, max_examples=20 * SCALE)  # each starts the real CLI: ~1.6 s
+@settings(FAST, max_examples=10 * SCALE)  # each starts the real CLI: 1.6-2.6 s
 @given(st.sampled_from(sorted(SUBCOMMANDS)).flatmap(argvs))
 def test_the_real_cli_exits_0_or_2_without_a_traceback_or_a_process_left(argv):
     with empty_cwd():

@@ -64,9 +64,14 @@ def wait_for_cell_in_progress(proc: subprocess.Popen, out: Path, done_cells: int
     raise AssertionError("the run never reached the cell")
 
 
+# Three cells: one stored, one interrupted, one left for --resume (every model took 2 more).
+INTERRUPTED_SERVERS = ("--server", "flask-blocking", "--server", "tornado-forked",
+                       "--server", "tornado-coroutine")  # fmt: skip
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_every_process_and_resume_finishes(tmp_path, sig):
-    proc = start_run(tmp_path)
+    proc = start_run(tmp_path, *INTERRUPTED_SERVERS)
     pids = wait_for_cell_in_progress(proc, tmp_path, done_cells=1)
     proc.send_signal(sig)
     proc.wait(timeout=10)
