@@ -182,6 +182,20 @@ def test_percentiles_come_from_raw_samples_in_the_window(sleep_run: RunDir):
         assert any(v % 10 for v in latencies)
 
 
+def test_the_windows_last_requests_are_answered_before_locust_stops(sleep_run: RunDir):
+    """Locust's stop work used to delay the answer to each user's last request of the window by
+    30-70 ms: the requests of its last 0.2 s took as long as the median here, on the model
+    whose users hold their own slots."""
+    results = sleep_run.results()
+    for row in results[results["server"] == "tornado-coroutine"].itertuples():
+        samples = sleep_run.samples([row.cell_id])
+        window = samples[samples["start_time"].between(row.window_start, row.window_end,
+                                                       inclusive="left")]  # fmt: skip
+        last = window[window["start_time"] >= row.window_end - 0.2]["latency_ms"]
+        assert len(last) and last.max() < window["latency_ms"].median() + 20, (
+            row.cell_id, window["latency_ms"].median(), sorted(last))
+
+
 def test_every_answer_names_the_process_that_served_it(sleep_run: RunDir):
     """``Server-Timing`` carries the serving pid: a forked server's users each stayed with one
     child (kept-alive connections), and the cell says how many landed on each."""
