@@ -143,23 +143,25 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def _busiest_share(row: pd.Series) -> float | None:
-    """The busiest process's share of the requests, less the one request a count of requests
-    started in the window may hold beyond its fair part ("36 35 35 34" of 16 users on 4
-    processes is an even split, not a busiest process at 26 %), and never under an even split
-    over the processes that served ("31 31 31 0" is a third each)."""
-    share = row.get("busiest_process_share")
-    if share is None or pd.isna(share):
-        return None
-    counts = [n for n in (int(c) for c in str(row.get("process_requests") or "").split()) if n]
-    if len(counts) < 2 or sum(counts) < 2:
-        return float(share)
+    """The busiest process's share of the requests (``process_requests``), less the one
+    request a count of requests started in the window may hold beyond its fair part ("36 35
+    35 34" of 16 users on 4 processes is an even split, not a busiest process at 26 %), and
+    never under an even split over the processes that served ("31 31 31 0" is a third each)."""
+    counts = [n for n in _counts(row, "process_requests") if n]
+    if len(counts) < 2:
+        return 1.0 if counts else None
     return max(1 / len(counts), (max(counts) - 1) / sum(counts))
 
 
 def _process_users(row: pd.Series) -> tuple[int, ...]:
     """How many users each process answered (``"2 1 1"``), where every user stayed with one."""
-    text = row.get("process_users")
-    return tuple(int(n) for n in str(text).split()) if isinstance(text, str) else ()
+    return _counts(row, "process_users")
+
+
+def _counts(row: pd.Series, column: str) -> tuple[int, ...]:
+    """A per-process count column (``"36 35 35 34"``); () where it is empty or missing."""
+    text = row.get(column)
+    return tuple(int(n) for n in text.split()) if isinstance(text, str) else ()
 
 
 def _round_trip_split(row: pd.Series, base_outside: float) -> tuple[float, float] | None:

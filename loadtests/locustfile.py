@@ -100,7 +100,7 @@ timestamps: dict[str, float] = {}
 # window means the server hung. (A user killed while between requests may also be hit just after
 # it sent its next one: such a request starts at the stop, after the window, and is harmless.)
 abandoned: list[float] = []
-_waiting: dict[int, float] = {}  # start time of each request waiting for its answer, by its id
+_waiting: dict[int, float] = {}  # user → start time of its request waiting for an answer
 schedule: ArrivalSchedule | None = None
 node_name = f"{socket.gethostname()}:{os.getpid()}"
 _user_numbers = itertools.count()
@@ -313,14 +313,14 @@ class BenchUser(_NumberedUser):
             if wait > 0:
                 gevent.sleep(wait)
         started = time.time()
-        _waiting[id(context)] = started
+        _waiting[self.user_id] = started
         try:
             self.client.get(self.path, name=self.name, context=context)
         except GreenletExit:
             abandoned.append(started)
             raise
         finally:
-            del _waiting[id(context)]
+            del _waiting[self.user_id]
         settling.count(self.user_id, started, time.time() - started)
 
 

@@ -64,7 +64,8 @@ def wait_for_cell_in_progress(proc: subprocess.Popen, out: Path, done_cells: int
     raise AssertionError("the run never reached the cell")
 
 
-# Three cells: one stored, one interrupted, one left for --resume (every model took 2 more).
+# Three cells: one stored, one interrupted, one left for --resume (all five default models
+# left three to resume: 6 s more here).
 INTERRUPTED_SERVERS = ("--server", "flask-blocking", "--server", "tornado-forked",
                        "--server", "tornado-coroutine")  # fmt: skip
 
