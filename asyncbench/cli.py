@@ -192,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="the run directory to compare with")
     compare.add_argument("--confidence", type=_confidence, default=0.95,
                          help="confidence of the intervals (default 0.95)")
+    compare.add_argument("--within-run", action="store_true",
+                         help="judge by each run's own A/A floor alone, not also by how far the "
+                         "A/A level moved between the runs (for a change to the A/A model)")
     compare.set_defaults(handler=_cmd_compare)
 
     worker = sub.add_parser("loadgen-worker",
@@ -295,8 +298,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from asyncbench import regression
 
     run, baseline = regression.load(Path(args.run_dir)), regression.load(Path(args.baseline))
-    result = regression.compare(run, baseline, args.confidence)
-    print("\n".join(regression.lines(result, run.floors.larger(baseline.floors))))
+    floors = regression.gate_floors(run.cells, baseline.cells, across_runs=not args.within_run)
+    result = regression.compare(run, baseline, args.confidence, floors)
+    print("\n".join(regression.lines(result, floors)))
     return result.status
 
 

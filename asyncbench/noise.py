@@ -9,6 +9,12 @@ assumed to have. A run without a usable pair (a partial run, ``--quick``, open l
 A/A cell) uses ``DEFAULT_FLOORS`` and says so on the page. A default floor is shaped like a
 measured one: as if a 2 + 2 pair had shown it, so it also lends a spread per repeat
 (``floor / t(0.995, 3)``) and identical repeats still get an interval.
+
+Two runs compared (``asyncbench compare``, a report's baseline) also drift *between* them, which
+no pair inside one run can see: the machine served ``hello`` a third slower in one default run
+than in the run 40 minutes before it, the same commit, and its 1-user p99 went 2.4× while each
+run's own pair allowed ±107-141 %. ``between_runs`` reads the A/A levels the two runs share as
+one pair, all of one run's cells against all of the other's; the gate judges by the larger.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class NoiseFloors:
     pair: str = ""  # the A/A level, e.g. "sleep / tornado-coroutine / 64 users"; "" when none
     cells: tuple[int, int] = (0, 0)  # included cells in each half
     measured_metrics: tuple[str, ...] = ()
+    across_runs: bool = False  # the halves are two runs' cells of the level (``between_runs``)
     # A scenario that measured its own A/A pair is judged by it (``for_scenario``): a
     # CPU-bound one moves with the machine far more than waiting does.
     scenarios: dict[str, NoiseFloors] = field(default_factory=dict, compare=False)
@@ -76,6 +83,11 @@ class NoiseFloors:
                     "default, conservative floors, not measurements.")  # fmt: skip
         unmeasured = [METRICS[m] for m in METRICS if not self.measured(m)]
         default = f" ({', '.join(unmeasured)}: the default)" if unmeasured else ""
+        if self.across_runs:
+            return (f"Between the two runs, the A/A level {self.pair} moved within {floors}"
+                    f"{default} ({self.cells[0]} + {self.cells[1]} cells): the machine's "
+                    "drift, which no pair inside one run sees; a level regresses only beyond "
+                    "the larger of this and the runs' own floors.")  # fmt: skip
         return (f"Noise floor {floors}{default}, measured by the A/A pair {self.pair} "
                 f"({self.cells[0]} + {self.cells[1]} cells, shuffled among the others): a "
                 "verdict calls a win only beyond it.")  # fmt: skip
@@ -95,7 +107,7 @@ class NoiseFloors:
         own = {name: self.for_scenario(name)._larger_pair(other.for_scenario(name))
                for name in {*self.scenarios, *other.scenarios}}  # fmt: skip
         return NoiseFloors(pick["rps"].rps, pick["p99_ms"].p99_ms, chosen.pair, chosen.cells,
-                           measured, own)  # fmt: skip
+                           measured, chosen.across_runs, own)  # fmt: skip
 
     def _larger_pair(self, other: NoiseFloors) -> NoiseFloors:
         return replace(self.larger(replace(other, scenarios={})), scenarios={})
@@ -107,9 +119,30 @@ def noise_floors(cells: pd.DataFrame) -> NoiseFloors:
     the others by the largest pair, per metric, of the scenarios that wait (a CPU-bound
     scenario's pair, 20-30 % wide on this 2-core machine, would blunt every other verdict)."""
     found = {key: _pair_floors(key, halves) for key, halves in _pairs(cells).items()}
+    return _judged_by(found, cells) or NoiseFloors(default_floor("rps"), default_floor("p99_ms"))
+
+
+def between_runs(cells: pd.DataFrame, base_cells: pd.DataFrame) -> NoiseFloors | None:
+    """The floors two runs' shared A/A levels show between them: each level's included cells
+    (both halves) in one run against those in the other, shaped and chosen like
+    ``noise_floors``. None when the runs share no A/A level. A change to the A/A level's own
+    model moves it as much as drift does, so it widens these floors too (the caller may judge
+    such a change by the within-run floors alone)."""
+    now, before = _pairs(cells), _pairs(base_cells)
+    found = {key: replace(_pair_floors(key, (pd.concat(now[key]), pd.concat(before[key]))),
+                          across_runs=True)
+             for key in now.keys() & before.keys()}  # fmt: skip
+    return _judged_by(found, pd.concat([cells, base_cells], ignore_index=True))
+
+
+def _judged_by(
+    found: dict[tuple[str, str], NoiseFloors], cells: pd.DataFrame
+) -> NoiseFloors | None:
+    """The run-wide floors (the largest of the waiting scenarios' pairs, else of all), each
+    scenario with a pair of its own judged by it; None without any pair."""
     waiting = {key: f for key, f in found.items() if _waits(cells, key[0])} or found
     if not waiting:
-        return NoiseFloors(default_floor("rps"), default_floor("p99_ms"))
+        return None
     run = _largest(waiting.values())
     return replace(run, scenarios={key[0]: f for key, f in found.items()})
 

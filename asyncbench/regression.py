@@ -26,7 +26,7 @@ from asyncbench.gate import (
     check_thresholds,
     regression_gate,
 )
-from asyncbench.noise import NoiseFloors, noise_floors
+from asyncbench.noise import NoiseFloors, between_runs, noise_floors
 from asyncbench.store import RunDir
 
 
@@ -36,7 +36,6 @@ class StoredRun:
 
     run: RunDir
     cells: pd.DataFrame  # ``analyze.cell_table``: every cell, A/A copies included
-    floors: NoiseFloors
     thresholds: dict[str, Thresholds]
     versions: tuple[int, ...]  # the schema versions its run.json and results.csv were written in
 
@@ -49,7 +48,7 @@ def load(path: Path) -> StoredRun:
     """Open a run directory for the gate; a missing one raises ``StoreError`` (one line)."""
     run = RunDir.open(Path(path))
     cells = analyze.cell_table(run.results(), run.samples(), run.resources())
-    return StoredRun(run, cells, noise_floors(cells), thresholds_of(run), stored_versions(run))
+    return StoredRun(run, cells, thresholds_of(run), stored_versions(run))
 
 
 def stored_versions(run: RunDir) -> tuple[int, ...]:
@@ -72,17 +71,45 @@ def thresholds_of(run: RunDir) -> dict[str, Thresholds]:
             for name, spec in scenarios.items()}  # fmt: skip
 
 
-def compare(run: StoredRun, baseline: StoredRun, confidence: float = 0.95) -> GateResult:
+@dataclass(frozen=True)
+class GateFloors:
+    """The floors a run is judged by against a baseline: the larger of the two runs' own
+    (``within``) and, unless the caller asked for those alone, of what the runs' shared A/A
+    levels moved between them (``between``)."""
+
+    within: NoiseFloors
+    between: NoiseFloors | None = None
+
+    @property
+    def judged(self) -> NoiseFloors:
+        return self.within.larger(self.between) if self.between else self.within
+
+    def sentences(self) -> list[str]:
+        return self.within.sentences() + (self.between.sentences() if self.between else [])
+
+
+def gate_floors(
+    cells: pd.DataFrame, base_cells: pd.DataFrame, *, across_runs: bool = True
+) -> GateFloors:
+    """The floors of two ``analyze.cell_table``s compared (``asyncbench compare`` and the
+    report's baseline alike)."""
+    within = noise_floors(cells).larger(noise_floors(base_cells))
+    return GateFloors(within, between_runs(cells, base_cells) if across_runs else None)
+
+
+def compare(
+    run: StoredRun, baseline: StoredRun, confidence: float = 0.95, floors: GateFloors | None = None
+) -> GateResult:
     """Every level present in both runs: run/baseline ratios with intervals, regressions beyond
-    the larger of the two noise floors, and the run's scenario thresholds."""
+    the noise floors (``gate_floors`` unless given), and the run's scenario thresholds."""
     if run.versions != baseline.versions:
         raise ComparisonInputError(
             f"cannot compare {run.run.path} (schema version {_versions(run)}) with "
             f"{baseline.run.path} (schema version {_versions(baseline)}): rerun the older one "
             "with this asyncbench"
         )
-    return gate(run.cells, baseline.cells, run.floors.larger(baseline.floors), run.thresholds,
-                confidence)  # fmt: skip
+    floors = floors or gate_floors(run.cells, baseline.cells)
+    return gate(run.cells, baseline.cells, floors.judged, run.thresholds, confidence)
 
 
 # A multi-process level whose busiest worker's share moved this much between the two runs landed
@@ -177,7 +204,7 @@ def _versions(run: StoredRun) -> str:
 # --- Text for the terminal ---------------------------------------------------------------------
 
 
-def lines(result: GateResult, floors: NoiseFloors | None = None) -> list[str]:
+def lines(result: GateResult, floors: GateFloors | None = None) -> list[str]:
     """A compact per-level table, then the noise floor and a one-line summary."""
     width = max((len(level.label) for level in result.levels), default=5)
     shown = [c for lv in result.levels for c in (lv.rps, lv.p99) if c is not None]

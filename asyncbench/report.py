@@ -66,7 +66,7 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
     agg = analyze.aggregate(cells)
     notes = []
     if baseline is not None:
-        agg, notes = _with_baseline(run, agg, every_cell, floors, baseline)
+        agg, notes = _with_baseline(run, agg, every_cell, baseline)
     models = _model_order(meta, cells)
     palette = figures.colors(models)
     sections = _sections(meta, cells, agg)
@@ -109,14 +109,15 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
     return data, cells, samples
 
 
-def _with_baseline(run, agg, every_cell, floors: NoiseFloors, baseline: RunDir):
+def _with_baseline(run, agg, every_cell, baseline: RunDir):
     """The aggregates with the change against the baseline and the run/baseline intervals of
     ``asyncbench compare``, and a banner saying what the intervals found."""
     base_cells = analyze.cell_table(baseline.results(), baseline.samples(), baseline.resources())
     base_agg = analyze.aggregate(analyze.split_replicas(base_cells)[0])
-    floors = floors.larger(noise_floors(base_cells))
+    floors = regression.gate_floors(every_cell, base_cells)
     try:
-        result = regression.gate(every_cell, base_cells, floors, regression.thresholds_of(run))
+        result = regression.gate(every_cell, base_cells, floors.judged,
+                                 regression.thresholds_of(run))  # fmt: skip
     except ComparisonInputError as exc:
         note = {"level": "warn", "text": f"No interval against the baseline: {exc}."}
         return analyze.compare_runs(agg, base_agg), [note]

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from asyncbench.noise import DEFAULT_FLOORS, noise_floors
+from asyncbench.noise import DEFAULT_FLOORS, between_runs, noise_floors
 
 
 def cells(aa_rps=(101.0, 99.0), aa_included=True) -> pd.DataFrame:
@@ -72,3 +72,21 @@ def test_a_scenario_with_its_own_pair_is_judged_by_it_and_the_rest_by_the_waitin
     assert floors.sentences()[1].startswith("hello: Noise floor ±")
     both = floors.larger(sleep_only)  # comparing with a run that had no hello pair
     assert both.for_scenario("hello").relative("rps") == hello.relative("rps")
+
+
+def test_two_runs_are_judged_by_how_far_their_shared_aa_level_moved_between_them():
+    """Within each run the pair agrees to 2 %; the second run measured it 30 % slower, as a
+    machine that drifted between the runs does: the floor between them says so."""
+    before = cells()
+    after = cells((71.0, 69.0))
+    after["rps"] = after["rps"].where(after["replica"] == "aa", 0.7 * after["rps"])
+    within = noise_floors(after).larger(noise_floors(before))
+    between = between_runs(after, before)
+    assert between.across_runs and between.pair == "sleep / tornado-coroutine / 64 users"
+    assert between.cells == (4, 4)
+    assert between.rps.ratio == pytest.approx(0.7, rel=0.02)
+    assert between.relative("rps") >= 0.4 > 4 * within.relative("rps")
+    assert between.sentence().startswith("Between the two runs, the A/A level sleep / ")
+    assert within.larger(between).relative("rps") == between.relative("rps")
+    hello_only = cells().assign(scenario="hello")
+    assert between_runs(after, hello_only) is None  # no A/A level in both runs

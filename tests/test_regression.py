@@ -67,6 +67,47 @@ def test_a_level_30_percent_slower_fails(tmp_path, capsys):
     assert "run loses on rps" in out.splitlines()[-1] and "run loses on p99" in out
 
 
+AA_LEVEL = "sleep.tornado-coroutine.u64"
+
+
+def add_aa_pair(run: Path, level: str) -> None:
+    """Give a copied run an A/A pair at ``level``: its repeats measured again, as copies of
+    replica "aa" (the same samples and resources under the copies' cell ids)."""
+    results = pd.read_csv(run / "results.csv")
+    results["replica"] = results["replica"].fillna("") if "replica" in results else ""
+    rows = results[results["cell_id"].str.startswith(f"{level}.r")].copy()
+    rows["cell_id"] = rows["cell_id"].str.replace(f"{level}.r", f"{level}.aa.r", regex=False)
+    rows["replica"] = "aa"
+    pd.concat([results, rows]).to_csv(run / "results.csv", index=False)
+    for raw in ("samples.parquet", "resources.parquet"):
+        for path in (run / raw).glob(f"{level}.r*.parquet"):
+            table = pq.read_table(path)
+            copy_id = path.stem.replace(f"{level}.r", f"{level}.aa.r")
+            frame = table.to_pandas().assign(cell_id=copy_id)
+            copy = path.with_name(f"{copy_id}.parquet")
+            pq.write_table(pa_table(frame, table.schema.metadata), copy)
+
+
+def test_drift_between_two_runs_that_moved_the_aa_level_too_is_not_a_regression(tmp_path, capsys):
+    """Measured between two default runs of one commit: the machine served a whole scenario
+    a third slower in the second, its A/A level too, which no floor inside one run sees. The
+    A/A level's move between the runs is the floor then; ``--within-run`` judges without it."""
+    base, run = copy_run(tmp_path, "base"), copy_run(tmp_path, "run")
+    for copy in (base, run):
+        add_aa_pair(copy, AA_LEVEL)
+    for level in (AA_LEVEL, f"{AA_LEVEL}.aa", SLOWED):
+        slow_down(run, level, 1.25)
+    code, out, _ = compare(run, base, capsys)
+    assert code == 0, out
+    assert ("Between the two runs, the A/A level sleep / tornado-coroutine / 64 users moved "
+            "within ±") in out  # fmt: skip
+    code = main(["compare", str(run), "--baseline", str(base), "--within-run"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "Between the two runs" not in out
+    assert "REGRESSED: " in out.splitlines()[-1] and "sleep / tornado-coroutine / 16 users" in out
+
+
 def test_run_check_applies_the_scenario_thresholds(tmp_path, capsys):
     run = copy_run(tmp_path, "a")
     meta = json.loads((run / "run.json").read_text())
