@@ -47,8 +47,7 @@ class StoredRun:
 def load(path: Path) -> StoredRun:
     """Open a run directory for the gate; a missing one raises ``StoreError`` (one line)."""
     run = RunDir.open(Path(path))
-    cells = analyze.cell_table(run.results(), run.samples(), run.resources())
-    return StoredRun(run, cells, thresholds_of(run), stored_versions(run))
+    return StoredRun(run, analyze.stored_cells(run), thresholds_of(run), stored_versions(run))
 
 
 def stored_versions(run: RunDir) -> tuple[int, ...]:
@@ -186,9 +185,13 @@ def gate(
     """``gate.regression_gate`` on two ``analyze.cell_table``s, with what the workers' balance
     explains shown, not counted (``asyncbench compare`` and the report's baseline alike)."""
     own = {name: floor.mapping() for name, floor in floors.scenarios.items()}
-    result = regression_gate(analyze.repeat_table(cells), analyze.repeat_table(base_cells),
-                             floors.mapping(), thresholds=thresholds, confidence=confidence,
-                             scenario_floors=own)  # fmt: skip
+    run, baseline = analyze.repeat_table(cells), analyze.repeat_table(base_cells)
+    for table, name in ((run, "the run"), (baseline, "the baseline")):
+        if table.empty:
+            raise ComparisonInputError(f"{name} has no included request level to compare (room "
+                                       "levels are not gated: no A/A floor of their own yet)")
+    result = regression_gate(run, baseline, floors.mapping(), thresholds=thresholds,
+                             confidence=confidence, scenario_floors=own)  # fmt: skip
     return _balance_explained(result, cells, base_cells)
 
 

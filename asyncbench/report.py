@@ -59,8 +59,7 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
     """The page's data, and the cell table and samples it came from (for the raw export)."""
     meta = run.read_meta()
     samples = run.samples()
-    every_cell = analyze.cell_table(run.results(), samples, run.resources(), run.deliveries(),
-                                    run.messages())  # fmt: skip
+    every_cell = analyze.stored_cells(run, samples)
     floors = noise_floors(every_cell)
     cells, _ = analyze.split_replicas(every_cell)
     agg = analyze.aggregate(cells)
@@ -112,7 +111,7 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
 def _with_baseline(run, agg, every_cell, baseline: RunDir):
     """The aggregates with the change against the baseline and the run/baseline intervals of
     ``asyncbench compare``, and a banner saying what the intervals found."""
-    base_cells = analyze.cell_table(baseline.results(), baseline.samples(), baseline.resources())
+    base_cells = analyze.stored_cells(baseline)
     base_agg = analyze.aggregate(analyze.split_replicas(base_cells)[0])
     floors = regression.gate_floors(every_cell, base_cells)
     try:

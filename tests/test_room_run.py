@@ -7,6 +7,8 @@ import threading
 import pytest
 
 from asyncbench import analyze
+from asyncbench.cli import main
+from asyncbench.report import build_report
 from asyncbench.run import RunHooks, RunSettings, run_matrix
 from asyncbench.services import throwaway_redis
 from asyncbench.store import RunDir
@@ -49,6 +51,16 @@ def test_coroutine_room_delivers_every_message_to_200_members(rooms):
     assert row["members_held_max"] >= 40
     assert row["probe_p99_ms"] < 500
     assert (run.path / "index.html").exists()
+
+
+def test_a_room_run_is_its_own_baseline(rooms, capsys):
+    """A baseline's room cells are re-judged from their deliveries, as the run's are: without
+    them they came back with no status, and the report stopped on their empty reasons."""
+    run = rooms["tornado-coroutine"]
+    page = build_report(run, run).read_text()
+    assert "No interval against the baseline: the run has no included request level" in page
+    assert main(["compare", str(run.path), "--baseline", str(run.path)]) == 2
+    assert "room levels are not gated" in capsys.readouterr().err
 
 
 def test_a_two_worker_blocking_model_holds_two_and_the_probe_waits(rooms):
