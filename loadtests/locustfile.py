@@ -210,7 +210,7 @@ def _warm_up_then_measure(environment) -> None:
     longest = max(options.bench_warmup, 0.0)
     shortest = min(SETTLE_FLOOR_S, longest)
     while (now := time.time()) - began < longest:
-        if now - began >= shortest and settling.settled:
+        if now - began >= shortest and settling.settled_at(now):
             break
         gevent.sleep(SETTLE_POLL_S)
     settling.end()

@@ -21,6 +21,7 @@ from loadtests.protocol import (
 )
 from loadtests.recording import (
     STEADY_FALL,
+    STEADY_HOLD,
     STEADY_SPAN,
     STEADY_USERS,
     ArrivalSchedule,
@@ -206,12 +207,33 @@ def test_many_users_settle_only_once_their_round_trips_stop_falling():
     assert len(settling.round_trips) == 2 * span and settling.round_trips[-1] != 10.0
 
 
+def test_many_users_settle_once_their_round_trips_stayed_steady_for_two_round_trips():
+    """A plateau then a fall passes one comparison of two spans: the warm-up waits until the
+    comparison has held for ``STEADY_HOLD`` mean round trips, and starts again if it breaks."""
+    users = STEADY_USERS
+    span = STEADY_SPAN * users
+    settling = Settling()
+    settling.begin(0.0, users=users, cycles=1)
+    for i in range(2 * span):
+        settling.count(i % users, 0.1, 0.100)
+    assert settling.settled  # steady at this instant ...
+    assert not settling.settled_at(1.0)  # ... but only just
+    assert not settling.settled_at(1.0 + 0.100 * STEADY_HOLD * 0.9)
+    for i in range(span):  # falling again: the run of steady polls is broken
+        settling.count(i % users, 1.2, 0.090)
+    assert not settling.settled_at(1.25) and settling.steady_since is None
+    for i in range(2 * span):
+        settling.count(i % users, 1.3, 0.090)
+    assert not settling.settled_at(1.4)
+    assert settling.settled_at(1.4 + 0.090 * STEADY_HOLD * 1.1)
+
+
 def test_few_users_and_room_members_settle_on_their_counts_alone():
     few = Settling()
     few.begin(0.0, users=STEADY_USERS - 1, cycles=1)
     for user in range(STEADY_USERS - 1):
         few.count(user, 0.1, 0.5 - user / 10)  # falling, but too few users to judge
-    assert few.settled and not few.round_trips  # nor kept
+    assert few.settled and few.settled_at(0.2) and not few.round_trips  # nor kept
     members = Settling()
     members.begin(0.0, users=STEADY_USERS, cycles=1)
     for member in range(STEADY_USERS):
