@@ -145,7 +145,7 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
                 busiest_share=share,
                 processes=_server_processes(base.iloc[0]),
                 split_ms=_round_trip_split(row, base_outside),
-                process_users=_process_users(row),
+                process_users=process_counts(row, "process_users"),
             )  # fmt: skip
             if predicted:
                 cells.loc[i, "explained_rps"] = predicted
@@ -158,20 +158,19 @@ def _busiest_share(row: pd.Series) -> float | None:
     request a count of requests started in the window may hold beyond its fair part ("36 35
     35 34" of 16 users on 4 processes is an even split, not a busiest process at 26 %), and
     never under an even split over the processes that served ("31 31 31 0" is a third each)."""
-    counts = [n for n in _counts(row, "process_requests") if n]
+    counts = [n for n in process_counts(row, "process_requests") if n]
     if len(counts) < 2:
         return 1.0 if counts else None
     return max(1 / len(counts), (max(counts) - 1) / sum(counts))
 
 
-def _process_users(row: pd.Series) -> tuple[int, ...]:
-    """How many users each process answered (``"2 1 1"``), where every user stayed with one."""
-    return _counts(row, "process_users")
+def process_counts(row: pd.Series, column: str) -> tuple[int, ...]:
+    """A per-process count column of a row, ``process_requests`` or ``process_users``."""
+    return parse_counts(row.get(column))
 
 
-def _counts(row: pd.Series, column: str) -> tuple[int, ...]:
-    """A per-process count column (``"36 35 35 34"``); () where it is empty or missing."""
-    text = row.get(column)
+def parse_counts(text) -> tuple[int, ...]:
+    """A per-process count (``"36 35 35 34"``); () where it is empty or missing."""
     return tuple(int(n) for n in text.split()) if isinstance(text, str) else ()
 
 
@@ -470,7 +469,7 @@ def repeat_table(cells: pd.DataFrame) -> pd.DataFrame:
     kept = regular[regular["included"]] if len(regular) else regular
     # A room level has no request p99, and its delivery p99 moved 25-27 % between two default
     # runs of one commit where the sleep A/A floor allowed 17 %: rooms wait for a pair of their own.
-    kept = kept[kept["p99_ms"].notna()] if len(kept) else kept
+    kept = kept[kept["p99_ms"].notna()]
     return kept[["scenario", "server", "users", "rate", "repeat", "rps", "p99_ms"]]
 
 

@@ -299,7 +299,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     run, baseline = regression.load(Path(args.run_dir)), regression.load(Path(args.baseline))
     floors = regression.gate_floors(run.cells, baseline.cells, across_runs=not args.within_run)
-    result = regression.compare(run, baseline, args.confidence, floors)
+    result = regression.compare(run, baseline, floors, args.confidence)
     print("\n".join(regression.lines(result, floors)))
     return result.status
 

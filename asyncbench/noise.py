@@ -132,7 +132,7 @@ def between_runs(cells: pd.DataFrame, base_cells: pd.DataFrame) -> NoiseFloors |
     found = {key: replace(_pair_floors(key, (pd.concat(now[key]), pd.concat(before[key]))),
                           across_runs=True)
              for key in now.keys() & before.keys()}  # fmt: skip
-    return _judged_by(found, pd.concat([cells, base_cells], ignore_index=True))
+    return _judged_by(found, cells)  # a shared level's scenario is in both runs
 
 
 def _judged_by(

@@ -97,17 +97,16 @@ def gate_floors(
 
 
 def compare(
-    run: StoredRun, baseline: StoredRun, confidence: float = 0.95, floors: GateFloors | None = None
+    run: StoredRun, baseline: StoredRun, floors: GateFloors, confidence: float = 0.95
 ) -> GateResult:
     """Every level present in both runs: run/baseline ratios with intervals, regressions beyond
-    the noise floors (``gate_floors`` unless given), and the run's scenario thresholds."""
+    the noise floors (``gate_floors``), and the run's scenario thresholds."""
     if run.versions != baseline.versions:
         raise ComparisonInputError(
             f"cannot compare {run.run.path} (schema version {_versions(run)}) with "
             f"{baseline.run.path} (schema version {_versions(baseline)}): rerun the older one "
             "with this asyncbench"
         )
-    floors = floors or gate_floors(run.cells, baseline.cells)
     return gate(run.cells, baseline.cells, floors.judged, run.thresholds, confidence)
 
 
@@ -139,8 +138,8 @@ def _user_share(cells: pd.DataFrame) -> pd.Series | None:
     """The busiest process's share of the users, from ``process_users`` ("22 18 14 10")."""
     if "process_users" not in cells:
         return None
-    counts = cells["process_users"].fillna("").astype(str).str.split()
-    return counts.map(lambda n: int(n[0]) / sum(map(int, n)) if n else math.nan)
+    counts = cells["process_users"].map(analyze.parse_counts)
+    return counts.map(lambda n: max(n) / sum(n) if sum(n) else math.nan)
 
 
 def _balance_explained(result: GateResult, run: pd.DataFrame, baseline: pd.DataFrame) -> GateResult:

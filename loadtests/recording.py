@@ -253,7 +253,7 @@ class Settling:
         if not self.settled:
             self.steady_since = None
             return False
-        if self.users < STEADY_USERS or not self.round_trips:
+        if not self._judges_round_trips:
             return True
         if self.steady_since is None:
             self.steady_since = now
@@ -265,7 +265,7 @@ class Settling:
         """The last ``STEADY_SPAN × users`` round trips are not ``STEADY_FALL`` shorter than as
         many before them (always, under ``STEADY_USERS`` users or with no round trips timed: a
         room's members count messages)."""
-        if self.users < STEADY_USERS or not self.round_trips:
+        if not self._judges_round_trips:
             return True
         span = STEADY_SPAN * self.users
         if len(self.round_trips) < 2 * span:
@@ -273,6 +273,10 @@ class Settling:
         recent = list(self.round_trips)
         before, last = sum(recent[:span]), sum(recent[span:])
         return last >= (1 - STEADY_FALL) * before
+
+    @property
+    def _judges_round_trips(self) -> bool:
+        return self.users >= STEADY_USERS and bool(self.round_trips)
 
     def count(self, user: int, began: float, round_trip: float | None = None) -> None:
         """``user`` completed a request (received a message) that began at ``began``, taking
