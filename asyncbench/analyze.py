@@ -80,7 +80,7 @@ def cell_table(
             updates[i] = {**changed, **workload.derived({**row.to_dict(), **changed})}
         cells = _apply(cells, updates)
     cells["replica"] = cells["replica"].fillna("") if "replica" in cells else ""
-    return _with_explained_prediction(_with_levels(cells))
+    return _with_explained_prediction(with_levels(cells))
 
 
 def stored_cells(run: RunDir, samples: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -90,7 +90,7 @@ def stored_cells(run: RunDir, samples: pd.DataFrame | None = None) -> pd.DataFra
     return cell_table(run.results(), samples, run.resources(), run.deliveries(), run.messages())
 
 
-def _with_levels(cells: pd.DataFrame) -> pd.DataFrame:
+def with_levels(cells: pd.DataFrame) -> pd.DataFrame:
     """``included``, ``loop`` (open or closed) and ``load`` (offered rate or users)."""
     rate = cells["rate"].fillna(0.0)
     return cells.assign(
@@ -107,7 +107,7 @@ def explain(results: pd.DataFrame) -> pd.DataFrame:
     """``results.csv`` rows with their second prediction filled in from the stored numbers
     (what the runner stores as each cell arrives; the report recomputes it after re-judging)."""
     cells = results.reset_index(drop=True)
-    work = _with_explained_prediction(_with_levels(cells))
+    work = _with_explained_prediction(with_levels(cells))
     return cells.assign(explained_rps=work["explained_rps"], explained_gap=work["explained_gap"])
 
 

@@ -48,8 +48,8 @@ class PhaseClock:
     """Seconds each stage of the cells took, summed over an invocation (``run.json`` says where
     the time outside the measured windows went)."""
 
-    STAGES = ("server_start", "verify", "locust_start", "spawn", "warmup", "window",
-              "locust_stop", "server_stop", "save")  # fmt: skip
+    STAGES = ("services", "server_start", "verify", "locust_start", "spawn", "warmup", "window",
+              "drain", "locust_stop", "server_stop", "save")  # fmt: skip
 
     def __init__(self) -> None:
         self.totals: dict[str, float] = dict.fromkeys(self.STAGES, 0.0)
@@ -67,12 +67,15 @@ class PhaseClock:
             self.add(stage, time.monotonic() - started)
 
     def locust(self, outcome) -> None:
-        """Split a Locust run into its start-up, spawn, warm-up, window and stop."""
+        """Split a Locust run into its start-up, spawn, warm-up, window, drain (the window's
+        last answers; a room's messages in flight) and stop."""
+        stop = outcome.test_stop or outcome.window_end
         stages = {"locust_start": (outcome.launched, outcome.test_start),
                   "spawn": (outcome.test_start, outcome.spawn_complete),
                   "warmup": (outcome.spawn_complete, outcome.window_start),
                   "window": (outcome.window_start, outcome.window_end),
-                  "locust_stop": (outcome.window_end, outcome.exited)}  # fmt: skip
+                  "drain": (outcome.window_end, stop),
+                  "locust_stop": (stop, outcome.exited)}  # fmt: skip
         for stage, (begin, end) in stages.items():
             if begin and end:
                 self.add(stage, end - begin)
@@ -295,7 +298,7 @@ def _base_result(
         warmup_s=scenario.warmup_s, measure_s=scenario.measure_s, order=order,
         started_at=time.time(), threads=config.threads if "threads" in model.knobs else None,
         slot_limit=limit if scenario.kind.predicted else "", spawn=scenario.spawn,
-        defaults=ctx.settings.defaults, replica=cell.replica,
+        defaults=ctx.settings.defaults, replica=cell.replica, repeat_reason=cell.why,
         **workload.base_fields(scenario, users, slots),
     )  # fmt: skip
 

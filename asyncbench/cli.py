@@ -139,8 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, metavar="SEC", help="measured seconds per cell")
     run.add_argument("--warmup", type=float, metavar="SEC", help="discarded warm-up seconds")
     run.add_argument(
-        "--repeat", type=int, default=None, help="repeats per cell (default 2, quick 1)"
-    )
+        "--repeat", type=int, default=None,
+        help="repeats per cell (default: 1, and a second where the first does not settle the "
+        "answer; --full 2; --quick 1)",
+    )  # fmt: skip
     run.add_argument("--workers", type=int, default=ServerConfig.workers,
                      help="multi-process models' worker processes (default 4)")
     run.add_argument("--threads", type=int, default=ServerConfig.threads,
@@ -151,9 +153,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="open users gradually at this rate (default: all at once)")
     run.add_argument("--out", default="reports", metavar="DIR", help="reports directory")
     run.add_argument("--mysql-url", metavar="URL", help="use this MySQL/MariaDB server")
-    run.add_argument(
+    sweep = run.add_mutually_exclusive_group()
+    sweep.add_argument(
         "--quick", action="store_true", help="smoke profile: short windows, few levels"
     )
+    sweep.add_argument(
+        "--full", action="store_true",
+        help="the full sweep: every level of every scenario file, two repeats",
+    )  # fmt: skip
     run.add_argument("--seed", type=int, help="seed for the cell order (default: random, recorded)")
     run.add_argument(
         "--new",
@@ -265,7 +272,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = RunSettings(
         scenarios=tuple(args.scenario), servers=tuple(args.server), users=args.users,
         duration_s=args.duration, warmup_s=args.warmup,
-        repeat=args.repeat or (1 if args.quick else 2), workers=args.workers,
+        repeat=args.repeat or (2 if args.full else 1), full=args.full,
+        second_repeats=not (args.quick or args.full or args.repeat), workers=args.workers,
         threads=args.threads, defaults=args.defaults, spawn_rate=args.spawn_rate,
         reports_dir=args.out, mysql_url=args.mysql_url, quick=args.quick, seed=args.seed,
         new=args.new, rates=args.rate, arrival=args.arrival, locust_workers=args.locust_workers,

@@ -46,9 +46,17 @@ class RichDisplay(RunHooks):
         self.console.print(f"[yellow]warning:[/] {message}")
 
     def run_started(self, run: RunDir, cells: list[Cell], estimate_s: float) -> None:
-        self.console.print(f"run [bold]{run.run_id}[/]: {len(cells)} cells → {run.path}")
+        self.console.print(f"run [bold]{run.run_id}[/]: {len(cells)} cells, about "
+                           f"{estimate_s / 60:.0f} min → {run.path}")  # fmt: skip
         self._remaining_s = estimate_s
         self._matrix = self.progress.add_task("matrix", total=len(cells), eta=self._eta())
+
+    def repeats_added(self, cells: list[Cell], estimate_s: float) -> None:
+        self.console.print(f"{len(cells)} second repeats where one did not settle the answer, "
+                           f"about {estimate_s / 60:.1f} min more")  # fmt: skip
+        self._remaining_s += estimate_s
+        total = self.progress.tasks[0].total if self.progress.tasks else 0
+        self.progress.update(self._matrix, total=(total or 0) + len(cells), eta=self._eta())
 
     def cell_started(self, cell: Cell, index: int, expected_s: float) -> None:
         self._cell_started, self._cell_expected = time.monotonic(), expected_s
@@ -74,11 +82,13 @@ class RichDisplay(RunHooks):
             f"{invocation.report_s or 0:.0f} s); {invocation.outside_share:.0%} of the time "
             f"outside the measured windows ({invocation.warmup_s:.0f} s of warm-up)"
         )
+        shares = invocation.stage_shares
         outside = {k: v for k, v in invocation.phases.items() if k != "window" and v >= 0.5}
         if outside:
             self.console.print("  outside the windows: " + ", ".join(
-                f"{stage.replace('_', ' ')} {seconds:.0f} s" for stage, seconds in outside.items()
-            ))  # fmt: skip
+                f"{stage.replace('_', ' ')} {seconds:.0f} s ({shares.get(stage, 0):.0%})"
+                for stage, seconds in outside.items()
+            ) + f", other {shares.get('other', 0):.0%}")  # fmt: skip
 
     def _describe(self, cell: Cell) -> None:
         elapsed = time.monotonic() - self._cell_started

@@ -116,6 +116,7 @@ class LocustOutcome:
     launched: float = 0.0  # the Locust process was started
     test_start: float = 0.0  # Locust had imported and parsed, and began spawning
     spawn_complete: float = 0.0
+    test_stop: float = 0.0  # the window's last answers (a room: its drain) were in; stopping
     exited: float = 0.0  # Locust had exited and its samples were read back
 
 
@@ -299,6 +300,7 @@ def _collect(
         launched=launched,
         test_start=meta.test_start,
         spawn_complete=meta.spawn_complete,
+        test_stop=meta.test_stop or 0.0,
         exited=time.time(),
     )
 

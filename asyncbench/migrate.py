@@ -40,6 +40,9 @@ Versions:
   9 — results.csv gains ``queue_server_ms`` and ``queue_client_ms``, the mean wait the window's
       requests met for the server's and Locust's CPU in the order they came (empty before;
       ``asyncbench report`` recomputes them from the samples).
+  10 — profiles: results.csv gains ``repeat_reason``, why a repeat the default profile added
+      ran (empty before: every repeat was asked for); run.json's settings say ``full`` and
+      ``second_repeats``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 UNKNOWN_PID = -1
@@ -187,9 +190,26 @@ def _results_8_to_9(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**{k: v for k, v in added.items() if k not in table})
 
 
+def _meta_9_to_10(data: dict) -> dict:
+    # Runs before profiles swept every level twice, as ``--full`` does now: say so, so that a
+    # resume plans the same cells.
+    invocations = data.get("invocations")
+    records = [data.get("settings")]
+    if isinstance(invocations, list):
+        records += [i.get("settings") for i in invocations if isinstance(i, dict)]
+    for record in records:
+        if isinstance(record, dict) and not record.get("quick"):
+            record.setdefault("full", True)
+    return data
+
+
+def _results_9_to_10(table: pd.DataFrame) -> pd.DataFrame:
+    return table if "repeat_reason" in table else table.assign(repeat_reason="")
+
+
 _META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data,
                4: lambda data: data, 5: lambda data: data, 6: lambda data: data,
-               7: lambda data: data, 8: lambda data: data}  # fmt: skip
+               7: lambda data: data, 8: lambda data: data, 9: _meta_9_to_10}  # fmt: skip
 _RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4,
                   4: _results_4_to_5, 5: _results_5_to_6, 6: _results_6_to_7,
-                  7: _results_7_to_8, 8: _results_8_to_9}  # fmt: skip
+                  7: _results_7_to_8, 8: _results_8_to_9, 9: _results_9_to_10}  # fmt: skip

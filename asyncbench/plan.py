@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from asyncbench.gate import ComparisonInputError, Thresholds
@@ -29,13 +29,19 @@ MAX_USERS = 5000
 MAX_SPAWN_RATE = 100_000.0
 MAX_SECONDS = 86_400.0  # a warm-up or measured window longer than a day is a typo
 MAX_MESSAGE_RATE = 100.0
+# The profiles a run can take: the default answers the question, ``full`` sweeps every level of
+# the file's top level, ``quick`` is a smoke run. A scenario file's ``[default]`` and ``[quick]``
+# tables override its top-level levels and windows for those profiles.
+DEFAULT, FULL, QUICK = "default", "full", "quick"
+PROFILES = (DEFAULT, FULL, QUICK)
 _PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
-_KEYS = {"description", "endpoint", "delay_ms", "servers", "quick", "spawn_rate", "aa",
+_KEYS = {"description", "endpoint", "delay_ms", "servers", DEFAULT, QUICK, "spawn_rate", "aa",
          "thresholds"} | _PROFILE_KEYS  # fmt: skip
 AA = "aa"  # the ``replica`` of an A/A pair's second half
 _ROOM_KEYS = {"description", "kind", "members", "transport", "message_rate", "hold_s",
-              "probe_rate", "servers", "quick", "spawn_rate", "warmup_s", "measure_s"}  # fmt: skip
-_ROOM_PROFILE_KEYS = {"members", "warmup_s", "measure_s"}
+              "probe_rate", "servers", DEFAULT, QUICK, "spawn_rate", "warmup_s",
+              "measure_s"}  # fmt: skip
+_ROOM_PROFILE_KEYS = {"members", "warmup_s", "measure_s", "message_rate"}
 ROOM_DEFAULTS = {"message_rate": 1.0, "hold_s": 30.0, "probe_rate": 2.0}
 
 
@@ -65,6 +71,7 @@ class Scenario:
     servers: tuple[str, ...]
     source: str = ""
     quick: dict | None = None  # overrides of users/warmup_s/measure_s for --quick
+    default: dict | None = None  # overrides for the default profile (``--full`` takes none)
     # How Locust opens its users: None = all at once (every user starts in the same instant,
     # as wrk does), else gradually at this many users per second.
     spawn_rate: float | None = None
@@ -94,10 +101,11 @@ class Scenario:
     def kind(self) -> ScenarioKind:
         return KINDS[self.kind_name] if self.kind_name else kind_of_endpoint(self.endpoint)
 
-    def profile(self, quick: bool) -> Scenario:
-        if not quick or not self.quick:
-            return self
-        return replace(self, **{k: v for k, v in self.quick.items()})
+    def profile(self, name: str) -> Scenario:
+        """The scenario as profile ``name`` runs it: its table's overrides applied (``full``
+        and a profile the file has no table for run the top level)."""
+        overrides = {DEFAULT: self.default, QUICK: self.quick}.get(name)
+        return replace(self, **overrides) if overrides else self
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,9 @@ class Cell:
     repeat: int
     rate: float = 0.0
     replica: str = ""  # AA: the second half of an A/A pair
+    # Why a repeat beyond the first runs where the profile plans one by default ("" for the
+    # first, and for every repeat a fixed ``--repeat`` asked for).
+    why: str = field(default="", compare=False)
 
     @property
     def level(self) -> str:
@@ -147,7 +158,8 @@ def load_scenario(path: Path) -> Scenario:
         check.fail("delay_ms", f"{endpoint} takes no delay; remove delay_ms")
     servers = check.servers(data)
     spawn_rate = _spawn_rate(check, data)
-    quick = _quick_profile(check, data, _PROFILE_KEYS, "users")
+    tables = {name: _profile_table(check, data, name, _PROFILE_KEYS, "users")
+              for name in (DEFAULT, QUICK)}  # fmt: skip
     return Scenario(
         aa=check.aa_pair(data) if "aa" in data else None,
         thresholds=check.thresholds(data) if "thresholds" in data else None,
@@ -157,8 +169,8 @@ def load_scenario(path: Path) -> Scenario:
         delay_ms=delay,
         servers=servers,
         source=where,
-        quick=quick,
         spawn_rate=spawn_rate,
+        **tables,
         **_profile_fields(check, data, required=True),
     )
 
@@ -169,32 +181,46 @@ def _load_room(path: Path, data: dict, check: _Checker) -> Scenario:
     check.known_keys(data, _ROOM_KEYS, "")
     fields = {k: check.number(data, k, minimum=0.01) if k in data else v
               for k, v in ROOM_DEFAULTS.items()}  # fmt: skip
-    if fields["message_rate"] > MAX_MESSAGE_RATE:
-        check.fail("message_rate", f"must be at most {MAX_MESSAGE_RATE:g} messages/s")
+    if "message_rate" in data:
+        fields["message_rate"] = _message_rate(check, data)
     if not 1 <= fields["hold_s"] <= room.MAX_HOLD_S:
         check.fail("hold_s", f"must be from 1 to {room.MAX_HOLD_S:g} seconds")
-    quick = _quick_profile(check, data, _ROOM_PROFILE_KEYS, "members")
+    tables = {name: _profile_table(check, data, name, _ROOM_PROFILE_KEYS, "members")
+              for name in (DEFAULT, QUICK)}  # fmt: skip
     transport = check.choice(data, "transport", tuple(TRANSPORTS)) if "transport" in data \
         else DEFAULT_TRANSPORT
     return Scenario(
         name=path.stem, description=check.text(data, "description"),
         endpoint=TRANSPORTS[transport].endpoint, delay_ms=0, servers=check.servers(data),
-        source=str(path), quick=quick, kind_name="room", transport=transport,
+        source=str(path), **tables, kind_name="room", transport=transport,
         spawn_rate=_spawn_rate(check, data), **fields,
         **_profile_fields(check, _members(data), required=True, levels="members"),
     )  # fmt: skip
 
 
-def _quick_profile(check: _Checker, data: dict, keys: set[str], levels: str) -> dict | None:
-    """The ``[quick]`` table's overrides (of the levels, ``warmup_s``, ``measure_s``), checked."""
-    if "quick" not in data:
+def _profile_table(
+    check: _Checker, data: dict, name: str, keys: set[str], levels: str
+) -> dict | None:
+    """A profile table's overrides (``[default]``, ``[quick]``: the levels, windows and, for a
+    room, its message rate), checked like the top level."""
+    if name not in data:
         return None
-    table = data["quick"]
+    table = data[name]
     if not isinstance(table, dict):
-        check.fail("quick", f"must be a table of {levels} / warmup_s / measure_s overrides")
-    check.known_keys(table, keys, "quick.")
-    return _profile_fields(_Checker(check.where, "quick."), _members(table), required=False,
-                           levels=levels)  # fmt: skip
+        check.fail(name, f"must be a table of {' / '.join(sorted(keys))} overrides")
+    check.known_keys(table, keys, f"{name}.")
+    inner = _Checker(check.where, f"{name}.")
+    fields = _profile_fields(inner, _members(table), required=False, levels=levels)
+    if "message_rate" in table:
+        fields["message_rate"] = _message_rate(inner, table)
+    return fields
+
+
+def _message_rate(check: _Checker, data: dict) -> float:
+    rate = check.number(data, "message_rate", minimum=0.01)
+    if rate > MAX_MESSAGE_RATE:
+        check.fail("message_rate", f"must be at most {MAX_MESSAGE_RATE:g} messages/s")
+    return rate
 
 
 def _members(data: dict) -> dict:
@@ -349,17 +375,25 @@ def _exists(path: Path) -> bool:
         return False
 
 
+BALANCE_REPEAT = ("multi-process: where kept-alive connections land on the workers changes "
+                  "from run to run")  # fmt: skip
+
+
 def plan_cells(
     scenarios: list[Scenario],
     servers: list[str] | None,
     repeat: int,
     seed: int,
     rates: tuple[float, ...] | None = None,
+    balance_repeats: bool = False,
 ) -> list[Cell]:
     """Every (scenario, server, level, repeat) combination, in an order shuffled by ``seed``.
 
     Levels are the scenario's user counts, or the offered ``rates`` in open-loop mode. Models
     named in ``servers`` replace the scenario's own list (any registered model may be asked for).
+    ``balance_repeats`` (the default profile: one repeat a level) adds a second repeat where
+    the first cannot settle the answer alone: a request level of a model whose kept-alive
+    connections stay with the worker process that accepted them (``needs_balance_repeat``).
     """
     for name in servers or ():
         if name not in MODELS:
@@ -372,9 +406,22 @@ def plan_cells(
         for users, rate in (levels or [(u, 0.0) for u in s.users])
         for r in range(1, repeat + 1)
     ]
+    if balance_repeats and not rates:
+        by_name = {s.name: s for s in scenarios}
+        cells += [replace(c, repeat=repeat + 1, why=BALANCE_REPEAT) for c in cells
+                  if needs_balance_repeat(by_name[c.scenario], c)]  # fmt: skip
     cells += [cell for s in scenarios for cell in _aa_cells(s, servers, repeat, rates)]
     random.Random(seed).shuffle(cells)
     return cells
+
+
+def needs_balance_repeat(scenario: Scenario, cell: Cell) -> bool:
+    """A request level of more than one user on a model whose workers each keep the connections
+    they accepted: how the users land on the workers is chance, and it moves the cell (two
+    default runs measured sleep on tornado-forked at 4 users at 29.5 and 19.7 req/s)."""
+    spec = MODELS[cell.server]
+    request = scenario.kind.section == "requests"
+    return request and cell.users > 1 and spec.multi_process and spec.keep_alive
 
 
 def _aa_cells(

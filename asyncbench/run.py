@@ -17,6 +17,7 @@ from asyncbench import metadata, services
 from asyncbench.cell import CellContext, PhaseClock, PreparedCell, measure_cell
 from asyncbench.plan import Cell, Scenario
 from asyncbench.processes import ProcessLedger, raise_open_file_limit
+from asyncbench.repeats import second_repeats
 from asyncbench.session import RunPlan, RunSettings, open_session
 from asyncbench.store import (
     CellResult,
@@ -43,6 +44,7 @@ class RunHooks:
     def cell_started(self, cell: Cell, index: int, expected_s: float) -> None: ...
     def cell_progress(self, cell: Cell, progress: Progress) -> None: ...
     def cell_finished(self, cell: Cell, result: CellResult) -> None: ...
+    def repeats_added(self, cells: list[Cell], estimate_s: float) -> None: ...
     def run_finished(self, run: RunDir, invocation: Invocation) -> None: ...
 
 
@@ -123,23 +125,63 @@ def _build_report(run: RunDir, hooks: RunHooks) -> None:
 
 
 def _run_cells(plan: RunPlan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> None:
+    """Measure the planned cells, then (default profile) the second repeats they call for."""
     settings = plan.settings
     needed = {name for s in plan.scenarios.values() for name in s.kind.services}
-    urls = settings.service_urls()
-    with services.backing_services(needed, urls, run.logs_dir) as handles:
-        ctx = CellContext(run, settings, hooks, services=handles, seed=plan.seed)
-        if "database" in handles:
-            ctx.db_max_connections = int(handles["database"].variable("max_connections") or 0)
-        ctx.server_config = settings.server_config()
+    clock, cells = PhaseClock(), list(plan.cells)
+    began = time.monotonic()
+    with services.backing_services(needed, settings.service_urls(), run.logs_dir) as handles:
+        clock.add("services", time.monotonic() - began)
+        ctx = _context(run, settings, hooks, handles, plan.seed, clock)
         _record_configuration(ctx, meta, {cell.server for cell in plan.cells})
-        with Lookahead(ctx, plan) as ahead:
-            for order, cell in enumerate(plan.cells):
-                scenario = plan.scenarios[cell.scenario]
-                hooks.cell_started(cell, order, _expected_s(scenario))
-                ctx.after_load = functools.partial(ahead.start, order + 1)
-                result = measure_cell(ctx, scenario, cell, order, ahead.take(order))
-                _account(meta, ctx.clock)
-                hooks.cell_finished(cell, result)
+        with Lookahead(ctx, plan.scenarios, cells) as ahead:
+            _measure_cells(ctx, plan.scenarios, cells, 0, ahead, meta)
+            if settings.second_repeats:
+                done = set(run.results()["cell_id"])
+                extra = [c for c in second_repeats(run.results(), plan.planned)
+                         if c.cell_id not in done]  # fmt: skip
+                if extra:
+                    first = len(cells)
+                    _plan_more(run, meta, cells, extra, hooks, plan.scenarios)
+                    _measure_cells(ctx, plan.scenarios, cells, first, ahead, meta)
+        ended = time.monotonic()
+    clock.add("services", time.monotonic() - ended)
+    _account(meta, clock)
+
+
+def _context(run, settings, hooks, handles, seed, clock) -> CellContext:
+    ctx = CellContext(run, settings, hooks, services=handles, seed=seed, clock=clock)
+    if "database" in handles:
+        ctx.db_max_connections = int(handles["database"].variable("max_connections") or 0)
+    ctx.server_config = settings.server_config()
+    return ctx
+
+
+def _measure_cells(ctx: CellContext, scenarios: dict[str, Scenario], cells: list[Cell],
+                   first: int, ahead: Lookahead, meta: RunMeta) -> None:  # fmt: skip
+    """Measure ``cells[first:]`` in order, each next cell's processes started ahead."""
+    for order in range(first, len(cells)):
+        cell, scenario = cells[order], scenarios[cells[order].scenario]
+        ctx.hooks.cell_started(cell, order, _expected_s(scenario))
+        ctx.after_load = functools.partial(ahead.start, order + 1)
+        result = measure_cell(ctx, scenario, cell, order, ahead.take(order))
+        _account(meta, ctx.clock)
+        ctx.hooks.cell_finished(cell, result)
+
+
+def _plan_more(run: RunDir, meta: RunMeta, cells: list[Cell], extra: list[Cell],
+               hooks: RunHooks, scenarios: dict[str, Scenario]) -> None:  # fmt: skip
+    """Add the second repeats to the run's plan (``run.json`` names them, and why)."""
+    cells.extend(extra)
+    ids = [c.cell_id for c in extra]
+    meta.planned_cells = sorted(set(meta.planned_cells) | set(ids))
+    invocation = meta.invocations[-1]
+    meta.invocations[-1] = replace(
+        invocation, cells=[*invocation.cells, *ids],
+        second_repeats={**invocation.second_repeats, **{c.cell_id: c.why for c in extra}},
+    )  # fmt: skip
+    run.write_meta(meta)
+    hooks.repeats_added(extra, sum(_expected_s(scenarios[c.scenario]) for c in extra))
 
 
 class Lookahead:
@@ -149,8 +191,8 @@ class Lookahead:
     (``PR_SET_PDEATHSIG``), so that thread must outlive every server it starts.
     """
 
-    def __init__(self, ctx: CellContext, plan: RunPlan) -> None:
-        self.ctx, self.plan = ctx, plan
+    def __init__(self, ctx: CellContext, scenarios: dict[str, Scenario], cells: list[Cell]):
+        self.ctx, self.scenarios, self.cells = ctx, scenarios, cells
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookahead")
         self._next: tuple[int, Future[PreparedCell]] | None = None
 
@@ -168,10 +210,10 @@ class Lookahead:
 
     def start(self, index: int) -> None:
         """Begin starting the server of the ``index``-th cell (once; none past the last)."""
-        if self._next is not None or index >= len(self.plan.cells):
+        if self._next is not None or index >= len(self.cells):
             return
-        cell = self.plan.cells[index]
-        scenario = self.plan.scenarios[cell.scenario]
+        cell = self.cells[index]
+        scenario = self.scenarios[cell.scenario]
         self._next = (index, self._pool.submit(PreparedCell, self.ctx, scenario, cell))
 
     def take(self, index: int) -> PreparedCell | None:

@@ -16,7 +16,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from asyncbench import metadata
-from asyncbench.plan import AAPair, Cell, Scenario, plan_cells, resolve_scenarios
+from asyncbench.plan import (
+    DEFAULT,
+    FULL,
+    QUICK,
+    AAPair,
+    Cell,
+    Scenario,
+    plan_cells,
+    resolve_scenarios,
+)
 from asyncbench.processes import reap_orphans
 from asyncbench.store import Invocation, RunDir, RunMeta, StoreError, latest_run
 from servers.config import MysqlUrl, ServerConfig, redact_url
@@ -47,6 +56,10 @@ class RunSettings:
     reports_dir: str = "reports"
     mysql_url: str | None = None
     quick: bool = False
+    full: bool = False  # the full sweep: every level of every scenario file, twice
+    # The default profile's repeats: one a level, and a second only where the first does not
+    # settle the answer (``plan.needs_balance_repeat``, ``repeats.second_repeats``).
+    second_repeats: bool = False
     seed: int | None = None
     new: bool = False
     rates: tuple[float, ...] | None = None  # open loop instead of users
@@ -76,6 +89,11 @@ class RunSettings:
         return ServerConfig(workers=self.workers, threads=self.threads)
 
     @property
+    def plan_profile(self) -> str:
+        """``quick``, ``full`` or ``default``: which of each scenario file's tables runs."""
+        return QUICK if self.quick else FULL if self.full else DEFAULT
+
+    @property
     def load_processes(self) -> int:
         """Locust processes that generate load (a master only coordinates)."""
         return max(1, self.locust_workers + self.expect_workers)
@@ -87,8 +105,14 @@ class RunPlan:
 
     settings: RunSettings
     scenarios: dict[str, Scenario]
-    cells: list[Cell]
+    cells: list[Cell]  # the cells to run now
     seed: int
+    everything: list[Cell] | None = None  # the whole plan, when ``cells`` leaves some out
+
+    @property
+    def planned(self) -> list[Cell]:
+        """Every cell of the plan, those a resume finds done included."""
+        return self.cells if self.everything is None else self.everything
 
 
 def open_session(settings: RunSettings, argv, warn) -> tuple[RunPlan, RunDir, RunMeta]:
@@ -102,10 +126,10 @@ def open_session(settings: RunSettings, argv, warn) -> tuple[RunPlan, RunDir, Ru
 
 
 def effective_scenarios(settings: RunSettings) -> dict[str, Scenario]:
-    """The chosen scenarios with the profile (--quick) and the command-line overrides applied."""
+    """The chosen scenarios with the profile and the command-line overrides applied."""
     chosen = {}
     for scenario in resolve_scenarios(list(settings.scenarios) or None):
-        scenario = scenario.profile(settings.quick)
+        scenario = scenario.profile(settings.plan_profile)
         overrides = {
             "users": settings.users,
             "measure_s": settings.duration_s,
@@ -124,8 +148,9 @@ def _plan(settings: RunSettings) -> RunPlan:
         SEED_RANGE
     )
     cells = plan_cells(
-        list(scenarios.values()), list(settings.servers), settings.repeat, seed, settings.rates
-    )
+        list(scenarios.values()), list(settings.servers), settings.repeat, seed, settings.rates,
+        balance_repeats=settings.second_repeats,
+    )  # fmt: skip
     return RunPlan(settings, scenarios, cells, seed)
 
 
@@ -158,8 +183,10 @@ def _replan(run: RunDir, meta: RunMeta, requested: RunSettings, done: set[str]) 
     cells = plan_cells(
         [scenarios[name] for name in _scenario_names(last.cells, scenarios)],
         list(settings.servers), settings.repeat, last.seed, settings.rates,
+        balance_repeats=settings.second_repeats,
     )  # fmt: skip
-    return RunPlan(settings, scenarios, [c for c in cells if c.cell_id not in done], last.seed)
+    todo = [c for c in cells if c.cell_id not in done]
+    return RunPlan(settings, scenarios, todo, last.seed, everything=cells)
 
 
 def settings_from_stored(stored: dict, mysql_url: str | None = None) -> RunSettings:
@@ -195,6 +222,7 @@ def _invocation(plan: RunPlan, argv, resumed: bool = False) -> Invocation:
         started=time.time(), seed=plan.seed, settings=plan.settings.stored(),
         cells=[c.cell_id for c in plan.cells], command=list(argv or sys.argv), resumed=resumed,
         scenarios={name: asdict(s) for name, s in plan.scenarios.items()},
+        profile=plan.settings.plan_profile,
     )  # fmt: skip
 
 

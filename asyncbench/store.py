@@ -83,13 +83,23 @@ class Invocation:
     wall_s: float | None = None  # from its start to its report written
     outside_share: float | None = None  # of wall_s, the time outside every measured window
     phases: dict = field(default_factory=dict)  # seconds per stage of the cells (PhaseClock)
+    second_repeats: dict = field(default_factory=dict)  # cell id -> why the profile added it
+    stage_shares: dict = field(default_factory=dict)  # each stage's share of ``wall_s``
+    profile: str = ""  # "default", "full" or "quick" (empty before profiles)
 
     def timed(self, finished: float, report_s: float) -> Invocation:
-        """This invocation with its wall time and the share outside the windows filled in."""
+        """This invocation with its wall time, the share outside the windows and each stage's
+        share filled in (``other``: planning, the display, and what no stage timed)."""
         wall = finished - self.started + report_s
         share = 1 - self.measured_s / wall if wall > 0 else None
+        shares = {}
+        if wall > 0:
+            stages = {**self.phases, "report": report_s}
+            stages["other"] = max(0.0, wall - sum(stages.values()))
+            shares = {stage: round(seconds / wall, 4) for stage, seconds in stages.items()}
         return replace(self, report_s=round(report_s, 2), wall_s=round(wall, 2),
-                       outside_share=None if share is None else round(share, 4))  # fmt: skip
+                       outside_share=None if share is None else round(share, 4),
+                       stage_shares=shares)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -194,6 +204,7 @@ class CellResult:
     cpu_ms_per_delivery: float | None = None  # server CPU ms per (member, message) delivered
     target: str | None = None  # set when the server was started elsewhere
     replica: str = ""  # "aa": the second half of the A/A pair (same level measured again)
+    repeat_reason: str = ""  # why a repeat the default profile adds ran (``plan``, ``repeats``)
     order: int = 0
     started_at: float = 0.0
     finished_at: float = 0.0

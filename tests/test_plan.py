@@ -167,3 +167,42 @@ def test_thresholds_are_read_from_the_scenario(tmp_path):
     scenario = load_scenario(path)
     assert scenario.thresholds == {"max_p99_ms": 250.0}
     assert scenario.limits.max_p99_ms == 250.0
+
+
+def test_each_profile_takes_its_table_and_full_the_top_level():
+    sleep = resolve_scenarios(["sleep"])[0]
+    assert sleep.profile("full").users == sleep.users == (1, 4, 16, 64)
+    assert sleep.profile("default").users == (1, 8, 64)
+    assert sleep.profile("quick").users == (32,)
+    room = resolve_scenarios(["room-longpoll"])[0].profile("default")
+    assert room.users == (100, 1000) and room.message_rate == 2
+
+
+def test_a_file_without_a_default_table_runs_its_top_level_by_default(tmp_path):
+    scenario = load_scenario(write(tmp_path, GOOD))
+    assert scenario.profile("default") == scenario
+
+
+def test_bad_default_table_is_named(tmp_path):
+    path = write(tmp_path, GOOD + "\n[default]\nusers = [1]\nrepeat = 2\n")
+    with pytest.raises(ScenarioError, match=r"default\.repeat: unknown key"):
+        load_scenario(path)
+    path = write(tmp_path, GOOD + "\n[default]\nusers = []\n")
+    with pytest.raises(ScenarioError, match=r"default\.users: must be a non-empty list"):
+        load_scenario(path)
+
+
+def test_balance_repeats_are_planned_for_pinned_multi_process_request_levels():
+    scenarios = [s.profile("default") for s in resolve_scenarios(["sleep", "room-websocket"])]
+    cells = plan_cells(scenarios, None, repeat=1, seed=5, balance_repeats=True)
+    seconds = [c for c in cells if c.repeat == 2]
+    assert seconds and all(c.why for c in seconds)
+    for cell in seconds:
+        spec = MODELS[cell.server]
+        assert cell.scenario == "sleep" and cell.users > 1
+        assert spec.multi_process and spec.keep_alive
+    pinned = {n for n, s in MODELS.items() if s.multi_process and s.keep_alive}
+    assert {c.server for c in seconds} == pinned & set(scenarios[0].servers)
+    assert not [c for c in plan_cells(scenarios, None, 1, 5) if c.repeat == 2]
+    # the reason does not name the cell: it is the same cell however it came to be planned
+    assert seconds[0] == replace(seconds[0], why="")

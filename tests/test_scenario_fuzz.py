@@ -31,6 +31,7 @@ from asyncbench.plan import (
     _ROOM_KEYS,
     MAX_SECONDS,
     MAX_USERS,
+    PROFILES,
     SCENARIO_DIR,
     Scenario,
     ScenarioError,
@@ -125,7 +126,7 @@ def near_valid_documents(draw) -> bytes:
         key = draw(st.sampled_from(sorted(ALL_KEYS)))
         if draw(st.integers(0, 4)) == 0:
             data.pop(key, None)
-        elif key == "quick":
+        elif key in ("quick", "default"):
             data[key] = {k: draw(PLAUSIBLE[k]) for k in draw(st.sets(st.sampled_from(
                 sorted(_PROFILE_KEYS))))}  # fmt: skip
         else:
@@ -168,7 +169,7 @@ def assert_valid(scenario: Scenario) -> None:
     assert 0 <= scenario.warmup_s <= MAX_SECONDS and 0.5 <= scenario.measure_s <= MAX_SECONDS
     assert scenario.servers and set(scenario.servers) <= set(MODELS)
     assert scenario.spawn_rate is None or math.isfinite(scenario.spawn_rate)
-    for profile in (scenario.profile(True), scenario.profile(False)):
+    for profile in (scenario.profile(name) for name in PROFILES):
         assert 0.5 <= profile.measure_s <= MAX_SECONDS and profile.users
     assert plan_cells([scenario], None, repeat=1, seed=1)
 
