@@ -110,14 +110,17 @@ class CellContext:
 
 class PreparedCell:
     """One cell's configuration, server process and (standalone) Locust process, started ahead
-    of its turn: the run starts the next cell's while this one's are stopped and stored
-    (``Lookahead``), and both start side by side. Failing to start is kept and raised when the
-    cell is measured, so it fails that cell only."""
+    of its turn and verified: the run starts and checks the next cell's while this one's are
+    stopped and stored (``Lookahead``), once this cell's load and sampling are over. Failing to
+    start or to verify is kept and raised when the cell is measured, so it fails that cell
+    only."""
 
     def __init__(self, ctx: CellContext, scenario: Scenario, cell: Cell) -> None:
-        self.error: services.ServiceError | None = None
+        self.error: services.ServiceError | CellFailed | None = None
         self.server: services.Server | None = None
         self.locust: ManagedProcess | None = None
+        self.verify_s = 0.0
+        self.verified = False
         self._stack = contextlib.ExitStack()
         started = time.monotonic()
         try:
@@ -130,12 +133,29 @@ class PreparedCell:
             config = ctx.configured(cell.server, stats_dir=None if ctx.settings.target else counts)
             self.config = scenario.kind.workload.configure(config, scenario)
             self.server = self._stack.enter_context(_server(ctx, cell, self.config))
-        except services.ServiceError as exc:
+            self.start_s = time.monotonic() - started
+            if scenario.kind.workload.verifies_ahead:
+                self.verify(ctx, scenario)
+        except (services.ServiceError, CellFailed) as exc:
             self.error = exc
         except BaseException:
             self._stack.close()
             raise
-        self.start_s = time.monotonic() - started
+        self.start_s = time.monotonic() - started - self.verify_s
+
+    def verify(self, ctx: CellContext, scenario: Scenario) -> float:
+        """The equivalence check (rule 2: the right bytes, and the work really done), once;
+        the seconds it took now."""
+        if self.verified:
+            return 0.0
+        proof = ctx.services.get(scenario.kind.proof) if scenario.kind.proof else None
+        began = time.monotonic()
+        try:
+            scenario.kind.workload.verify(self.server.url, scenario, proof)
+            self.verified = True
+        finally:
+            self.verify_s = time.monotonic() - began
+        return self.verify_s
 
     def started(self) -> services.Server:
         if self.error is not None:
@@ -158,6 +178,7 @@ def measure_cell(
     if prepared is None:
         prepared = PreparedCell(ctx, scenario, cell)
         ctx.clock.add("server_start", prepared.start_s)
+        ctx.clock.add("verify", prepared.verify_s)
     try:
         base = _base_result(ctx, scenario, cell, prepared.config, order)
         try:
@@ -212,9 +233,7 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
 def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, prepared, base: CellResult):
     workload, clock, config = scenario.kind.workload, ctx.clock, prepared.config
     server = prepared.started()
-    proof = ctx.services.get(scenario.kind.proof) if scenario.kind.proof else None
-    with clock.timing("verify"):
-        workload.verify(server.url, scenario, proof)
+    clock.add("verify", prepared.verify(ctx, scenario))
     locust: list[ManagedProcess] = []
     sampler = ResourceSampler(_components(ctx, server, locust), _db_threads_probe(ctx),
                               gauges=_gauges(ctx, config))  # fmt: skip

@@ -31,6 +31,9 @@ class RequestResponse:
     """One request, one answer, then the next (closed loop) or at intended times (open loop)."""
 
     extra_users = 0
+    # Its check touches nothing another cell uses: it runs ahead, while the cell before is
+    # stored (``cell.PreparedCell``).
+    verifies_ahead = True
 
     def user_classes(self, scenario) -> tuple[str, ...]:
         """The locustfile's users a cell starts."""
@@ -115,6 +118,9 @@ class Room:
     the bus."""
 
     extra_users = 1  # the probe
+    # Its check empties the bus, whose gauges the cell before's server still counts down while
+    # it stops: it runs in its own turn.
+    verifies_ahead = False
 
     def user_classes(self, scenario) -> tuple[str, ...]:
         return (room.transport(scenario.transport).member, "Probe")
