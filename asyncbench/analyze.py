@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from asyncbench.bottleneck import slot_use
+from asyncbench.bottleneck import EXPLAINED_WITHIN, name_bottleneck, parse_counts, slot_use
 from asyncbench.confidence import Comparison, compare
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
 from asyncbench.kinds import RECORDED_ENDPOINTS
@@ -100,15 +100,15 @@ def with_levels(cells: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-EXPLAINED_WITHIN = 0.03  # the second prediction explains a cell within 3 %
-
 
 def explain(results: pd.DataFrame) -> pd.DataFrame:
     """``results.csv`` rows with their second prediction filled in from the stored numbers
     (what the runner stores as each cell arrives; the report recomputes it after re-judging)."""
     cells = results.reset_index(drop=True)
     work = _with_explained_prediction(with_levels(cells))
-    return cells.assign(explained_rps=work["explained_rps"], explained_gap=work["explained_gap"])
+    named = {"bottleneck": work["bottleneck"]} if "bottleneck" in work else {}  # with it
+    return cells.assign(explained_rps=work["explained_rps"], explained_gap=work["explained_gap"],
+                        **named)  # fmt: skip
 
 
 def explain_model(results: pd.DataFrame, scenario: str, server: str) -> pd.DataFrame:
@@ -117,6 +117,7 @@ def explain_model(results: pd.DataFrame, scenario: str, server: str) -> pd.DataF
     columns = ["explained_rps", "explained_gap"]
     results = results.reset_index(drop=True).astype(dict.fromkeys(columns, float))
     mine = (results["scenario"] == scenario) & (results["server"] == server)
+    columns += ["bottleneck"] if "bottleneck" in results else []
     results.loc[mine, columns] = explain(results[mine])[columns].to_numpy()
     return results
 
@@ -150,6 +151,7 @@ def _with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
             if predicted:
                 cells.loc[i, "explained_rps"] = predicted
                 cells.loc[i, "explained_gap"] = row["rps"] / predicted - 1
+                cells.loc[i, "bottleneck"] = name_bottleneck(cells.loc[i].to_dict())
     return cells
 
 
@@ -169,9 +171,6 @@ def process_counts(row: pd.Series, column: str) -> tuple[int, ...]:
     return parse_counts(row.get(column))
 
 
-def parse_counts(text) -> tuple[int, ...]:
-    """A per-process count (``"36 35 35 34"``); () where it is empty or missing."""
-    return tuple(int(n) for n in text.split()) if isinstance(text, str) else ()
 
 
 def _round_trip_split(row: pd.Series, base_outside: float) -> tuple[float, float] | None:

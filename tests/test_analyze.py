@@ -394,3 +394,19 @@ def test_users_pinned_to_forked_children_are_bounded_child_by_child():
     rows[1].update(process_users="3 1", process_requests="31 31 0 0", busiest_process_share=0.5)
     explained = analyze.explain(pd.DataFrame(rows)).set_index("users").loc[4, "explained_rps"]
     assert explained == pytest.approx(1 / 0.102 + 1 / 0.10276, rel=1e-6)
+
+
+def test_the_named_limit_is_named_again_once_the_prediction_explains_the_cell():
+    """Measured (issue 28): sleep on tornado-forked at 40 users, the users 22/17/1 on its
+    children and one with none, 30 req/s. At the cell the rule saw no idle slots' reason and
+    said "unexplained"; with the split the explaining prediction gives about 30 and the limit
+    reads the split."""
+    rows = [_split_cell(1, 9.73, 102.76, 100.4, slots=4.0),
+            _split_cell(40, 30.0, 1330.0, 100.6, slots=4.0)]  # fmt: skip
+    for row in rows:
+        row.update(server="tornado-forked", workers=4, bottleneck="unexplained: stale")
+    rows[1].update(process_users="22 17 1", process_requests="100 100 100",
+                   busiest_process_share=1 / 3)  # fmt: skip
+    explained = analyze.explain(pd.DataFrame(rows)).set_index("users").loc[40]
+    assert abs(explained["explained_gap"]) <= analyze.EXPLAINED_WITHIN
+    assert explained["bottleneck"].startswith("unbalanced workers: users per worker 22/17/1/0")

@@ -59,6 +59,34 @@ def cell(**facts) -> dict:
           "rps": 526.0, "cpu_server": 40.0, "busiest_process_share": 1.0, "workers": 4},
          "offered load (64 users"),
         ({"rps": 20.0}, "unexplained: 20 of the 40 req/s"),
+        # explained within 3 %: never "unexplained", the prediction's reason instead
+        ({"rps": 20.0, "explained_rps": 20.3, "explained_gap": -0.015},
+         "overheads: 20 of the 40 req/s its slots allow, as its measured overheads predict (20)"),
+        ({"rps": 20.0, "explained_rps": 20.3, "explained_gap": -0.015, "handler_mean_ms": 198.0},
+         "slots held longer: 198 ms a request for a 100 ms wait, 20 of the 40 req/s"),
+        ({"rps": 20.0, "explained_rps": 26.0, "explained_gap": -0.23},
+         "unexplained: 20 of the 40 req/s"),
+        # measured (issue 28): sleep on tornado-forked, 40 users on 4 one-slot children, 22/17/1
+        # and one child with none; the explaining prediction gave 29.5
+        ({"server": "tornado-forked", "users": 40, "rps": 30.0, "predicted_rps": 40.0,
+          "process_users": "22 17 1", "busiest_process_share": 0.34, "explained_rps": 29.5,
+          "explained_gap": 0.017},
+         "unbalanced workers: users per worker 22/17/1/0 left 1 of 4 slots idle, 30 of 40 req/s"),
+        # measured: flask-threaded, 2 workers × 4 threads, 32 users split 29/3 (over 85 % of the
+        # slots' 80 req/s, so "slots" came first)
+        ({"server": "flask-threaded", "workers": 2, "threads": 4, "slots": 8.0, "users": 32,
+          "rps": 68.6, "predicted_rps": 80.0, "process_users": "29 3",
+          "slot_limit": "workers × threads = 2 × 4"},
+         "unbalanced workers: users per worker 29/3 left 1 of 8 slots idle, 69 of 80 req/s"),
+        # measured: longwait on flask-threaded, 512 users on 4 × 64 threads split 248/200/39/25
+        ({"server": "flask-threaded", "threads": 64, "slots": 256.0, "users": 512,
+          "delay_ms": 1000, "rps": 192.0, "predicted_rps": 256.0,
+          "process_users": "248 200 39 25", "explained_rps": 192.0, "explained_gap": 0.0},
+         "unbalanced workers: users per worker 248/200/39/25 left 64 of 256 slots idle, "
+         "192 of 256 req/s"),
+        # every worker full, or users that fit: the split cost nothing
+        ({"server": "flask-threaded", "threads": 4, "slots": 16.0, "users": 32, "rps": 158.0,
+          "predicted_rps": 160.0, "process_users": "9 8 8 7"}, "slots: workers = 4"),
         # measured here (sleep and fetch on tornado-coroutine, 64 users): where the round trip grew
         ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "predicted_rps": 640.0,
           "rps": 584.0, "cpu_server": 25.0, "mean_ms": 108.4, "handler_mean_ms": 102.1},
