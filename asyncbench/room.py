@@ -178,7 +178,9 @@ class RoomStats:
     member_errors: int = 0  # polls or upgrades that failed, sockets that dropped
     probe_p50_ms: float | None = None  # GET /hello meanwhile, from its intended time
     probe_p99_ms: float | None = None
-    mem_per_member_kb: float | None = None  # server RSS over idle, per poll or socket held
+    # server RSS over idle, per member connected (a member queued for a worker holds memory too;
+    # divided by those held, 34 held of 1,000 made 22,797 KB each)
+    mem_per_member_kb: float | None = None
     cpu_ms_per_delivery: float | None = None  # server CPU per (member, message) delivered
 
 
@@ -205,7 +207,7 @@ def evaluate_room(
         fields.update(_connections(samples, end))
         owed = fields["members_connected"]
     fields.update(_delivery_fields(deliveries, window, owed))
-    fields.update(_held_fields(resources, start, end, usage, transport.gauge))
+    fields.update(_held_fields(resources, start, end, usage, transport.gauge, owed))
     if usage.cpu_server is not None and fields["delivered"]:
         cpu_s = usage.cpu_server / 100 * (end - start)
         fields["cpu_ms_per_delivery"] = cpu_s * 1000 / fields["delivered"]
@@ -265,17 +267,18 @@ def _connections(samples: pd.DataFrame, end: float) -> dict:
     return {"members_connected": int(members), "reconnects": int(len(upgrades) - members)}
 
 
-def _held_fields(resources: pd.DataFrame, start: float, end: float, usage, gauge: str) -> dict:
-    if resources is None or resources.empty or gauge not in resources:
-        return {}
-    inside = window_rows(resources, start, end)
-    held = inside[gauge].dropna()
-    if held.empty:
-        return {}
-    fields = {"members_held": float(held.mean()), "members_held_max": float(held.max())}
-    if usage.rss_server_mb is not None and usage.rss_server_idle_mb is not None and held.mean():
+def _held_fields(resources: pd.DataFrame, start: float, end: float, usage, gauge: str,
+                 connected: int) -> dict:  # fmt: skip
+    """Members held (the server's gauge) and the RSS growth per member ``connected``."""
+    fields = {}
+    if usage.rss_server_mb is not None and usage.rss_server_idle_mb is not None and connected:
         grown = usage.rss_server_mb - usage.rss_server_idle_mb
-        fields["mem_per_member_kb"] = grown * 1024 / held.mean()
+        fields["mem_per_member_kb"] = grown * 1024 / connected
+    if resources is None or resources.empty or gauge not in resources:
+        return fields
+    held = window_rows(resources, start, end)[gauge].dropna()
+    if len(held):
+        fields.update(members_held=float(held.mean()), members_held_max=float(held.max()))
     return fields
 
 

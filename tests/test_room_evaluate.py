@@ -48,8 +48,20 @@ def test_a_healthy_room_is_valid_with_exact_numbers():
     assert stats.delivery_max_ms == pytest.approx(30.0)  # member 2, 3 × 10 ms
     assert stats.last_member_p50_ms == pytest.approx(30.0)
     assert stats.members_held_max == 3 and stats.members_held == pytest.approx(8 / 3)
-    assert stats.mem_per_member_kb == pytest.approx(0.6 * 1024 / (8 / 3))
+    assert stats.mem_per_member_kb == pytest.approx(0.6 * 1024 / 3)  # per member connected
     assert stats.probe_p50_ms == pytest.approx(6.0)
+
+
+def test_memory_per_member_divides_by_the_members_connected_not_those_held():
+    """tornado-threadpool at 1,000 members held 34 polls: its RSS growth over the 34 said
+    22,797 KB a member. Every member holds a connection (a queued one too), so the growth is
+    shared by all of them; the members held stay a column of their own."""
+    resources = RESOURCES.assign(room_held=[None, 1, 1, 1])
+    stats, usage, _ = evaluate_room(samples(), deliveries(every()), PUBLISHED, resources,
+                                    START, END, members=3)  # fmt: skip
+    assert stats.members_held == 1
+    assert stats.mem_per_member_kb == pytest.approx(0.6 * 1024 / 3)
+    assert usage.rss_server_mb == pytest.approx(30.6)
 
 
 def test_a_missing_delivery_is_lost_and_invalidates_the_cell():
