@@ -22,6 +22,7 @@ from asyncbench.gate import ComparisonInputError, Thresholds
 from asyncbench.kinds import ENDPOINTS, KINDS, ScenarioKind, kind_of_endpoint
 from asyncbench.room import DEFAULT_TRANSPORT, TRANSPORTS
 from servers import MODELS, room
+from servers.config import ServerConfig
 from servers.endpoints import MAX_MS
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -386,6 +387,7 @@ def plan_cells(
     seed: int,
     rates: tuple[float, ...] | None = None,
     balance_repeats: bool = False,
+    config: ServerConfig | None = None,
 ) -> list[Cell]:
     """Every (scenario, server, level, repeat) combination, in an order shuffled by ``seed``.
 
@@ -393,7 +395,8 @@ def plan_cells(
     named in ``servers`` replace the scenario's own list (any registered model may be asked for).
     ``balance_repeats`` (the default profile: one repeat a level) adds a second repeat where
     the first cannot settle the answer alone: a request level of a model whose kept-alive
-    connections stay with the worker process that accepted them (``needs_balance_repeat``).
+    connections stay with the worker process that accepted them, at more users than one
+    worker holds under ``config`` (``needs_balance_repeat``).
     """
     for name in servers or ():
         if name not in MODELS:
@@ -408,20 +411,25 @@ def plan_cells(
     ]
     if balance_repeats and not rates:
         by_name = {s.name: s for s in scenarios}
+        config = config or ServerConfig()
         cells += [replace(c, repeat=repeat + 1, why=BALANCE_REPEAT) for c in cells
-                  if needs_balance_repeat(by_name[c.scenario], c)]  # fmt: skip
+                  if needs_balance_repeat(by_name[c.scenario], c, config)]  # fmt: skip
     cells += [cell for s in scenarios for cell in _aa_cells(s, servers, repeat, rates)]
     random.Random(seed).shuffle(cells)
     return cells
 
 
-def needs_balance_repeat(scenario: Scenario, cell: Cell) -> bool:
-    """A request level of more than one user on a model whose workers each keep the connections
-    they accepted: how the users land on the workers is chance, and it moves the cell (two
-    default runs measured sleep on tornado-forked at 4 users at 29.5 and 19.7 req/s)."""
+def needs_balance_repeat(scenario: Scenario, cell: Cell, config: ServerConfig) -> bool:
+    """A request level on a model whose workers each keep the connections they accepted, with
+    more users than one worker holds: how the users land on the workers is chance, and it moves
+    the cell (two default runs measured sleep on tornado-forked at 4 users at 29.5 and 19.7
+    req/s). Users that all fit in one worker each hold a slot wherever they land."""
     spec = MODELS[cell.server]
-    request = scenario.kind.section == "requests"
-    return request and cell.users > 1 and spec.multi_process and spec.keep_alive
+    if scenario.kind.section != "requests" or not (spec.multi_process and spec.keep_alive):
+        return False
+    config = spec.configure(config)
+    per_worker = spec.concurrency.slots(config) / max(1, config.workers)
+    return cell.users > per_worker
 
 
 def _aa_cells(

@@ -28,15 +28,22 @@ def second_repeats(results: pd.DataFrame, planned: list[Cell]) -> list[Cell]:
     once = _levels_measured_once(planned)
     if not once or results.empty:
         return []
-    mine = results[results["cell_id"].isin({c.cell_id for c in once.values()})]
-    cells = analyze.with_levels(mine)
+    cells = analyze.with_levels(results)
     requests = cells["message_rate"].isna()  # a room level is judged on its deliveries
-    cells = cells[cells["included"] & (cells["loop"] == "closed") & requests]
+    cells = cells[cells["included"] & (cells["loop"] == "closed") & requests & ~_replica(cells)]
     reasons = _imprecise(cells)
     for cell_id, why in _overlapping(cells).items():
         reasons.setdefault(cell_id, why)
     by_id = {c.cell_id: c for c in once.values()}
-    return [_second(by_id[cell_id], why) for cell_id, why in sorted(reasons.items())]
+    return [_second(by_id[cell_id], why) for cell_id, why in sorted(reasons.items())
+            if cell_id in by_id]  # fmt: skip
+
+
+def _replica(cells: pd.DataFrame) -> pd.Series:
+    """The A/A copies: they measure the noise, not a model."""
+    if "replica" not in cells:
+        return pd.Series(False, index=cells.index)
+    return cells["replica"].fillna("").astype(str).ne("")
 
 
 def _levels_measured_once(planned: list[Cell]) -> dict[tuple, Cell]:
@@ -61,7 +68,8 @@ def _imprecise(cells: pd.DataFrame) -> dict[str, str]:
 
 
 def _overlapping(cells: pd.DataFrame) -> dict[str, str]:
-    """Cells at their scenario's comparison level whose interval overlaps another model's."""
+    """Cells at their scenario's comparison level (from every model's cells, a level measured
+    twice too) whose interval overlaps another model's."""
     found: dict[str, str] = {}
     agg = analyze.aggregate(cells)
     for scenario, group in cells.groupby("scenario"):

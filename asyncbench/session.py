@@ -149,7 +149,7 @@ def _plan(settings: RunSettings) -> RunPlan:
     )
     cells = plan_cells(
         list(scenarios.values()), list(settings.servers), settings.repeat, seed, settings.rates,
-        balance_repeats=settings.second_repeats,
+        balance_repeats=settings.second_repeats, config=settings.server_config(),
     )  # fmt: skip
     return RunPlan(settings, scenarios, cells, seed)
 
@@ -183,7 +183,7 @@ def _replan(run: RunDir, meta: RunMeta, requested: RunSettings, done: set[str]) 
     cells = plan_cells(
         [scenarios[name] for name in _scenario_names(last.cells, scenarios)],
         list(settings.servers), settings.repeat, last.seed, settings.rates,
-        balance_repeats=settings.second_repeats,
+        balance_repeats=settings.second_repeats, config=settings.server_config(),
     )  # fmt: skip
     todo = [c for c in cells if c.cell_id not in done]
     return RunPlan(settings, scenarios, todo, last.seed, everything=cells)

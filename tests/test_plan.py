@@ -15,6 +15,7 @@ from asyncbench.plan import (
     resolve_scenarios,
 )
 from servers import MODELS
+from servers.config import ServerConfig
 
 GOOD = """
 description = "test"
@@ -197,12 +198,19 @@ def test_balance_repeats_are_planned_for_pinned_multi_process_request_levels():
     cells = plan_cells(scenarios, None, repeat=1, seed=5, balance_repeats=True)
     seconds = [c for c in cells if c.repeat == 2]
     assert seconds and all(c.why for c in seconds)
+    config = ServerConfig()
     for cell in seconds:
         spec = MODELS[cell.server]
         assert cell.scenario == "sleep" and cell.users > 1
         assert spec.multi_process and spec.keep_alive
-    pinned = {n for n, s in MODELS.items() if s.multi_process and s.keep_alive}
-    assert {c.server for c in seconds} == pinned & set(scenarios[0].servers)
+        assert cell.users > spec.concurrency.slots(spec.configure(config)) / config.workers
+    # 64 users fit in one of flask-threaded's 64-thread workers: wherever they land, each
+    # holds a thread; tornado-forked's one-request children queue them from 2 users on
+    assert ("tornado-forked", 64) in {(c.server, c.users) for c in seconds}
+    assert ("flask-threaded", 64) not in {(c.server, c.users) for c in seconds}
+    small = plan_cells(scenarios, None, 1, 5, balance_repeats=True,
+                       config=ServerConfig(workers=2, threads=4))  # fmt: skip
+    assert ("flask-threaded", 64, 2) in {(c.server, c.users, c.repeat) for c in small}
     assert not [c for c in plan_cells(scenarios, None, 1, 5) if c.repeat == 2]
     # the reason does not name the cell: it is the same cell however it came to be planned
     assert seconds[0] == replace(seconds[0], why="")

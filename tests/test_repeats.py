@@ -49,3 +49,16 @@ def test_levels_already_planned_twice_and_invalid_or_room_cells_get_none():
             row("b", 64, 300.0, 0.03, valid=False, status="invalid"),
             row("r", 100, 200.0, 0.05, message_rate=2.0)]  # fmt: skip
     assert second_repeats(pd.DataFrame(rows), plan_of(rows)) == []
+
+
+def test_the_comparison_level_is_set_by_every_models_cells_not_only_those_run_once():
+    """A default run (c2c423e) judged the overlap at 1 user: the cells of the models planned
+    twice at 64 users were left out of the table the level came from, so 1 user looked like the
+    level where the most models were, and every model's 1-user cell (all 10 req/s) got a second
+    repeat. The level is 64 users; there "a" overlaps "b", which is repeated already."""
+    rows = [row("a", 1, 10.0, 0.002), row("b", 1, 10.0, 0.002), row("c", 1, 10.0, 0.002),
+            row("a", 64, 600.0, 0.004), row("c", 64, 300.0, 0.004),
+            row("b", 64, 603.0, 0.004), row("b", 64, 598.0, 0.004, repeat=2)]  # fmt: skip
+    extra = second_repeats(pd.DataFrame(rows), plan_of(rows))
+    assert [(c.server, c.users, c.repeat) for c in extra] == [("a", 64, 2)]
+    assert "overlaps b" in extra[0].why
