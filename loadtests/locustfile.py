@@ -37,6 +37,7 @@ import gevent
 import websocket
 from gevent import GreenletExit
 from locust import FastHttpUser, constant, events, task
+from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.protocol import USERS_PER_WORKER, LocustMeta, Progress, write_record
@@ -52,10 +53,11 @@ STOP_MARGIN_S = 0.02  # the timed stop falls this long after the harness's windo
 DRAIN_POLL_S = 0.05
 DRAIN_MIN_S = 0.1  # a room's drain lasts at least the delivery p99 so far plus this
 SETTLE_POLL_S = 0.02
-# Before the stop, requests started inside the window get this long to be answered: Locust's
-# stop work in this process answered the last request of each user 30-70 ms late (every 1-user
-# cell's slowest request, a 1-3 % standard error, came at the window's end).
-WINDOW_FINISH_LIMIT_S = 1.0
+# Before the stop, requests started inside the window are answered: Locust's stop work in this
+# process answered the last request of each user 30-70 ms late (every 1-user cell's slowest
+# request, a 1-3 % standard error, came at the window's end). Users start nothing after the
+# window (``BenchUser.hit``), so the wait is for the window's own requests, bounded by the stop
+# timeout (every queued user served one after another).
 WINDOW_FINISH_POLL_S = 0.005
 # The shortest warm-up, even for a 1 ms endpoint: a few event-loop turns of every process, and
 # two 100 ms cycles of the slowest equivalent endpoint.
@@ -106,6 +108,9 @@ node_name = f"{socket.gethostname()}:{os.getpid()}"
 _user_numbers = itertools.count()
 _environment = None  # the one Environment (the spawning_complete event does not pass it)
 _stopping = _stop_scheduled = False
+# Set at the window's end: a request started after it is measured by nobody, and waiting for
+# it kept queued cells seconds past their window (a request behind a 22-user queue).
+_window_over = False
 
 
 @events.init.add_listener
@@ -218,14 +223,16 @@ def _warm_up_then_measure(environment) -> None:
     timestamps["window_start"] = window_start
     timestamps["window_end"] = window_end = window_start + options.bench_measure
     gevent.sleep(max(0.0, window_end - time.time()) + STOP_MARGIN_S)
-    _let_the_window_finish(window_end)
+    global _window_over
+    _window_over = True
+    _let_the_window_finish(window_end, options.stop_timeout or 0.0)
     _stop_and_quit(environment)
 
 
-def _let_the_window_finish(window_end: float) -> None:
-    """Wait, at most ``WINDOW_FINISH_LIMIT_S``, until every request started inside the window
-    has its answer, so that none is timed across the stop's work."""
-    deadline = time.time() + WINDOW_FINISH_LIMIT_S
+def _let_the_window_finish(window_end: float, limit_s: float) -> None:
+    """Wait, at most ``limit_s``, until every request started inside the window has its
+    answer, so that none is timed across the stop's work."""
+    deadline = time.time() + limit_s
     while any(started < window_end for started in _waiting.values()) and time.time() < deadline:
         gevent.sleep(WINDOW_FINISH_POLL_S)
 
@@ -306,6 +313,8 @@ class BenchUser(_NumberedUser):
 
     @task
     def hit(self) -> None:
+        if _window_over:  # its last cycle ends at its last answer (``closed_loop_throughput``)
+            raise StopUser()
         context = {"user": self.user_id}
         if schedule is not None:
             context["intended_time"] = intended = schedule.take()
