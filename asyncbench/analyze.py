@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from asyncbench.bottleneck import EXPLAINED_WITHIN, name_bottleneck, parse_counts, slot_use
+from asyncbench.bottleneck import name_bottleneck, parse_counts, slot_use
 from asyncbench.confidence import Comparison, compare
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
 from asyncbench.kinds import RECORDED_ENDPOINTS

@@ -163,7 +163,8 @@ def _idle_slots(row: Mapping) -> str | None:
         return None
     split = "/".join(str(n) for n in counts)
     total = per * len(counts)
-    return f"unbalanced workers: users per worker {split} left {idle:.0f} of {total:.0f} slots idle, {short}"
+    return (f"unbalanced workers: users per worker {split} left {idle:.0f} of {total:.0f} slots "
+            f"idle, {short}")
 
 
 def _unbalanced(row: Mapping) -> str | None:

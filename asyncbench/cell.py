@@ -217,9 +217,11 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
     warmup_s = scenario.warmup_s
     if settle:
         warmup_s = workload.warmup_limit_s(scenario, base.users, base.slots)
+    adaptive = scenario.measure_min_s and not (s.profile or distributed or cell.rate)
     return LoadPlan(
         url, scenario.path, base.users + workload.extra_users, warmup_s,
         scenario.measure_s, workload.stop_timeout_s(_stop_timeout_s(scenario, base)),
+        measure_min_s=min(scenario.measure_min_s, scenario.measure_s) if adaptive else 0.0,
         settle_cycles=settle,
         drain_s=workload.drain_s(), rate=cell.rate, arrival=s.arrival,
         spawn_rate=scenario.spawn_rate,
@@ -256,6 +258,7 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, prepared, base: C
     final = replace(
         base, **columns, abandoned=outcome.abandoned,
         window_start=outcome.window_start, window_end=outcome.window_end,
+        window_reason=outcome.window_reason,
         warmup_used_s=round(outcome.window_start - outcome.spawn_complete, 3),
         locust_requests=outcome.locust_requests, recorded_samples=len(outcome.samples),
         locust_processes=len(outcome.workers) + (1 if plan.distributed else 0),

@@ -56,8 +56,9 @@ class LoadPlan:
     path: str
     users: int
     warmup_s: float  # the longest warm-up: it ends sooner once every user settled
-    measure_s: float
+    measure_s: float  # the window, or an adaptive one's cap
     stop_timeout_s: float  # at the end, in-flight requests get this long to finish
+    measure_min_s: float = 0.0  # an adaptive window's floor (0: a fixed window)
     settle_cycles: int = 0  # requests (messages) per user that end the warm-up; 0: fixed
     drain_s: float = 0.0  # a room: at most this long for messages in flight, then stop at once
     rate: float = 0.0  # open loop: requests per second (0: closed loop)
@@ -118,6 +119,7 @@ class LocustOutcome:
     spawn_complete: float = 0.0
     test_stop: float = 0.0  # the window's last answers (a room: its drain) were in; stopping
     exited: float = 0.0  # Locust had exited and its samples were read back
+    window_reason: str = ""  # why the window ended (``LocustMeta.window_reason``)
 
 
 def locust_command() -> str:
@@ -139,6 +141,7 @@ def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
         "--bench-warmup", str(plan.warmup_s),
         "--bench-settle-cycles", str(plan.settle_cycles),
         "--bench-measure", str(plan.measure_s),
+        "--bench-measure-min", str(plan.measure_min_s),
         "--bench-drain", str(plan.drain_s),
         "--bench-rate", str(plan.rate),
         "--bench-arrival", plan.arrival,
@@ -306,6 +309,7 @@ def _collect(
         spawn_complete=meta.spawn_complete,
         test_stop=meta.test_stop or 0.0,
         exited=time.time(),
+        window_reason=meta.window_reason,
     )
 
 

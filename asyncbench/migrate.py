@@ -43,6 +43,8 @@ Versions:
   10 — profiles: results.csv gains ``repeat_reason``, why a repeat the default profile added
       ran (empty before: every repeat was asked for); run.json's settings say ``full`` and
       ``second_repeats``.
+  11 — adaptive windows: results.csv gains ``window_reason``, why the window ended when it did
+      ("fixed", "precise: ...", "cap: ..."; empty before: every window was fixed).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import math
 
 import pandas as pd
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 PARQUET_SCHEMA_KEY = b"asyncbench_schema"
 UNKNOWN_USER = -1
 UNKNOWN_PID = -1
@@ -207,9 +209,15 @@ def _results_9_to_10(table: pd.DataFrame) -> pd.DataFrame:
     return table if "repeat_reason" in table else table.assign(repeat_reason="")
 
 
+def _results_10_to_11(table: pd.DataFrame) -> pd.DataFrame:
+    return table if "window_reason" in table else table.assign(window_reason="")
+
+
 _META_STEPS = {1: _meta_1_to_2, 2: lambda data: data, 3: lambda data: data,
                4: lambda data: data, 5: lambda data: data, 6: lambda data: data,
-               7: lambda data: data, 8: lambda data: data, 9: _meta_9_to_10}  # fmt: skip
+               7: lambda data: data, 8: lambda data: data, 9: _meta_9_to_10,
+               10: lambda data: data}  # fmt: skip
 _RESULTS_STEPS = {1: _results_1_to_2, 2: _results_2_to_3, 3: _results_3_to_4,
                   4: _results_4_to_5, 5: _results_5_to_6, 6: _results_6_to_7,
-                  7: _results_7_to_8, 8: _results_8_to_9, 9: _results_9_to_10}  # fmt: skip
+                  7: _results_7_to_8, 8: _results_8_to_9, 9: _results_9_to_10,
+                  10: _results_10_to_11}  # fmt: skip

@@ -35,14 +35,14 @@ MAX_MESSAGE_RATE = 100.0
 # tables override its top-level levels and windows for those profiles.
 DEFAULT, FULL, QUICK = "default", "full", "quick"
 PROFILES = (DEFAULT, FULL, QUICK)
-_PROFILE_KEYS = {"users", "warmup_s", "measure_s"}
+_PROFILE_KEYS = {"users", "warmup_s", "measure_s", "measure_min_s"}
 _KEYS = {"description", "endpoint", "delay_ms", "servers", DEFAULT, QUICK, "spawn_rate", "aa",
          "thresholds"} | _PROFILE_KEYS  # fmt: skip
 AA = "aa"  # the ``replica`` of an A/A pair's second half
 _ROOM_KEYS = {"description", "kind", "members", "transport", "message_rate", "hold_s",
               "probe_rate", "servers", DEFAULT, QUICK, "spawn_rate", "warmup_s",
-              "measure_s"}  # fmt: skip
-_ROOM_PROFILE_KEYS = {"members", "warmup_s", "measure_s", "message_rate"}
+              "measure_s", "measure_min_s"}  # fmt: skip
+_ROOM_PROFILE_KEYS = {"members", "warmup_s", "measure_s", "measure_min_s", "message_rate"}
 ROOM_DEFAULTS = {"message_rate": 1.0, "hold_s": 30.0, "probe_rate": 2.0}
 
 
@@ -68,9 +68,12 @@ class Scenario:
     delay_ms: int
     users: tuple[int, ...]
     warmup_s: float
-    measure_s: float
+    measure_s: float  # the window; with ``measure_min_s``, the longest it may last
     servers: tuple[str, ...]
     source: str = ""
+    # An adaptive window: it ends once precise (``loadtests.recording.WindowPrecision``), from
+    # this long on, at ``measure_s`` at the latest. None: a fixed window of ``measure_s``.
+    measure_min_s: float | None = None
     quick: dict | None = None  # overrides of users/warmup_s/measure_s for --quick
     default: dict | None = None  # overrides for the default profile (``--full`` takes none)
     # How Locust opens its users: None = all at once (every user starts in the same instant,
@@ -246,6 +249,11 @@ def _profile_fields(check: _Checker, data: dict, required: bool, levels: str = "
         fields["warmup_s"] = check.number(data, "warmup_s", minimum=0, maximum=MAX_SECONDS)
     if required or "measure_s" in data:
         fields["measure_s"] = check.number(data, "measure_s", minimum=0.5, maximum=MAX_SECONDS)
+    if "measure_min_s" in data:
+        shortest = check.number(data, "measure_min_s", minimum=0.5, maximum=MAX_SECONDS)
+        if "measure_s" in data and shortest > fields["measure_s"]:
+            check.fail("measure_min_s", f"must be at most measure_s ({fields['measure_s']:g})")
+        fields["measure_min_s"] = shortest
     return fields
 
 

@@ -136,6 +136,8 @@ def effective_scenarios(settings: RunSettings) -> dict[str, Scenario]:
             "warmup_s": settings.warmup_s,
             "spawn_rate": settings.spawn_rate,
         }
+        if settings.duration_s is not None:  # a window asked for is the window, not a cap
+            overrides["measure_min_s"] = settings.duration_s
         chosen[scenario.name] = replace(
             scenario, **{k: v for k, v in overrides.items() if v is not None}
         )

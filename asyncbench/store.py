@@ -38,7 +38,7 @@ from asyncbench.migrate import (
 )
 
 _TEXT_COLUMNS = ("reason", "target", "process_requests", "process_users", "slot_limit", "spawn",
-                 "rps_method", "replica", "transport", "bottleneck")  # fmt: skip
+                 "rps_method", "replica", "transport", "bottleneck", "window_reason")  # fmt: skip
 # Kept free in every run directory while a run writes into it, and given back when the disk
 # fills, so that run.json can still record why the run stopped.
 RESERVE_BYTES = 256 * 1024
@@ -124,6 +124,7 @@ class CellResult:
     window_start: float | None = None  # epoch seconds; samples that started inside count
     window_end: float | None = None
     warmup_used_s: float | None = None  # spawned to window: until every user settled, at most
+    window_reason: str = ""  # why the window ended then: "fixed", "precise: ...", "cap: ..."
     requests: int = 0
     failures: int = 0
     rps: float | None = None  # the exact estimator (``confidence``): cycles, not a count

@@ -11,6 +11,7 @@ import pandas as pd
 
 from asyncbench import analyze, view
 from asyncbench.analyze import ModelComparison
+from asyncbench.bottleneck import EXPLAINED_WITHIN
 from asyncbench.confidence import Comparison, format_ratio
 from asyncbench.noise import NoiseFloors
 from asyncbench.store import RunMeta
@@ -215,17 +216,17 @@ def _knee_sentences(sec: Section) -> list[str]:
 
 
 def _explained_sentence(sec: Section) -> list[str]:
-    """How many cells the second prediction explains within analyze.EXPLAINED_WITHIN."""
+    """How many cells the second prediction explains within EXPLAINED_WITHIN."""
     if "explained_gap" not in sec.cells:
         return []
     gaps = sec.cells.loc[sec.cells["included"], "explained_gap"].dropna()
     if gaps.empty:
         return []
-    within = int((gaps.abs() <= analyze.EXPLAINED_WITHIN).sum())
+    within = int((gaps.abs() <= EXPLAINED_WITHIN).sum())
     worst = sec.cells.loc[gaps.abs().idxmax()]
     text = (f"The second prediction (each model's own round trip at its lowest load, its slots "
             f"held for the handler time, and its CPU demands) explains {within} of {len(gaps)} "
-            f"cells within {analyze.EXPLAINED_WITHIN:.0%}")
+            f"cells within {EXPLAINED_WITHIN:.0%}")
     if within < len(gaps):
         text += (f"; furthest: {worst['server']} at {sec.at(worst['load'])} "
                  f"{worst['explained_gap']:+.1%} ({worst.get('bottleneck') or 'no limit named'})")

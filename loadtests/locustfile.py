@@ -41,7 +41,13 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.protocol import USERS_PER_WORKER, LocustMeta, Progress, write_record
-from loadtests.recording import ArrivalSchedule, DeliveryRecorder, SampleRecorder, Settling
+from loadtests.recording import (
+    ArrivalSchedule,
+    DeliveryRecorder,
+    SampleRecorder,
+    Settling,
+    WindowPrecision,
+)
 
 SAMPLES_MESSAGE = "asyncbench_samples"
 PROGRESS_INTERVAL_S = 1.0
@@ -82,6 +88,9 @@ def _add_arguments(parser) -> None:
     group.add_argument("--bench-measure", type=float, default=0.0,
                        help="the measured window after the warm-up, in seconds; stop after it "
                             "(0: only --bench-run-time stops)")
+    group.add_argument("--bench-measure-min", type=float, default=0.0,
+                       help="an adaptive window: from this many seconds on, end it once it is "
+                            "precise (--bench-measure is then the longest; 0: a fixed window)")
     group.add_argument("--bench-drain", type=float, default=0.0,
                        help="room: before stopping, wait up to this long for messages in flight")
     group.add_argument("--samples-out", default="", help="write raw samples (parquet) here")
@@ -96,7 +105,11 @@ def _add_arguments(parser) -> None:
 recorder = SampleRecorder()
 deliveries = DeliveryRecorder()
 settling = Settling()
+precision = WindowPrecision()
+FIXED_WINDOW = "fixed"
+PRECISION_POLL_S = 0.1
 timestamps: dict[str, float] = {}
+ending: dict[str, str] = {}  # why the window ended (``LocustMeta.window_reason``)
 # Start times of requests still waiting for their answer when Locust killed their user at the
 # stop. They have no sample, so the harness must hear of them: every user stuck since inside the
 # window means the server hung. (A user killed while between requests may also be hit just after
@@ -221,12 +234,31 @@ def _warm_up_then_measure(environment) -> None:
     settling.end()
     window_start = min(time.time(), began + longest)
     timestamps["window_start"] = window_start
-    timestamps["window_end"] = window_end = window_start + options.bench_measure
+    room = options.bench_drain > 0  # a room's window is judged by its deliveries
+    precision.begin(window_start, settling.users if room else 0)
+    window_end, reason = _measure_window(options, window_start)
+    timestamps["window_end"] = window_end
+    ending["window_reason"] = reason
     gevent.sleep(max(0.0, window_end - time.time()) + STOP_MARGIN_S)
     global _window_over
     _window_over = True
     _let_the_window_finish(window_end, options.stop_timeout or 0.0)
     _stop_and_quit(environment)
+
+
+def _measure_window(options, start: float) -> tuple[float, str]:
+    """Wait out the window: ``--bench-measure`` seconds, or, adaptive, from
+    ``--bench-measure-min`` on until it is precise (``WindowPrecision``); its end and why."""
+    cap, shortest = start + options.bench_measure, options.bench_measure_min
+    if not 0 < shortest < options.bench_measure:
+        return cap, FIXED_WINDOW
+    gevent.sleep(max(0.0, start + shortest - time.time()))
+    while (now := time.time()) < cap:
+        reason = precision.enough(now)
+        if reason:
+            return now, reason
+        gevent.sleep(PRECISION_POLL_S)
+    return cap, precision.shortfall(cap)
 
 
 def _let_the_window_finish(window_end: float, limit_s: float) -> None:
@@ -269,7 +301,7 @@ def _on_quitting(environment, **_) -> None:
             planned = {"origin": schedule.origin, "rate": schedule.rate,
                        "issued": schedule.issued}  # fmt: skip
         meta = LocustMeta(
-            **timestamps, locust_requests=total.num_requests,
+            **timestamps, **ending, locust_requests=total.num_requests,
             locust_failures=total.num_failures, recorded=len(recorder), abandoned=abandoned,
             workers=sorted({w for w, _ in recorder.sources}) or [node_name], schedule=planned,
         )  # fmt: skip
@@ -330,7 +362,9 @@ class BenchUser(_NumberedUser):
             raise
         finally:
             del _waiting[self.user_id]
-        settling.count(self.user_id, started, time.time() - started)
+        finished = time.time()
+        precision.completed(finished)
+        settling.count(self.user_id, started, finished - started)
 
 
 class RoomMember(_NumberedUser):
@@ -353,6 +387,7 @@ class RoomMember(_NumberedUser):
                 for message in json.loads(response.content)["messages"]:
                     deliveries.record(self.user_id, message["id"], message["sent"], received)
                     settling.count(self.user_id, message["sent"])
+                    precision.delivered(self.user_id, message["sent"])
                     self.after = max(self.after, message["id"])
             elif response.status_code == 204:
                 response.success()
@@ -433,6 +468,7 @@ class RoomSocketMember(_NumberedUser):
         message = json.loads(frame)
         deliveries.record(self.user_id, message["id"], message["sent"], received)
         settling.count(self.user_id, message["sent"])
+        precision.delivered(self.user_id, message["sent"])
         self.after = max(self.after, message["id"])
 
     def _connect(self) -> bool:

@@ -26,6 +26,8 @@ Versions:
       ``window_end``); the harness no longer computes them from the spawn.
   6 — samples carry ``server_pid``, the process that answered (``Server-Timing``'s ``proc``), so
       users whose connections stay with one worker are read worker by worker.
+  7 — a window may end once precise (``--bench-measure-min``); ``LocustMeta.window_reason``
+      says why it ended when it did.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 PARQUET_VERSION_KEY = b"asyncbench_protocol"
 # Sample columns and their array typecodes (the recorder's storage on the hot path).
 SAMPLE_COLUMNS = {
@@ -91,7 +93,8 @@ class LocustMeta:
     spawn_complete: float | None = None
     test_stop: float | None = None
     window_start: float | None = None  # the warm-up ended (never before spawn_complete)
-    window_end: float | None = None  # window_start + the measured window
+    window_end: float | None = None  # window_start + the measured window (or once precise)
+    window_reason: str = ""  # why the window ended then: "fixed", "precise: ...", "cap: ..."
     abandoned: list[float] = field(default_factory=list)  # start times of unanswered requests
     workers: list[str] = field(default_factory=list)
     schedule: dict | None = None  # open loop: origin, rate, issued

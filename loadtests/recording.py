@@ -291,3 +291,91 @@ class Settling:
         self.counts[user] = done
         if done == self.cycles:
             self.waiting -= 1
+
+
+PRECISE = 0.01  # an adaptive window ends once its throughput's standard error is at most 1 %
+P99_REQUESTS = 300  # ... and this many requests completed in it: 3 or more above its p99
+PRECISION_SLICES = 10  # batch means over this many equal slices of the window so far
+PRECISION_BUCKET_S = 0.01  # completions are counted in buckets this long (cheap per request)
+ROOM_MESSAGES = 5  # a room's once every member received this many of the window's messages
+
+
+class WindowPrecision:
+    """When an adaptive window may end (between ``--bench-measure-min`` and ``--bench-measure``;
+    pyperf calibrates its loops the same way, until the figure is precise enough).
+
+    A request window: once ``P99_REQUESTS`` requests have completed in it and its throughput's
+    standard error is at most ``PRECISE``, by batch means of the completions in
+    ``PRECISION_SLICES`` equal slices of the window so far (completions, not starts: none is
+    still owed at the end of a slice long passed). The harness's own estimators judge the stored
+    cell; this only decides when to stop, and a cell that ends at its cap says why. A room's:
+    once every member has received ``ROOM_MESSAGES`` messages sent in the window.
+    """
+
+    def __init__(self) -> None:
+        self.start = math.inf
+        self.buckets = array("l")  # completions per PRECISION_BUCKET_S since ``start``
+        self.requests = 0
+        self.members = 0
+        self.received: dict[int, int] = {}
+
+    def begin(self, at: float, members: int = 0) -> None:
+        """Count from ``at``; ``members`` > 0 for a room (judged by its deliveries)."""
+        self.start, self.buckets, self.requests = at, array("l"), 0
+        self.members, self.received = members, {}
+
+    def completed(self, finished: float) -> None:
+        if finished < self.start:
+            return
+        bucket = int((finished - self.start) / PRECISION_BUCKET_S)
+        if bucket >= len(self.buckets):
+            self.buckets.extend([0] * (bucket + 1 - len(self.buckets)))
+        self.buckets[bucket] += 1
+        self.requests += 1
+
+    def delivered(self, member: int, sent: float) -> None:
+        if sent >= self.start:
+            self.received[member] = self.received.get(member, 0) + 1
+
+    def rel_stderr(self, now: float) -> float | None:
+        """The batch-means standard error of the completion rate over ``[start, now)``."""
+        whole = int((now - self.start) / PRECISION_BUCKET_S)  # buckets fully past
+        if whole < PRECISION_SLICES:
+            return None
+        counts = [0] * PRECISION_SLICES
+        for bucket, n in enumerate(self.buckets[:whole]):
+            counts[bucket * PRECISION_SLICES // whole] += n
+        mean = sum(counts) / PRECISION_SLICES
+        if not mean:
+            return None
+        variance = sum((c - mean) ** 2 for c in counts) / (PRECISION_SLICES - 1)
+        return math.sqrt(variance / PRECISION_SLICES) / mean
+
+    def enough(self, now: float) -> str | None:
+        """Why the window may end at ``now`` ("precise: ..."), or None."""
+        if self.members:
+            least = self._fewest_messages()
+            if least < ROOM_MESSAGES:
+                return None
+            return f"precise: every member received {least} or more of the window's messages"
+        rel = self.rel_stderr(now)
+        if self.requests < P99_REQUESTS or rel is None or rel > PRECISE:
+            return None
+        return f"precise: standard error {rel:.1%} over {self.requests:,} requests"
+
+    def shortfall(self, now: float) -> str:
+        """Why a window that lasted to its cap did not end sooner."""
+        if self.members:
+            return (f"cap: the fewest messages a member received was {self._fewest_messages()}"
+                    f" (wanted {ROOM_MESSAGES})")  # fmt: skip
+        rel, short = self.rel_stderr(now), []
+        if self.requests < P99_REQUESTS:
+            short.append(f"{self.requests:,} requests (the p99 wants {P99_REQUESTS})")
+        if rel is None or rel > PRECISE:
+            short.append("no standard error" if rel is None else f"standard error {rel:.1%}")
+        return f"cap: {', '.join(short)}" if short else "cap"
+
+    def _fewest_messages(self) -> int:
+        if len(self.received) < self.members:
+            return 0
+        return min(self.received.values(), default=0)

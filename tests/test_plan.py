@@ -214,3 +214,13 @@ def test_balance_repeats_are_planned_for_pinned_multi_process_request_levels():
     assert not [c for c in plan_cells(scenarios, None, 1, 5) if c.repeat == 2]
     # the reason does not name the cell: it is the same cell however it came to be planned
     assert seconds[0] == replace(seconds[0], why="")
+
+
+def test_an_adaptive_windows_floor_is_checked_against_its_cap(tmp_path):
+    path = write(tmp_path, GOOD + "\n[default]\nusers = [1]\nmeasure_min_s = 4\nmeasure_s = 3\n")
+    with pytest.raises(ScenarioError, match=r"default\.measure_min_s: must be at most measure_s"):
+        load_scenario(path)
+    path = write(tmp_path, GOOD + "\n[default]\nusers = [1]\nmeasure_min_s = 2\nmeasure_s = 4\n")
+    scenario = load_scenario(path)
+    assert scenario.measure_min_s is None  # the full sweep keeps its fixed windows
+    assert scenario.profile("default").measure_min_s == 2

@@ -250,3 +250,44 @@ def test_a_fixed_warm_up_never_settles_and_unknown_users_are_ignored():
     unnamed.begin(0.0, users=1, cycles=1)
     unnamed.count(-1, 1.0)  # a sample without its user
     assert not unnamed.settled
+
+
+def test_a_window_is_precise_once_it_has_enough_steady_completions():
+    from loadtests.recording import P99_REQUESTS, WindowPrecision
+
+    precision = WindowPrecision()
+    precision.begin(100.0)
+    for i in range(400):  # 200 req/s, evenly: a steady rate
+        precision.completed(100.0 + i / 200)
+    assert precision.enough(102.0).startswith("precise: standard error ")
+    assert precision.enough(102.0).endswith(" over 400 requests")
+    bursty = WindowPrecision()
+    bursty.begin(100.0)
+    for i in range(400):  # everything in the first half: far from steady
+        bursty.completed(100.0 + i / 400)
+    assert bursty.enough(102.0) is None
+    assert "standard error" in bursty.shortfall(102.0)
+    few = WindowPrecision()
+    few.begin(100.0)
+    for i in range(P99_REQUESTS - 1):
+        few.completed(100.0 + i / 100)
+    assert few.enough(103.0) is None
+    assert few.shortfall(103.0) == f"cap: {P99_REQUESTS - 1} requests (the p99 wants 300)"
+    few.completed(99.0)  # before the window: not counted
+    assert few.requests == P99_REQUESTS - 1
+
+
+def test_a_room_window_is_precise_once_every_member_has_enough_messages():
+    from loadtests.recording import ROOM_MESSAGES, WindowPrecision
+
+    precision = WindowPrecision()
+    precision.begin(10.0, members=3)
+    for message in range(ROOM_MESSAGES):
+        for member in (0, 1):
+            precision.delivered(member, 10.5 + message)
+    precision.delivered(2, 9.0)  # sent before the window
+    assert precision.enough(20.0) is None
+    assert precision.shortfall(20.0).startswith("cap: the fewest messages a member received was 0")
+    for message in range(ROOM_MESSAGES):
+        precision.delivered(2, 10.5 + message)
+    assert precision.enough(20.0).startswith(f"precise: every member received {ROOM_MESSAGES}")

@@ -261,3 +261,34 @@ def test_the_bottleneck_is_named_from_measured_demands(sleep_run: RunDir, tmp_pa
     assert hello["bottleneck"].startswith("server CPU: one process"), (
         hello["bottleneck"], hello["cpu_server"], hello["cpu_locust_max"])
     assert hello["cpu_ms_server"] > 0 and hello["handler_p50_ms"] < hello["p50_ms"]
+
+
+ADAPTIVE = """description = "sleep with an adaptive window"
+endpoint = "/sleep"
+delay_ms = 100
+users = [1, 64]
+warmup_s = 1
+measure_min_s = 1
+measure_s = 8
+servers = ["tornado-coroutine"]
+"""
+
+
+def test_an_adaptive_window_ends_once_precise_and_says_why(tmp_path):
+    """64 users on the coroutine model complete 300 requests and a 1 % error within a second or
+    two; one user (10 req/s) cannot reach 300 requests before the 8 s cap. Nothing starts after
+    a window, so no sample is taken past it but the window's own last answers."""
+    path = tmp_path / "adaptive.toml"
+    path.write_text(ADAPTIVE)
+    settings = RunSettings(scenarios=(str(path),), repeat=1, reports_dir=str(tmp_path / "r"),
+                           seed=3, new=True)  # fmt: skip
+    run = run_matrix(settings)
+    rows = run.results().set_index("users")
+    many, one = rows.loc[64], rows.loc[1]
+    assert many["window_reason"].startswith("precise: standard error"), many["window_reason"]
+    assert many["window_end"] - many["window_start"] < 6
+    assert one["window_reason"].startswith("cap:") and "the p99 wants 300" in one["window_reason"]
+    assert one["window_end"] - one["window_start"] == pytest.approx(8, abs=0.05)
+    for row in rows.itertuples():
+        samples = run.samples([row.cell_id])
+        assert samples["start_time"].max() < row.window_end + 0.5  # at most one round trip on

@@ -73,6 +73,7 @@ PLAUSIBLE = {  # values of the right type, so that checks past the type are exer
     "users": st.lists(st.integers(0, MAX_USERS + 1), max_size=4),
     "warmup_s": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 10**6),
     "measure_s": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 10**6),
+    "measure_min_s": st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 10**6),
     "servers": st.lists(st.sampled_from([*MODELS, "node"]), max_size=3),
     "spawn_rate": st.floats(allow_nan=True, allow_infinity=True),
     "kind": st.sampled_from(["room", "chat"]),
