@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from asyncbench import analyze, evaluate
+from asyncbench import analyze, bottleneck, evaluate
 from asyncbench.store import RunDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
@@ -408,5 +408,5 @@ def test_the_named_limit_is_named_again_once_the_prediction_explains_the_cell():
     rows[1].update(process_users="22 17 1", process_requests="100 100 100",
                    busiest_process_share=1 / 3)  # fmt: skip
     explained = analyze.explain(pd.DataFrame(rows)).set_index("users").loc[40]
-    assert abs(explained["explained_gap"]) <= analyze.EXPLAINED_WITHIN
+    assert abs(explained["explained_gap"]) <= bottleneck.EXPLAINED_WITHIN
     assert explained["bottleneck"].startswith("unbalanced workers: users per worker 22/17/1/0")
