@@ -234,10 +234,11 @@ def test_report_renders_in_headless_chromium(built, data, tmp_path):
     assert dom.count('class="scatterlayer') >= figures
     assert 'class="js-line" d="M' in dom  # traces were drawn with path data
     assert screenshot.stat().st_size > 50_000
-    # the first screen: a contents bar, and a summary row per scenario and model compared
-    assert dom.count('<nav class="contents"') == 1 and dom.count('<table class="summary"') == 1
+    # the first screen: a contents bar, and the matrix: a row per scenario, a column per model
+    assert dom.count('<nav class="contents"') == 1 and dom.count('<table class="matrix"') == 1
     summarised = {row["scenario"] for row in data["summary"]["rows"]}
     assert summarised == {v["name"] for v in data["verdicts"]}
+    assert dom.index("<table") == dom.index('<table class="matrix"')  # the first table
     assert dom.count("<details") >= len(data["scenarios"])  # the detail is folded
     assert dom.count('aria-label="Models"') == 1  # the colour legend, once, in the sticky bar
 
