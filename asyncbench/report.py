@@ -75,7 +75,7 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
         )
         for section in sections
     ]
-    anchors = [b["anchor"] for b in blocks]
+    summary = summary_table(sections, blocks, models, palette, floors)
     transports = room_report.transports_block(sections, models, palette)
     blocks += [transports] if transports else []
     data = {
@@ -94,7 +94,7 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
         "noise": " ".join(floors.sentences()),
         "throughput": _throughput_note(cells),
         "verdicts": [{"name": b["name"], "anchor": b["anchor"], **b["verdict"]} for b in blocks],
-        "summary": summary_table(sections, anchors, palette),
+        "summary": summary,
         "models": [{"name": m, "color": palette[m]} for m in models],
         "has_excluded": bool((~cells["included"]).any()),
         "scenarios": blocks,

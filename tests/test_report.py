@@ -234,10 +234,11 @@ def test_report_renders_in_headless_chromium(built, data, tmp_path):
     assert dom.count('class="scatterlayer') >= figures
     assert 'class="js-line" d="M' in dom  # traces were drawn with path data
     assert screenshot.stat().st_size > 50_000
-    # the first screen: a contents bar, and a summary row per scenario and model compared
-    assert dom.count('<nav class="contents"') == 1 and dom.count('<table class="summary"') == 1
+    # the first screen: a contents bar, and the matrix: a row per scenario, a column per model
+    assert dom.count('<nav class="contents"') == 1 and dom.count('<table class="matrix"') == 1
     summarised = {row["scenario"] for row in data["summary"]["rows"]}
     assert summarised == {v["name"] for v in data["verdicts"]}
+    assert dom.index("<table") == dom.index('<table class="matrix"')  # the first table
     assert dom.count("<details") >= len(data["scenarios"])  # the detail is folded
     assert dom.count('aria-label="Models"') == 1  # the colour legend, once, in the sticky bar
 
@@ -271,6 +272,85 @@ def test_report_fits_1280_px_with_every_table_unfolded(built, tmp_path):
     assert width and overflow, "the measuring script did not run"
     assert int(width.group(1)) <= 1280  # no horizontal scroll of the page
     assert int(overflow.group(1)) == 0  # no table wider than its box
+
+
+SEVEN_MODELS = ("flask-blocking", "tornado-forked", "tornado-coroutine", "tornado-threadpool-b",
+                "flask-threaded-b", "tornado-forked-long-name", "flask-blocking-b")
+
+
+def seven_model_run(tmp: Path) -> RunDir:
+    """The fixture with four more models, each a copy of a measured one under a new name (its
+    results, samples and resources): seven columns for the first screen to fit."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run = copy_run(tmp, "seven")
+    results, meta = run.results(), json.loads(run.meta_json.read_text())
+    copies = []
+    for new in SEVEN_MODELS[3:]:
+        old = next(m for m in SEVEN_MODELS[:3] if new.startswith(m.split("-")[0]))
+        rows = results[results["server"] == old].copy()
+        renamed = rows["cell_id"].str.replace(f".{old}.", f".{new}.", regex=False)
+        for before, after in zip(rows["cell_id"], renamed, strict=True):
+            for folder in (run.samples_dir, run.resources_dir):
+                source = folder / f"{before}.parquet"
+                if source.exists():
+                    table = pq.read_table(source)
+                    at = table.schema.get_field_index("cell_id")
+                    column = pa.array([after] * len(table)).cast(table.schema.field(at).type)
+                    table = table.set_column(at, table.schema.field(at), column)
+                    pq.write_table(table, folder / f"{after}.parquet")
+        copies.append(rows.assign(server=new, cell_id=renamed))
+        meta["servers"][new] = meta["servers"][old]
+    pd.concat([results, *copies]).to_csv(run.results_csv, index=False)
+    run.meta_json.write_text(json.dumps(meta))
+    return run
+
+
+MEASURE_MATRIX = """<script>
+window.addEventListener("load", () => setTimeout(() => {
+  const first = document.querySelector("table");
+  document.body.dataset.firstTable = first.className;
+  document.body.dataset.rowHeads = first.querySelectorAll("tbody th[scope=row]").length;
+  document.body.dataset.columns = first.querySelectorAll("thead th[scope=col]").length;
+  document.body.dataset.pageWidth = document.documentElement.scrollWidth;
+  document.body.dataset.overflow = Math.max(0, ...[...document.querySelectorAll(".scroll")]
+    .map(b => b.scrollWidth - b.clientWidth));
+  const heads = [...first.querySelectorAll("thead th[scope=col]")];
+  document.body.dataset.wrapped = heads.filter(h => getComputedStyle(h).whiteSpace !== "nowrap"
+    || h.scrollWidth > h.clientWidth).length;
+}, 500));
+</script></body>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM, reason="chromium not installed (apt-get install chromium)")
+def test_the_first_table_is_a_scenario_by_model_matrix_that_fits_1280_px_with_seven_models(
+    tmp_path,
+):
+    run = seven_model_run(tmp_path)
+    data = report_data(run)
+    assert [m["name"] for m in data["models"]] == list(SEVEN_MODELS)
+    page = build_report(run)
+    measured = tmp_path / "matrix.html"
+    measured.write_text(page.read_text().replace("</body>", MEASURE_MATRIX))
+    argv = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+        "--window-size=1280,900", "--virtual-time-budget=5000", "--dump-dom", measured.as_uri(),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for marker in ("Uncaught", "ERROR:CONSOLE"):
+        assert marker not in done.stderr, done.stderr[-2000:]
+    found = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', done.stdout.split("<body", 1)[1][:600]))
+    assert found.get("first-table") == "matrix", "the first table is the matrix"
+    assert int(found["row-heads"]) == len(data["summary"]["rows"]) == len(data["scenarios"])
+    assert int(found["columns"]) == len(SEVEN_MODELS)
+    assert int(found["page-width"]) <= 1280  # no horizontal scroll of the page
+    assert int(found["overflow"]) == 0  # nor of the matrix in its box
+    assert int(found["wrapped"]) == 0  # model names stay on one line
 
 
 def test_the_throughput_note_names_only_the_methods_used():
