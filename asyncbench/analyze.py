@@ -18,7 +18,7 @@ import pandas as pd
 from asyncbench.bottleneck import name_bottleneck, parse_counts, slot_use
 from asyncbench.confidence import Comparison, compare
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
-from asyncbench.kinds import RECORDED_ENDPOINTS
+from asyncbench.kinds import RECORDED_ENDPOINTS, section_of_endpoint
 from asyncbench.noise import NoiseFloors
 from asyncbench.plan import AA
 from asyncbench.predict import explained_rps
@@ -466,10 +466,31 @@ def repeat_table(cells: pd.DataFrame) -> pd.DataFrame:
     takes as the unit."""
     regular, _ = split_replicas(cells)
     kept = regular[regular["included"]] if len(regular) else regular
-    # A room level has no request p99, and its delivery p99 moved 25-27 % between two default
-    # runs of one commit where the sleep A/A floor allowed 17 %: rooms wait for a pair of their own.
-    kept = kept[kept["p99_ms"].notna()]
+    kept = kept[kept["p99_ms"].notna()]  # a room level has no request p99 (``room_repeat_table``)
     return kept[["scenario", "server", "users", "rate", "repeat", "rps", "p99_ms"]]
+
+
+def room_repeat_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per measured regular room cell (not failed), ``included`` or not: the gate reads
+    a room level's delivery p99 from its included cells and its lost deliveries from every one
+    (a cell that lost any is excluded, yet its loss is the regression)."""
+    columns = ["scenario", "server", "users", "rate", "repeat", "rps", "p99_ms",
+               "delivery_p99_ms", "lost", "included"]  # fmt: skip
+    regular, _ = split_replicas(cells)
+    if regular.empty or "endpoint" not in regular or "lost" not in regular:
+        return pd.DataFrame(columns=[*columns, "room"])
+    rooms = regular[regular["endpoint"].map(section_of_endpoint) == "room"]
+    measured = rooms[(rooms["status"] != "failed") & rooms["lost"].notna()]
+    return measured[columns].assign(room=True)
+
+
+def gate_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """What ``regression.gate`` judges: ``repeat_table``'s request rows, then
+    ``room_repeat_table``'s."""
+    requests = repeat_table(cells).assign(room=False, included=True)
+    rooms = room_repeat_table(cells)
+    parts = [table for table in (requests, rooms) if len(table)]
+    return pd.concat(parts, ignore_index=True) if parts else requests
 
 
 @dataclass(frozen=True)

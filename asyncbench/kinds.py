@@ -84,3 +84,9 @@ RECORDED_ENDPOINTS = {e: k for k in KINDS.values() for e in k.endpoints}  # a re
 
 def kind_of_endpoint(endpoint: str) -> ScenarioKind:
     return ENDPOINTS[endpoint]
+
+
+def section_of_endpoint(endpoint: object) -> str:
+    """The report section of a results row's recorded endpoint ("requests" when unknown)."""
+    kind = RECORDED_ENDPOINTS.get(endpoint) if isinstance(endpoint, str) else None
+    return kind.section if kind else "requests"

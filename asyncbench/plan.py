@@ -41,7 +41,7 @@ _KEYS = {"description", "endpoint", "delay_ms", "servers", DEFAULT, QUICK, "spaw
 AA = "aa"  # the ``replica`` of an A/A pair's second half
 _ROOM_KEYS = {"description", "kind", "members", "transport", "message_rate", "hold_s",
               "probe_rate", "servers", DEFAULT, QUICK, "spawn_rate", "warmup_s",
-              "measure_s", "measure_min_s"}  # fmt: skip
+              "measure_s", "measure_min_s", "aa"}  # fmt: skip
 _ROOM_PROFILE_KEYS = {"members", "warmup_s", "measure_s", "measure_min_s", "message_rate"}
 ROOM_DEFAULTS = {"message_rate": 1.0, "hold_s": 30.0, "probe_rate": 2.0}
 
@@ -194,6 +194,7 @@ def _load_room(path: Path, data: dict, check: _Checker) -> Scenario:
     transport = check.choice(data, "transport", tuple(TRANSPORTS)) if "transport" in data \
         else DEFAULT_TRANSPORT
     return Scenario(
+        aa=check.aa_pair(data) if "aa" in data else None,  # ``users``: its members
         name=path.stem, description=check.text(data, "description"),
         endpoint=TRANSPORTS[transport].endpoint, delay_ms=0, servers=check.servers(data),
         source=str(path), **tables, kind_name="room", transport=transport,

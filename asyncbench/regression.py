@@ -149,6 +149,9 @@ def _balance_explained(result: GateResult, run: pd.DataFrame, baseline: pd.DataF
     for level in result.levels:
         key = (level.scenario, level.server, level.users, level.rate)
         note = None
+        if level.room:  # judged on its deliveries, where the request shares say nothing
+            levels.append(level)
+            continue
         if level.regressed and _shifted(key, *requests):
             note = (f"workers balanced differently (busiest worker {requests[1][key]:.0%} → "
                     f"{requests[0][key]:.0%} of the requests)")  # fmt: skip
@@ -181,14 +184,15 @@ def gate(
     thresholds: dict[str, Thresholds],
     confidence: float = 0.95,
 ) -> GateResult:
-    """``gate.regression_gate`` on two ``analyze.cell_table``s, with what the workers' balance
-    explains shown, not counted (``asyncbench compare`` and the report's baseline alike)."""
+    """``gate.regression_gate`` on two ``analyze.cell_table``s, request and room levels, with
+    what the workers' balance explains shown, not counted (``asyncbench compare`` and the
+    report's baseline alike). A room level is judged by its scenario's room floors
+    (``NoiseFloors.scenarios``: its own pair's or the default), never a request pair's."""
     own = {name: floor.mapping() for name, floor in floors.scenarios.items()}
-    run, baseline = analyze.repeat_table(cells), analyze.repeat_table(base_cells)
+    run, baseline = analyze.gate_table(cells), analyze.gate_table(base_cells)
     for table, name in ((run, "the run"), (baseline, "the baseline")):
         if table.empty:
-            raise ComparisonInputError(f"{name} has no included request level to compare (room "
-                                       "levels are not gated: no A/A floor of their own yet)")
+            raise ComparisonInputError(f"{name} has no measured level to compare")
     result = regression_gate(run, baseline, floors.mapping(), thresholds=thresholds,
                              confidence=confidence, scenario_floors=own)  # fmt: skip
     return _balance_explained(result, cells, base_cells)
@@ -207,14 +211,20 @@ def _versions(run: StoredRun) -> str:
 
 
 def lines(result: GateResult, floors: GateFloors | None = None) -> list[str]:
-    """A compact per-level table, then the noise floor and a one-line summary."""
+    """A compact per-level table (a delivery p99 column when room levels were judged), then the
+    noise floor and a one-line summary."""
     width = max((len(level.label) for level in result.levels), default=5)
-    shown = [c for lv in result.levels for c in (lv.rps, lv.p99) if c is not None]
+    shown = [c for lv in result.levels for c in lv.comparisons]
     ci = f" ({shown[0].confidence * 100:g} % CI)" if shown else ""
-    out = [f"{'level':{width}}  {'rps run/base' + ci:28}  {'p99 run/base' + ci:28}  result"]
+    columns = [("rps", lambda lv: lv.rps), ("p99", lambda lv: lv.p99)]
+    if any(lv.room for lv in result.levels):
+        columns.append(("delivery p99", lambda lv: lv.delivery))
+    size = max(28, *(len(f"{name} run/base{ci}") for name, _ in columns))
+    heads = "  ".join(f"{name + ' run/base' + ci:{size}}" for name, _ in columns)
+    out = [f"{'level':{width}}  {heads}  result"]
     for level in result.levels:
-        out.append(f"{level.label:{width}}  {_cell(level.rps):28}  {_cell(level.p99):28}  "
-                   f"{_outcome(level)}")  # fmt: skip
+        cells = "  ".join(f"{_cell(get(level)):{size}}" for _, get in columns)
+        out.append(f"{level.label:{width}}  {cells}  {_outcome(level)}")
     if floors is not None:
         out += floors.sentences()
     out.append(summary(result))
@@ -223,13 +233,16 @@ def lines(result: GateResult, floors: GateFloors | None = None) -> list[str]:
 
 def summary(result: GateResult) -> str:
     n = len(result.levels)
+    rooms = sum(lv.room for lv in result.levels)
+    judged = f"{n} levels ({rooms} of them room levels)" if rooms else f"{n} levels"
     noted = [f"{lv.label}: {note}" for lv in result.levels for note in lv.notes]
     if not result.status:
         shown = f"; shown, not counted: {'; '.join(noted)}" if noted else ""
-        return (f"OK: {n} levels, none regressed beyond the noise floor or failed a "
+        lost = ", lost a delivery" if rooms else ""
+        return (f"OK: {judged}, none regressed beyond the noise floor{lost} or failed a "
                 f"threshold{shown}")  # fmt: skip
     failed = result.failures
-    return f"REGRESSED: {sum(lv.regressed for lv in result.levels)} of {n} levels — " + \
+    return f"REGRESSED: {sum(lv.regressed for lv in result.levels)} of {judged} — " + \
         "; ".join(failed)  # fmt: skip
 
 
@@ -246,5 +259,7 @@ def _outcome(level: LevelCheck) -> str:
         return "REGRESSED"
     if level.notes:
         return "balance changed (not counted)"
-    better = [c.metric for c in (level.rps, level.p99) if c is not None and c.verdict == "wins"]
+    better = [c.metric for c in level.comparisons if c.verdict == "wins"]
+    if level.room and level.delivery is None:
+        return "ok (judged on lost deliveries only: a run has no valid cell)"
     return f"ok (better {', '.join(better)})" if better else "ok"

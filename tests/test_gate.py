@@ -103,3 +103,70 @@ def test_a_scenario_with_its_own_floor_is_gated_by_it():
     assert [lv.regressed for lv in gated.levels] == [False, True]  # hello, sleep (sorted)
     assert regression_gate(run, base, floors).status == 1
     assert all(lv.regressed for lv in regression_gate(run, base, floors).levels)
+
+
+def room(p99s, lost=None, included=None, server="tornado-coroutine", members=1000):
+    """A room level's rows: one per measured cell, rps the offered rate, no request p99."""
+    lost = lost or [0] * len(p99s)
+    included = included or [n == 0 for n in lost]
+    return pd.DataFrame([{"scenario": "room-longpoll", "server": server, "users": members,
+                          "rate": 0.0, "repeat": r, "rps": 2000.0, "p99_ms": float("nan"),
+                          "room": True, "included": ok, "delivery_p99_ms": p, "lost": n}
+                         for r, (p, n, ok) in enumerate(zip(p99s, lost, included, strict=True),
+                                                        start=1)])  # fmt: skip
+
+
+ROOM_FLOORS = {"room-longpoll": {"delivery_p99_ms": 0.3}}
+
+
+def room_gate(run, base, floors=None):
+    requests = table(BASELINE)
+    return regression_gate(pd.concat([requests, run]), pd.concat([requests, base]), FLOORS,
+                           scenario_floors=ROOM_FLOORS if floors is None else floors)
+
+
+def test_a_room_level_regresses_on_delivery_p99_beyond_its_floor_only():
+    base = room([2000.0, 2040.0])
+    within = room_gate(room([2400.0, 2440.0]), base)  # 1.2×: inside the ±30 % floor
+    assert within.status == 0
+    (level,) = [lv for lv in within.levels if lv.room]
+    assert level.label == "room-longpoll / tornado-coroutine / 1000 members"
+    assert level.rps is None and level.p99 is None
+    assert level.delivery.ratio == pytest.approx(1.2, rel=0.01) and level.delivery.low > 1
+    assert level.delivery.verdict == "no clear difference"  # the floor, not the interval
+    beyond = room_gate(room([3000.0, 3040.0]), base)  # 1.5×, the interval excluding 1
+    assert beyond.status == 1
+    (failure,) = beyond.failures
+    assert failure.startswith("room-longpoll / tornado-coroutine / 1000 members: run loses on "
+                              "delivery p99: 1.50× baseline (95 % CI")  # fmt: skip
+    frame = beyond.to_frame().set_index("scenario").loc["room-longpoll"]
+    assert frame["room"] and frame["delivery_verdict"] == "loses" and frame["regressed"]
+    # the request floors would have let 1.5× pass: a room level is judged by its own
+    assert room_gate(room([3000.0, 3040.0]), base, {"room-longpoll": {"delivery_p99_ms": 0.6}}
+                     ).status == 0  # fmt: skip
+
+
+def test_a_room_level_that_lost_deliveries_regresses_whatever_the_floor():
+    base = room([2000.0, 2040.0])
+    lossy = room([2000.0, 2040.0], lost=[0, 37])  # the lossy cell is excluded, its loss counts
+    gated = room_gate(lossy, base, {"room-longpoll": {"delivery_p99_ms": 100.0}})
+    assert gated.status == 1
+    (failure,) = gated.failures
+    assert failure == ("room-longpoll / tornado-coroutine / 1000 members: lost 37 deliveries "
+                       "(1 of 2 cells) where the baseline lost none")  # fmt: skip
+    assert [lv.lost for lv in gated.levels if lv.room] == [(37, 0)]
+    every = room_gate(room([2000.0], lost=[5]), base)  # no valid cell left: judged on the loss
+    (level,) = [lv for lv in every.levels if lv.room]
+    assert level.delivery is None and level.regressed
+    assert room_gate(lossy, room([2000.0, 2040.0], lost=[3, 0])).status == 0  # lost there too
+
+
+def test_request_levels_are_judged_as_before_beside_room_levels():
+    gated = room_gate(room([2000.0, 2040.0]), room([2000.0, 2040.0]))
+    alone = regression_gate(table(BASELINE), table(BASELINE), FLOORS)
+    requests = [lv for lv in gated.levels if not lv.room]
+    assert [(lv.label, lv.rps, lv.p99) for lv in requests] == \
+        [(lv.label, lv.rps, lv.p99) for lv in alone.levels]  # fmt: skip
+    assert check_thresholds(pd.concat([table(BASELINE), room([1.0])]),
+                            {"sleep": Thresholds(max_p99_ms=200)}).levels == \
+        check_thresholds(table(BASELINE), {"sleep": Thresholds(max_p99_ms=200)}).levels

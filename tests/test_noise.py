@@ -90,3 +90,82 @@ def test_two_runs_are_judged_by_how_far_their_shared_aa_level_moved_between_them
     assert within.larger(between).relative("rps") == between.relative("rps")
     hello_only = cells().assign(scenario="hello")
     assert between_runs(after, hello_only) is None  # no A/A level in both runs
+
+
+ROOM = "room-longpoll"
+
+
+def room_cells(aa_p99=(2100.0, 2150.0), regular_p99=(2000.0, 2050.0)) -> pd.DataFrame:
+    """A room's A/A level (1000 members on tornado-coroutine: 2 + 2 cells) and another model's
+    level. Every cell's rps is the offered message rate, the same for all; p99_ms is a request
+    p99, which a room cell has none of."""
+    rows = [("", 1, regular_p99[0]), ("", 2, regular_p99[1]), ("aa", 1, aa_p99[0]),
+            ("aa", 2, aa_p99[1]), ("", 1, 1200.0)]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["replica", "repeat", "delivery_p99_ms"])
+    frame["server"] = ["tornado-coroutine"] * 4 + ["flask-blocking"]
+    return frame.assign(scenario=ROOM, users=1000, rate=0.0, rps=2000.0, p99_ms=math.nan,
+                        included=True, endpoint="/room/poll", delay_ms=0, lost=0.0)
+
+
+def with_rooms(requests: pd.DataFrame, rooms: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([requests.assign(endpoint="/sleep", delay_ms=100), rooms], ignore_index=True)
+
+
+def test_a_room_pair_is_judged_on_its_delivery_p99():
+    floors = noise_floors(with_rooms(cells(), room_cells())).for_scenario(ROOM)
+    assert floors.room and floors.mapping().keys() == {"delivery_p99_ms"}
+    assert floors.measured("delivery_p99_ms") and floors.cells == (2, 2)
+    assert floors.pair == "room-longpoll / tornado-coroutine / 1000 members"
+    assert floors.delivery_p99_ms.ratio == pytest.approx(2025 / 2125)
+    assert 0.04 < floors.relative("delivery_p99_ms") < 1
+    wider = noise_floors(with_rooms(cells(), room_cells((2600.0, 3000.0)))).for_scenario(ROOM)
+    assert wider.relative("delivery_p99_ms") > 3 * floors.relative("delivery_p99_ms")
+    sentences = noise_floors(with_rooms(cells(), room_cells())).sentences()
+    (room,) = [s for s in sentences if s.startswith(f"{ROOM}: ")]
+    assert room.startswith(f"{ROOM}: delivery p99 ±{floors.relative('delivery_p99_ms') * 100:.1f} "
+                           "%, measured by the A/A pair room-longpoll / tornado-coroutine / "
+                           "1000 members (2 + 2 cells")  # fmt: skip
+
+
+def test_a_room_pair_never_becomes_a_request_floor_nor_a_request_pair_a_room_floor():
+    alone = noise_floors(cells().assign(endpoint="/sleep", delay_ms=100))
+    wide_room = room_cells((4000.0, 1000.0))
+    both = noise_floors(with_rooms(cells(), wide_room))
+    for metric in ("rps", "p99_ms"):
+        assert both.of(metric) == alone.of(metric) and both.measured(metric)
+    assert (both.pair, both.cells, both.room) == (alone.pair, alone.cells, False)
+    assert both.for_scenario("sleep").mapping() == alone.for_scenario("sleep").mapping()
+    assert both.for_scenario("fetch") is both  # another request scenario: the request floors
+    # only a room pair in the run: the request floors are the defaults, said so
+    rooms_only = noise_floors(with_rooms(cells().query("replica == ''"), wide_room))
+    assert not rooms_only.measured("rps") and rooms_only.relative("rps") == DEFAULT_FLOORS["rps"]
+    assert rooms_only.for_scenario(ROOM).measured("delivery_p99_ms")
+    # a room scenario without a pair of its own: the default room floor, never a request one
+    socket = room_cells().query("replica == ''").assign(scenario="room-websocket",
+                                                        endpoint="/room/ws")  # fmt: skip
+    own = noise_floors(with_rooms(cells(), socket)).for_scenario("room-websocket")
+    assert own.room and not own.measured("delivery_p99_ms")
+    assert own.relative("delivery_p99_ms") == DEFAULT_FLOORS["delivery_p99_ms"]
+    assert "room-websocket: delivery p99 ±50.0 %, the default" in " ".join(
+        noise_floors(with_rooms(cells(), socket)).sentences())
+
+
+def test_two_runs_keep_room_and_request_floors_apart():
+    """Against a baseline without rooms, or sharing only the room's A/A level, the request
+    floors are the runs' own; the room's are the larger of its own pairs."""
+    run = with_rooms(cells(), room_cells((2600.0, 3000.0)))
+    request_only = cells().assign(endpoint="/sleep", delay_ms=100)
+    judged = noise_floors(run).larger(noise_floors(request_only))
+    assert (judged.rps, judged.p99_ms) == (noise_floors(request_only).rps,
+                                           noise_floors(request_only).p99_ms)
+    assert judged.for_scenario(ROOM) == noise_floors(run).for_scenario(ROOM)  # kept, not mixed
+    base = with_rooms(cells().query("replica == ''"), room_cells())
+    between = between_runs(run, base)  # only the room's A/A level is in both
+    assert between.for_scenario(ROOM).across_runs and between.for_scenario(ROOM).cells == (4, 4)
+    within = noise_floors(run).larger(noise_floors(base))
+    judged = within.larger(between)
+    assert (judged.rps, judged.p99_ms, judged.pair) == (within.rps, within.p99_ms, within.pair)
+    assert judged.for_scenario(ROOM).relative("delivery_p99_ms") == max(
+        within.for_scenario(ROOM).relative("delivery_p99_ms"),
+        between.for_scenario(ROOM).relative("delivery_p99_ms"))
+    assert between.sentences()[0].startswith(f"{ROOM}: between the two runs, the A/A level ")

@@ -143,6 +143,26 @@ def test_aa_pair_is_planned_as_shuffled_replica_cells():
     assert not any(c.replica for c in plan_cells([sleep], None, 2, 3, rates=(50.0,)))
 
 
+def test_the_long_poll_room_plans_its_aa_pair_in_the_default_profile():
+    """Its floor is what rooms are gated by; the default profile is what a run measures."""
+    room = resolve_scenarios(["room-longpoll"])[0]
+    assert (room.aa.server, room.aa.users) == ("tornado-coroutine", 1000)
+    default = room.profile("default")
+    assert 1000 in default.users
+    cells = plan_cells([default], None, repeat=1, seed=3, balance_repeats=True)
+    copies = [c for c in cells if c.replica == "aa"]
+    assert [c.cell_id for c in copies] == ["room-longpoll.tornado-coroutine.u1000.aa.r1"]
+    assert "room-longpoll.tornado-coroutine.u1000.r1" in {c.cell_id for c in cells}
+    assert not any(c.replica for c in plan_cells([room.profile("quick")], None, 1, 3))
+
+
+def test_a_room_aa_pair_is_validated_like_a_request_one(tmp_path):
+    path = write(tmp_path, 'description = "d"\nkind = "room"\nmembers = [10]\nwarmup_s = 0\n'
+                 'measure_s = 1\naa = { server = "tornado-coroutine", members = 10 }\n')
+    with pytest.raises(ScenarioError, match=r"aa\.members: unknown key"):
+        load_scenario(path)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

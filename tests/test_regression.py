@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -203,3 +204,58 @@ def test_a_p99_set_by_how_users_landed_on_the_workers_is_shown_not_counted():
     slower = run.assign(rps=run["rps"] * 0.7)  # throughput lost too: not the landing's doing
     gated = gate.regression_gate(slower, base, {"rps": 0.09, "p99_ms": 0.6})
     assert regression._balance_explained(gated, run_cells, base_cells).status == 1
+
+
+def room_run_cells(delivery_p99: float, lost: float = 0.0) -> pd.DataFrame:
+    """A cell table with a sleep level and its A/A pair, and room-longpoll's 1000-member level
+    with its A/A pair (2 + 2 cells each), every other room cell at ``delivery_p99`` and
+    ``lost``: what ``analyze.stored_cells`` gives the gate."""
+    rows = []
+    for replica in ("", "aa"):
+        for repeat in (1, 2):
+            rows.append({"scenario": "sleep", "server": "tornado-coroutine", "users": 64,
+                         "endpoint": "/sleep", "delay_ms": 100, "replica": replica,
+                         "repeat": repeat, "rps": 600.0 + repeat, "p99_ms": 110.0 + repeat,
+                         "status": "ok", "lost": math.nan, "delivery_p99_ms": math.nan})
+            rows.append({"scenario": "room-longpoll", "server": "tornado-coroutine",
+                         "users": 1000, "endpoint": "/room/poll", "delay_ms": 0,
+                         "replica": replica, "repeat": repeat, "rps": 2000.0,
+                         "p99_ms": math.nan, "status": "ok", "lost": 0.0,
+                         "delivery_p99_ms": 2000.0 + 40 * repeat + 30 * (replica == "aa")})
+    for repeat in (1, 2):
+        rows.append({"scenario": "room-longpoll", "server": "tornado-threadpool", "users": 100,
+                     "endpoint": "/room/poll", "delay_ms": 0, "replica": "", "repeat": repeat,
+                     "rps": 200.0, "p99_ms": math.nan, "status": "invalid" if lost else "ok",
+                     "lost": lost, "delivery_p99_ms": delivery_p99 * (1 + 0.01 * repeat)})
+    cells = pd.DataFrame(rows).assign(rate=0.0)
+    return cells.assign(included=cells["status"] == "ok")
+
+
+def test_compare_gates_room_levels_by_the_room_pair(capsys):
+    base = room_run_cells(80.0)
+    floors = regression.gate_floors(room_run_cells(80.0), base)
+    assert any(s.startswith("room-longpoll: delivery p99 ±") and "measured by the A/A pair "
+               "room-longpoll / tornado-coroutine / 1000 members" in s
+               for s in floors.sentences())  # fmt: skip
+    room_floor = floors.judged.for_scenario("room-longpoll")
+    assert room_floor.room and room_floor.measured("delivery_p99_ms")
+    assert floors.judged.rps == regression.gate_floors(
+        base[base["scenario"] == "sleep"], base[base["scenario"] == "sleep"]).judged.rps
+
+    same = regression.gate(room_run_cells(80.0), base, floors.judged, {})
+    assert same.status == 0
+    assert {lv.label for lv in same.levels if lv.room} == {
+        "room-longpoll / tornado-coroutine / 1000 members",
+        "room-longpoll / tornado-threadpool / 100 members"}
+    text = "\n".join(regression.lines(same, floors))
+    assert "delivery p99 run/base (95 % CI)" in text
+    assert "OK: 3 levels (2 of them room levels), none regressed" in text.splitlines()[-1]
+
+    slower = regression.gate(room_run_cells(240.0), base, floors.judged, {})
+    assert slower.status == 1 and slower.failures[0].startswith(
+        "room-longpoll / tornado-threadpool / 100 members: run loses on delivery p99: 3.00×")
+    lossy = regression.gate(room_run_cells(80.0, lost=12.0), base, floors.judged, {})
+    assert lossy.failures == ("room-longpoll / tornado-threadpool / 100 members: lost 24 "
+                              "deliveries (2 of 2 cells) where the baseline lost none",)
+    line = [ln for ln in regression.lines(lossy, floors) if "tornado-threadpool" in ln][0]
+    assert line.endswith("REGRESSED")

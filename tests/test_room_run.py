@@ -55,12 +55,16 @@ def test_coroutine_room_delivers_every_message_to_200_members(rooms):
 
 def test_a_room_run_is_its_own_baseline(rooms, capsys):
     """A baseline's room cells are re-judged from their deliveries, as the run's are: without
-    them they came back with no status, and the report stopped on their empty reasons."""
+    them they came back with no status, and the report stopped on their empty reasons. Its room
+    level is gated on its delivery p99 (200 members: no A/A pair, the default room floor) and
+    its lost deliveries."""
     run = rooms["tornado-coroutine"]
     page = build_report(run, run).read_text()
-    assert "No interval against the baseline: the run has no included request level" in page
-    assert main(["compare", str(run.path), "--baseline", str(run.path)]) == 2
-    assert "room levels are not gated" in capsys.readouterr().err
+    assert "OK: 1 levels (1 of them room levels), none regressed" in page
+    assert main(["compare", str(run.path), "--baseline", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "room-longpoll / tornado-coroutine / 200 members" in out
+    assert "room-longpoll: delivery p99 ±50.0 %, the default, conservative floor" in out
 
 
 def test_a_two_worker_blocking_model_holds_two_and_the_probe_waits(rooms):
