@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from asyncbench.plan import (
+    AA_REPEAT,
     ScenarioError,
     available_scenarios,
     load_scenario,
@@ -146,13 +147,17 @@ def test_aa_pair_is_planned_as_shuffled_replica_cells():
 def test_the_long_poll_room_plans_its_aa_pair_in_the_default_profile():
     """Its floor is what rooms are gated by; the default profile is what a run measures."""
     room = resolve_scenarios(["room-longpoll"])[0]
-    assert (room.aa.server, room.aa.users) == ("tornado-coroutine", 1000)
+    assert (room.aa.server, room.aa.users) == ("tornado-coroutine", 100)
     default = room.profile("default")
-    assert 1000 in default.users
+    assert 100 in default.users
     cells = plan_cells([default], None, repeat=1, seed=3, balance_repeats=True)
-    copies = [c for c in cells if c.replica == "aa"]
-    assert [c.cell_id for c in copies] == ["room-longpoll.tornado-coroutine.u1000.aa.r1"]
-    assert "room-longpoll.tornado-coroutine.u1000.r1" in {c.cell_id for c in cells}
+    copies = sorted(c.cell_id for c in cells if c.replica == "aa")
+    # 2 + 2 cells: a 1 + 1 pair states its floor with one degree of freedom (t = 64 at 99 %)
+    assert copies == [f"room-longpoll.tornado-coroutine.u100.aa.r{r}" for r in (1, 2)]
+    ids = {c.cell_id for c in cells}
+    assert {f"room-longpoll.tornado-coroutine.u100.r{r}" for r in (1, 2)} <= ids
+    second = next(c for c in cells if c.cell_id == "room-longpoll.tornado-coroutine.u100.r2")
+    assert "A/A pair" in second.why
     assert not any(c.replica for c in plan_cells([room.profile("quick")], None, 1, 3))
 
 
@@ -216,8 +221,10 @@ def test_bad_default_table_is_named(tmp_path):
 def test_balance_repeats_are_planned_for_pinned_multi_process_request_levels():
     scenarios = [s.profile("default") for s in resolve_scenarios(["sleep", "room-websocket"])]
     cells = plan_cells(scenarios, None, repeat=1, seed=5, balance_repeats=True)
-    seconds = [c for c in cells if c.repeat == 2]
+    seconds = [c for c in cells if c.repeat == 2 and not c.replica]
     assert seconds and all(c.why for c in seconds)
+    assert {c.cell_id for c in seconds if c.why == AA_REPEAT} == {"sleep.tornado-coroutine.u64.r2"}
+    seconds = [c for c in seconds if c.why != AA_REPEAT]
     config = ServerConfig()
     for cell in seconds:
         spec = MODELS[cell.server]
