@@ -16,6 +16,7 @@ from pathlib import Path
 import pymysql
 
 from asyncbench import analyze, services
+from asyncbench.bottleneck import slot_use
 from asyncbench.measure import (
     CellFailed,
     LoadPlan,
@@ -222,6 +223,7 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
         url, scenario.path, base.users + workload.extra_users, warmup_s,
         scenario.measure_s, workload.stop_timeout_s(_stop_timeout_s(scenario, base)),
         measure_min_s=min(scenario.measure_min_s, scenario.measure_s) if adaptive else 0.0,
+        own_slots=slot_use(base.server, base.users, base.slots, base.workers) == "own",
         settle_cycles=settle,
         drain_s=workload.drain_s(), rate=cell.rate, arrival=s.arrival,
         spawn_rate=scenario.spawn_rate,

@@ -59,6 +59,7 @@ class LoadPlan:
     measure_s: float  # the window, or an adaptive one's cap
     stop_timeout_s: float  # at the end, in-flight requests get this long to finish
     measure_min_s: float = 0.0  # an adaptive window's floor (0: a fixed window)
+    own_slots: bool = False  # every user holds a slot: its precision is read from its cycles
     settle_cycles: int = 0  # requests (messages) per user that end the warm-up; 0: fixed
     drain_s: float = 0.0  # a room: at most this long for messages in flight, then stop at once
     rate: float = 0.0  # open loop: requests per second (0: closed loop)
@@ -142,6 +143,7 @@ def master_argv(plan: LoadPlan, out_dir: Path) -> list[str]:
         "--bench-settle-cycles", str(plan.settle_cycles),
         "--bench-measure", str(plan.measure_s),
         "--bench-measure-min", str(plan.measure_min_s),
+        *(["--bench-own-slots"] if plan.own_slots else []),
         "--bench-drain", str(plan.drain_s),
         "--bench-rate", str(plan.rate),
         "--bench-arrival", plan.arrival,

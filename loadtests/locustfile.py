@@ -91,6 +91,9 @@ def _add_arguments(parser) -> None:
     group.add_argument("--bench-measure-min", type=float, default=0.0,
                        help="an adaptive window: from this many seconds on, end it once it is "
                             "precise (--bench-measure is then the longest; 0: a fixed window)")
+    group.add_argument("--bench-own-slots", action="store_true",
+                       help="every user holds a slot of its own: judge an adaptive window's "
+                            "precision by the users' cycles")
     group.add_argument("--bench-drain", type=float, default=0.0,
                        help="room: before stopping, wait up to this long for messages in flight")
     group.add_argument("--samples-out", default="", help="write raw samples (parquet) here")
@@ -235,7 +238,7 @@ def _warm_up_then_measure(environment) -> None:
     window_start = min(time.time(), began + longest)
     timestamps["window_start"] = window_start
     room = options.bench_drain > 0  # a room's window is judged by its deliveries
-    precision.begin(window_start, settling.users if room else 0)
+    precision.begin(window_start, settling.users if room else 0, options.bench_own_slots)
     window_end, reason = _measure_window(options, window_start)
     timestamps["window_end"] = window_end
     ending["window_reason"] = reason
@@ -363,7 +366,7 @@ class BenchUser(_NumberedUser):
         finally:
             del _waiting[self.user_id]
         finished = time.time()
-        precision.completed(finished)
+        precision.completed(finished, self.user_id, finished - started)
         settling.count(self.user_id, started, finished - started)
 
 

@@ -316,17 +316,26 @@ class WindowPrecision:
         self.start = math.inf
         self.buckets = array("l")  # completions per PRECISION_BUCKET_S since ``start``
         self.requests = 0
+        self.cycles = False
+        self.users: dict[int, list[float]] = {}  # user → [n, Σ round trip, Σ round trip²]
         self.members = 0
         self.received: dict[int, int] = {}
 
-    def begin(self, at: float, members: int = 0) -> None:
-        """Count from ``at``; ``members`` > 0 for a room (judged by its deliveries)."""
+    def begin(self, at: float, members: int = 0, cycles: bool = False) -> None:
+        """Count from ``at``; ``members`` > 0 for a room (judged by its deliveries); ``cycles``
+        where every user holds a slot of its own (the harness knows: ``--bench-own-slots``)."""
         self.start, self.buckets, self.requests = at, array("l"), 0
+        self.cycles, self.users = cycles, {}
         self.members, self.received = members, {}
 
-    def completed(self, finished: float) -> None:
+    def completed(self, finished: float, user: int = -1, round_trip: float = 0.0) -> None:
         if finished < self.start:
             return
+        if self.cycles and finished - round_trip >= self.start:
+            sums = self.users.setdefault(user, [0, 0.0, 0.0])
+            sums[0] += 1
+            sums[1] += round_trip
+            sums[2] += round_trip * round_trip
         bucket = int((finished - self.start) / PRECISION_BUCKET_S)
         if bucket >= len(self.buckets):
             self.buckets.extend([0] * (bucket + 1 - len(self.buckets)))
@@ -338,6 +347,26 @@ class WindowPrecision:
             self.received[member] = self.received.get(member, 0) + 1
 
     def rel_stderr(self, now: float) -> float | None:
+        """The throughput's relative standard error so far: users that each hold a slot pace
+        themselves, each a renewal stream (rate × CV / √n, the delta method the harness's
+        ``closed-loop cycles`` use; completions in trains would overstate it 5-10×, measured);
+        others, batch means of the completions."""
+        if self.cycles:
+            return self._cycles_rel_stderr()
+        return self._completions_rel_stderr(now)
+
+    def _cycles_rel_stderr(self) -> float | None:
+        rate = variance = 0.0
+        for n, total, squares in self.users.values():
+            if n < 2 or total <= 0:
+                return None  # a user with too few cycles: not yet known
+            mean = total / n
+            cv2 = max(0.0, squares / n - mean * mean) / (mean * mean) * n / (n - 1)
+            rate += 1 / mean
+            variance += cv2 / (mean * mean) / n
+        return math.sqrt(variance) / rate if rate else None
+
+    def _completions_rel_stderr(self, now: float) -> float | None:
         """The batch-means standard error of the completion rate over ``[start, now)``."""
         whole = int((now - self.start) / PRECISION_BUCKET_S)  # buckets fully past
         if whole < PRECISION_SLICES:
