@@ -91,8 +91,13 @@ def _request_cell(sec: Section, model: str, level: float) -> dict:
     if view.missing(row["rps_median"]):
         return _invalid(_at_level(sec.cells, model, level))
     kept = _at_level(sec.cells, model, level)
-    half, how = _interval(kept[kept["included"]])
-    ci = "" if view.missing(half) else f"± {view.rps(half)}"
+    rps = kept.loc[kept["included"], "rps"].dropna()
+    if len(rps) == 2:  # a t-interval on two repeats is ±12.7 × their spread / √2: their range
+        ci = view.span(rps.min(), rps.max(), view.rps)
+        how = "the range of its 2 repeats (a t-interval on two has 1 degree of freedom)"
+    else:
+        half, how = _interval(kept[kept["included"]])
+        ci = "" if view.missing(half) else f"± {view.rps(half)}"
     p99 = f"p99 {view.ms(row['p99_ms_median'])} ms"
     return _cell(f"{view.rps(row['rps_median'])} req/s", [p99], title=f"{_median_of(row)}; {how}",
                  ci=ci)  # fmt: skip

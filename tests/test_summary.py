@@ -219,3 +219,19 @@ def test_short_reasons_and_limits():
     assert short_limit("outside the handler: 3.7 of each 105 ms round trip (1.5 of it waiting "
                        "for the server's CPU; client, transport), 605 of 640 req/s") == (
         "outside the handler: 3.7 of each 105 ms round trip")  # fmt: skip
+
+
+def test_two_repeats_show_their_range_not_a_one_degree_of_freedom_interval():
+    """A default run showed "586 req/s ± 150" for repeats of 576 and 596: the t quantile of one
+    degree of freedom is 12.7. Two repeats show their range."""
+    from asyncbench.summary import _request_cell
+
+    cells = pd.DataFrame([
+        {"server": "m", "load": 64.0, "rps": rps, "rps_stderr": 2.0, "included": True,
+         "status": "ok", "reason": "", "repeat": r} for r, rps in ((1, 576.0), (2, 596.0))
+    ])  # fmt: skip
+    agg = pd.DataFrame([{"server": "m", "load": 64.0, "rps_median": 586.0, "rps_min": 576.0,
+                         "rps_max": 596.0, "p99_ms_median": 110.0, "repeats": 2, "cells": 2}])
+    spec = {"kind_name": "", "endpoint": "/sleep"}
+    cell = _request_cell(Section("sleep", "closed", spec, cells, agg), "m", 64.0)
+    assert cell["ci"] == "576–596" and "range of its 2 repeats" in cell["title"]
