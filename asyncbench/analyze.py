@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from asyncbench.bottleneck import name_bottleneck, parse_counts, slot_use
-from asyncbench.confidence import Comparison, compare
+from asyncbench.comparison import Comparison, compare
 from asyncbench.evaluate import ResourceUsage, corrected_latency_ms, in_window
 from asyncbench.kinds import RECORDED_ENDPOINTS, section_of_endpoint
 from asyncbench.noise import NoiseFloors
@@ -507,7 +507,7 @@ def compare_models(
     cells: pd.DataFrame, load: float, winner: str, others: list[str], floors: NoiseFloors
 ) -> list[ModelComparison]:
     """The win/tie decision at one load of a section (``cells``: its included regular cells):
-    ``confidence.compare`` on the repeats, repeats as the unit. A win needs the interval to
+    ``comparison.compare`` on the repeats, repeats as the unit. A win needs the interval to
     exclude 1 *and* the ratio to exceed the noise floor; otherwise "no clear difference"."""
     at = cells[(cells["load"] == load) & cells["included"]]
     mine = at[at["server"] == winner]

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from asyncbench.confidence import SlotUse
+from asyncbench.throughput import SlotUse
 from servers import MODELS
 from servers.registry import PER_WORKER
 

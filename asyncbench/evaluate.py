@@ -8,7 +8,7 @@ again on the stored files, so a rebuilt report re-judges every cell with today's
 Percentiles use numpy's default (linear interpolation between the closest ranks) over the exact
 float latencies of the requests that *started* inside the measured window.
 
-Throughput (``rps``) is ``confidence``'s exact estimator with its standard error: a closed loop's
+Throughput (``rps``) is ``throughput``'s exact estimator with its standard error: a closed loop's
 from each user's own cycles (or, where users queue for few slots, from the completions read as
 the slots' interleaved streams), an open loop's from the completions over the exact window. The
 count-based figure stays beside it (``rps_count``). Samples without user ids (recorded before
@@ -24,14 +24,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from asyncbench.confidence import (
+from asyncbench.migrate import UNKNOWN_PID, UNKNOWN_USER
+from asyncbench.predict import train_wait_ms
+from asyncbench.throughput import (
     SlotUse,
     closed_loop_throughput,
     open_loop_throughput,
     per_process_throughput,
 )
-from asyncbench.migrate import UNKNOWN_PID, UNKNOWN_USER
-from asyncbench.predict import train_wait_ms
 
 LOAD_GENERATOR_CPU_LIMIT = 90.0  # % of one core: above it Locust, not the server, sets the pace
 AUXILIARY_CPU_LIMIT = 90.0  # % of one core for the single-threaded upstream
@@ -227,8 +227,8 @@ def cell_stats(
     *, slot_use: SlotUse = "unknown", process_slots: float | None = None,
 ) -> CellStats:
     """Throughput and exact latency percentiles over the measured window (``slot_use``: see
-    ``confidence.closed_loop_throughput``; ``process_slots``, where users stay with the process
-    that accepted them, its slots: see ``confidence.per_process_throughput``).
+    ``throughput.closed_loop_throughput``; ``process_slots``, where users stay with the process
+    that accepted them, its slots: see ``throughput.per_process_throughput``).
 
     For an open-loop cell (``rate`` > 0) the percentiles are corrected (from the intended send
     time), the uncorrected p50/p99 are kept beside them, and late and dropped sends are counted.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import pandas as pd
 
-from asyncbench.confidence import Comparison, NoiseFloor, compare, format_ratio
+from asyncbench.comparison import Comparison, NoiseFloor, compare, format_ratio
 
 LEVEL = ("scenario", "server", "users", "rate")
 GATE_COLUMNS = (*LEVEL, "repeat", "rps", "p99_ms")

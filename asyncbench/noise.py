@@ -2,7 +2,7 @@
 
 An A/A pair is one level measured twice in the same run (``plan.AAPair``): its regular cells
 and its ``replica`` "aa" cells, shuffled among all the others. Nothing differs between the two
-halves but time and chance, so the difference they show (``confidence.noise_floor``: the larger
+halves but time and chance, so the difference they show (``comparison.noise_floor``: the larger
 of what this pair measured and the 99 % bound its cells' spread allows) is the least a verdict
 must exceed before it calls a win, and its cells' spread is the least spread any repeat is
 assumed to have. A run without a usable pair (a partial run, ``--quick``, open loop, an excluded
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from asyncbench.confidence import NOISE_FLOOR_COVERAGE, NoiseFloor, noise_floor
+from asyncbench.comparison import NOISE_FLOOR_COVERAGE, NoiseFloor, noise_floor
 from asyncbench.kinds import section_of_endpoint
 from asyncbench.plan import AA
 

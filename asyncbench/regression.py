@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from asyncbench import analyze
-from asyncbench.confidence import Comparison, format_ratio
+from asyncbench.comparison import Comparison, format_ratio
 from asyncbench.gate import (
     ComparisonInputError,
     GateResult,

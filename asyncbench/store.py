@@ -127,7 +127,7 @@ class CellResult:
     window_reason: str = ""  # why the window ended then: "fixed", "precise: ...", "cap: ..."
     requests: int = 0
     failures: int = 0
-    rps: float | None = None  # the exact estimator (``confidence``): cycles, not a count
+    rps: float | None = None  # the exact estimator (``throughput``): cycles, not a count
     rps_count: float | None = None  # requests started (open loop: completed) in the window / T
     rps_stderr: float | None = None  # standard error of ``rps``, req/s
     rps_rel_stderr: float | None = None  # the same as a fraction of ``rps``

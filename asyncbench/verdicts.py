@@ -12,7 +12,7 @@ import pandas as pd
 from asyncbench import analyze, view
 from asyncbench.analyze import ModelComparison
 from asyncbench.bottleneck import EXPLAINED_WITHIN
-from asyncbench.confidence import Comparison, format_ratio
+from asyncbench.comparison import Comparison, format_ratio
 from asyncbench.noise import NoiseFloors
 from asyncbench.store import RunMeta
 from asyncbench.view import Section
