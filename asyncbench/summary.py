@@ -49,7 +49,7 @@ def _row(sec: Section, block: dict, models: list[str], floors: NoiseFloors) -> d
             "why": why}  # fmt: skip
 
 
-_REQUEST_MEASURE = "req/s ± 95 % CI · p99"
+_REQUEST_MEASURE = "req/s, 95 % CI (2 repeats: range) · p99"
 _ROOM_MEASURE = "delivery p99 · held · memory"
 
 
@@ -243,7 +243,7 @@ def _request_ties(sec: Section, judged: pd.DataFrame, floors: NoiseFloors) -> li
 
 def _room_ties(judged: pd.DataFrame, floors: NoiseFloors) -> list[str]:
     """The models whose delivery p99 is within the p99 noise floor of the lowest."""
-    floor = floors.relative("p99_ms")
+    floor = floors.relative("delivery_p99_ms" if floors.room else "p99_ms")
     floor = floor if np.isfinite(floor) else 0.0
     rest = judged.iloc[1:]
     return list(rest.loc[rest["figure"] <= judged["figure"].iloc[0] * (1 + floor), "server"])

@@ -235,3 +235,20 @@ def test_two_repeats_show_their_range_not_a_one_degree_of_freedom_interval():
     spec = {"kind_name": "", "endpoint": "/sleep"}
     cell = _request_cell(Section("sleep", "closed", spec, cells, agg), "m", 64.0)
     assert cell["ci"] == "576–596" and "range of its 2 repeats" in cell["title"]
+
+
+def test_a_room_row_ties_within_its_own_delivery_p99_floor_not_the_request_p99s():
+    """A default run's room pair measured ±99 %: 57 ms against 67 ms is a tie there, while the
+    request p99 floor (15 %) called tornado-coroutine the winner."""
+    from dataclasses import replace
+
+    from asyncbench.comparison import NoiseFloor
+
+    room_floor = NoiseFloors.of_room(NoiseFloor(0.994, 1.0, 0.2, 3))
+    floors = replace(FLOORS, scenarios={"room-longpoll": room_floor})
+    section = room([("tornado-coroutine", 100, 57.2), ("flask-blocking", 100, 66.7)])
+    blocks = [{"anchor": "scenario-room-longpoll", "verdict": {"headline": "room verdict."}}]
+    row = summary_table([section], blocks, list(PALETTE), PALETTE, floors)["rows"][0]
+    marks = {m: c["mark"] for m, c in cells(row).items() if m != "tornado-forked"}  # not run
+    assert marks == {"tornado-coroutine": TIE, "flask-blocking": TIE}
+    assert cells(table(section)["rows"][0])["tornado-coroutine"]["mark"] == WIN  # 15 %
