@@ -251,3 +251,4 @@ def test_an_adaptive_windows_floor_is_checked_against_its_cap(tmp_path):
     scenario = load_scenario(path)
     assert scenario.measure_min_s is None  # the full sweep keeps its fixed windows
     assert scenario.profile("default").measure_min_s == 2
+

@@ -292,3 +292,24 @@ def test_an_adaptive_window_ends_once_precise_and_says_why(tmp_path):
     for row in rows.itertuples():
         samples = run.samples([row.cell_id])
         assert samples["start_time"].max() < row.window_end + 0.5  # at most one round trip on
+
+
+def test_the_ceiling_warning_counts_polls_not_socket_frames():
+    """1,000 long-poll members at 2 messages/s poll about 2,000 times a second, Locust's ceiling
+    here; 1,000 socket members receive 2,000 frames on connections they hold (measured: Locust
+    at 16-21 % of a core), so only the long-poll room is warned about."""
+    from asyncbench.plan import resolve_scenarios
+    from asyncbench.run import RunHooks, _warn_about_ceiling
+    from asyncbench.session import RunPlan
+
+    said = []
+
+    class Hooks(RunHooks):
+        def warn(self, message: str) -> None:
+            said.append(message)
+
+    rooms = {s.name: s.profile("default")
+             for s in resolve_scenarios(["room-longpoll", "room-websocket"])}  # fmt: skip
+    _warn_about_ceiling(RunPlan(RunSettings(), rooms, [], 1), Hooks())
+    polls = [m for m in said if "polls/s" in m]
+    assert len(polls) == 1 and polls[0].startswith("room-longpoll: 1000 members")
