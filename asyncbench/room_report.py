@@ -99,7 +99,7 @@ def room_verdict(sec: Section) -> Verdict:
     reach = _reach(sec.agg)
     if not reach:
         return Verdict("No valid room cell.", "Every cell lost messages or failed (see the table).")
-    ranked = sorted(reach.items(), key=lambda item: -item[1])
+    ranked = sorted(reach.items(), key=lambda item: (-item[1], _p99_at(sec.agg, *item)))
     best, most = ranked[0]
     others = ", ".join(f"{m} {_members(n)}" for m, n in ranked[1:]) or "no other model"
     headline = (f"{best} delivers every message to {_members(most)} within "
@@ -120,8 +120,14 @@ def _reach(agg: pd.DataFrame) -> dict[str, float]:
     return reach
 
 
+def _p99_at(agg: pd.DataFrame, model: str, members: float) -> float:
+    """A model's delivery p99 at ``members`` (ties on members go to the lower one)."""
+    found = agg[(agg["server"] == model) & (agg["load"] == members)]["delivery_p99_ms"].dropna()
+    return float(found.iloc[0]) if len(found) else float("inf")
+
+
 def _members(n: float) -> str:
-    return "no member count" if not n else f"{n:,.0f} members"
+    return "none" if not n else f"{n:,.0f} members"
 
 
 def _probe_sentence(sec: Section) -> str:
