@@ -11,14 +11,12 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from asyncbench.atomic import is_disk_full
-from asyncbench.gate import ComparisonInputError
-from asyncbench.plan import ScenarioError, available_scenarios, load_scenario
-from asyncbench.processes import ProcessError
-from asyncbench.services import ServiceError
-from asyncbench.session import SessionError
-from asyncbench.store import StoreError
-from asyncbench.validate import (
+from asyncbench.judging.gate import ComparisonInputError
+from asyncbench.measuring.processes import ProcessError
+from asyncbench.measuring.services import ServiceError
+from asyncbench.planning.plan import ScenarioError, available_scenarios, load_scenario
+from asyncbench.planning.session import SessionError
+from asyncbench.planning.validate import (
     UsageError,
     check_compare,
     check_loadgen_worker,
@@ -26,6 +24,8 @@ from asyncbench.validate import (
     check_run,
     check_serve,
 )
+from asyncbench.storing.atomic import is_disk_full
+from asyncbench.storing.store import StoreError
 from servers import MODELS
 from servers.config import ServerConfig
 from servers.registry import LIBRARY, SIZED
@@ -265,9 +265,9 @@ _rate_list = _positive_list(float, "rates (requests/s)", "50,100,200")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from asyncbench.display import RichDisplay
-    from asyncbench.run import run_matrix
-    from asyncbench.session import RunSettings
+    from asyncbench.measuring.run import run_matrix
+    from asyncbench.planning.session import RunSettings
+    from asyncbench.reporting.display import RichDisplay
 
     settings = RunSettings(
         scenarios=tuple(args.scenario), servers=tuple(args.server), users=args.users,
@@ -293,7 +293,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _check(run_path: Path) -> int:
     """``run --check``: the thresholds of each scenario on the run just made."""
-    from asyncbench import regression
+    from asyncbench.judging import regression
 
     result = regression.check(regression.load(run_path))
     for failure in result.failures:
@@ -303,7 +303,7 @@ def _check(run_path: Path) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from asyncbench import regression
+    from asyncbench.judging import regression
 
     run, baseline = regression.load(Path(args.run_dir)), regression.load(Path(args.baseline))
     floors = regression.gate_floors(run.cells, baseline.cells, across_runs=not args.within_run)
@@ -313,8 +313,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from asyncbench.report import build_report
-    from asyncbench.store import RunDir
+    from asyncbench.reporting.report import build_report
+    from asyncbench.storing.store import RunDir
 
     baseline = RunDir.open(Path(args.baseline)) if args.baseline else None
     path = build_report(RunDir.open(Path(args.run_dir)), baseline)
@@ -352,7 +352,7 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 def _cmd_loadgen_worker(args: argparse.Namespace) -> int:
-    from asyncbench.measure import run_remote_worker
+    from asyncbench.measuring.measure import run_remote_worker
 
     host, port = args.master_address
     run_remote_worker(host, port, args.idle_timeout)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from asyncbench.processes import free_port
-from asyncbench.services import (
+from asyncbench.measuring.processes import free_port
+from asyncbench.measuring.services import (
     Database,
     MessageBus,
     Server,

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from asyncbench.bottleneck import (
+from asyncbench.judging.bottleneck import (
     columns,
     demands,
     name_bottleneck,

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from asyncbench.cell import PhaseClock
-from asyncbench.measure import LocustOutcome
+from asyncbench.measuring.cell import PhaseClock
+from asyncbench.measuring.measure import LocustOutcome
 
 
 def _outcome(**times) -> LocustOutcome:

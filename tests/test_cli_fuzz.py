@@ -32,8 +32,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from asyncbench import cli
-from asyncbench.plan import MAX_SECONDS, MAX_USERS, ScenarioError
-from asyncbench.validate import UsageError
+from asyncbench.planning.plan import MAX_SECONDS, MAX_USERS, ScenarioError
+from asyncbench.planning.validate import UsageError
 from servers.config import MAX_PORT, MAX_THREADS, MAX_WORKERS
 
 PARSER = cli._parser()

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from asyncbench.comparison import compare, noise_floor
-from asyncbench.intervals import ratio_interval
+from asyncbench.judging.comparison import compare, noise_floor
+from asyncbench.judging.intervals import ratio_interval
 
 
 def noisy(rng, mean, rel_sd, n=2):

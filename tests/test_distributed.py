@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from asyncbench.processes import http_ok, managed_process
-from asyncbench.run import RunSettings, run_matrix
-from asyncbench.store import RunDir
+from asyncbench.measuring.processes import http_ok, managed_process
+from asyncbench.measuring.run import RunSettings, run_matrix
+from asyncbench.storing.store import RunDir
 
 pytestmark = pytest.mark.slow
 ASYNCBENCH = str(Path(sys.executable).with_name("asyncbench"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncbench.services import MARIADBD_ENV, ServiceError, find_binary, mariadb_binaries
+from asyncbench.measuring.services import MARIADBD_ENV, ServiceError, find_binary, mariadb_binaries
 from servers import MODELS
 from servers.config import ServerConfig
 

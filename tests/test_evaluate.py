@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asyncbench.evaluate import (
+from asyncbench.judging.evaluate import (
     CellStats,
     ResourceUsage,
     cell_stats,

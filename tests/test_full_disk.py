@@ -24,7 +24,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from asyncbench.store import RunDir
+from asyncbench.storing.store import RunDir
 
 pytestmark = pytest.mark.slow  # real runs
 

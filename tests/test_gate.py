@@ -5,7 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from asyncbench.gate import ComparisonInputError, Thresholds, check_thresholds, regression_gate
+from asyncbench.judging.gate import (
+    ComparisonInputError,
+    Thresholds,
+    check_thresholds,
+    regression_gate,
+)
 
 
 def table(rows):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from asyncbench.hlog import (
+from asyncbench.storing.hlog import (
     HIGHEST_US,
     CellLatencies,
     level_filename,

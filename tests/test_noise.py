@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from asyncbench.noise import DEFAULT_FLOORS, between_runs, noise_floors
+from asyncbench.judging.noise import DEFAULT_FLOORS, between_runs, noise_floors
 
 
 def cells(aa_rps=(101.0, 99.0), aa_included=True) -> pd.DataFrame:

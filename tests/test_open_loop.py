@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asyncbench.analyze import aggregate, cell_table, corrected_latency_ms, in_window, knees
-from asyncbench.report import report_data
-from asyncbench.run import RunSettings, run_matrix
+from asyncbench.judging.analyze import aggregate, cell_table, corrected_latency_ms, in_window, knees
+from asyncbench.measuring.run import RunSettings, run_matrix
+from asyncbench.reporting.report import report_data
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncbench.plan import (
+from asyncbench.planning.plan import (
     AA_REPEAT,
     ScenarioError,
     available_scenarios,

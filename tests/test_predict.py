@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from asyncbench.predict import explained_rps, predicted_rps, train_wait_ms
+from asyncbench.judging.predict import explained_rps, predicted_rps, train_wait_ms
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from asyncbench.kinds import KINDS, kind_of_endpoint
+from asyncbench.planning.kinds import KINDS, kind_of_endpoint
 from servers import MODELS
 from servers.config import ServerConfig
 from servers.registry import EVENT_LOOP, PER_THREAD, PER_WORKER, THREAD_POOL, ModelSpec

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from asyncbench import gate, regression
 from asyncbench.cli import main
-from asyncbench.migrate import SCHEMA_VERSION
-from asyncbench.store import RunDir
+from asyncbench.judging import gate, regression
+from asyncbench.storing.migrate import SCHEMA_VERSION
+from asyncbench.storing.store import RunDir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
 SLOWED = "sleep.tornado-coroutine.u16"  # a level with two steady repeats in the fixture

@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from asyncbench.processes import ProcessLedger, reap_orphans
-from asyncbench.run import RunSettings, run_matrix
-from asyncbench.store import RunDir
+from asyncbench.measuring.processes import ProcessLedger, reap_orphans
+from asyncbench.measuring.run import RunSettings, run_matrix
+from asyncbench.storing.store import RunDir
 
 pytestmark = pytest.mark.slow
 ASYNCBENCH = str(Path(sys.executable).with_name("asyncbench"))

@@ -6,9 +6,9 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from asyncbench.plan import Cell
-from asyncbench.repeats import second_repeats
-from asyncbench.store import CellResult
+from asyncbench.judging.repeats import second_repeats
+from asyncbench.planning.plan import Cell
+from asyncbench.storing.store import CellResult
 
 
 def row(server: str, users: int, rps: float, rel: float, repeat: int = 1, **extra) -> dict:

@@ -13,9 +13,9 @@ from pathlib import Path
 import markupsafe
 import pytest
 
-from asyncbench import analyze
-from asyncbench.report import build_report, render, report_data
-from asyncbench.store import RunDir, RunMeta
+from asyncbench.judging import analyze
+from asyncbench.reporting.report import build_report, render, report_data
+from asyncbench.storing.store import RunDir, RunMeta
 
 FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -357,7 +357,7 @@ def test_the_throughput_note_names_only_the_methods_used():
     """Room cells estimate no request throughput (an empty method): the note does not list one."""
     import pandas as pd
 
-    from asyncbench.report import _throughput_note
+    from asyncbench.reporting.report import _throughput_note
 
     cells = pd.DataFrame({
         "cell_id": ["sleep.a.u1.r1", "room.a.u10.r1"], "included": [True, True],

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asyncbench.room import TRANSPORTS, evaluate_room
-from asyncbench.workloads import room_prediction
+from asyncbench.measuring.room import TRANSPORTS, evaluate_room
+from asyncbench.measuring.workloads import room_prediction
 
 START, END = 100.0, 110.0
 PUBLISHED = pd.DataFrame({"message": [1, 2, 3, 4], "sent": [99.0, 101.0, 105.0, 111.0]})

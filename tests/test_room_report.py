@@ -7,8 +7,8 @@ import math
 
 import pandas as pd
 
-from asyncbench.room_report import TARGET_P99_MS, room_verdict, transports_block
-from asyncbench.view import Section
+from asyncbench.reporting.room_section import TARGET_P99_MS, room_verdict, transports_block
+from asyncbench.reporting.view import Section
 
 MODELS = ["tornado-coroutine", "flask-blocking"]
 PALETTE = {"tornado-coroutine": "#1b9e77", "flask-blocking": "#d95f02"}

@@ -6,12 +6,12 @@ import threading
 
 import pytest
 
-from asyncbench import analyze
 from asyncbench.cli import main
-from asyncbench.report import build_report
-from asyncbench.run import RunHooks, RunSettings, run_matrix
-from asyncbench.services import throwaway_redis
-from asyncbench.store import RunDir
+from asyncbench.judging import analyze
+from asyncbench.measuring.run import RunHooks, RunSettings, run_matrix
+from asyncbench.measuring.services import throwaway_redis
+from asyncbench.reporting.report import build_report
+from asyncbench.storing.store import RunDir
 
 pytestmark = pytest.mark.slow
 

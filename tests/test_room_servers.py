@@ -20,7 +20,7 @@ import pytest
 from conftest import ROOM_HOLD_S, SERVER_THREADS, SERVER_WORKERS, room_config
 from test_room_contract import BAD_AFTER, BAD_BODIES, UPGRADE
 
-from asyncbench.services import MessageBus, Server, server, throwaway_redis
+from asyncbench.measuring.services import MessageBus, Server, server, throwaway_redis
 from servers import MODELS, room
 from servers.bus import RoomStats
 from servers.bus_asyncio import AsyncBus

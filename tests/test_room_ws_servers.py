@@ -29,7 +29,7 @@ from test_room_servers import (
     wait_until,
 )
 
-from asyncbench.services import MessageBus, Server, server, throwaway_redis
+from asyncbench.measuring.services import MessageBus, Server, server, throwaway_redis
 from servers import MODELS, room
 from servers.bus import RoomStats
 from servers.bus_blocking import BlockingBus

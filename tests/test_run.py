@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asyncbench import analyze
-from asyncbench.migrate import SCHEMA_VERSION
-from asyncbench.run import RunSettings, run_matrix
-from asyncbench.store import CellResult, RunDir
+from asyncbench.judging import analyze
+from asyncbench.measuring.run import RunSettings, run_matrix
+from asyncbench.storing.migrate import SCHEMA_VERSION
+from asyncbench.storing.store import CellResult, RunDir
 from servers import MODELS as REGISTRY
 
 pytestmark = pytest.mark.slow
@@ -298,9 +298,9 @@ def test_the_ceiling_warning_counts_polls_not_socket_frames():
     """1,000 long-poll members at 2 messages/s poll about 2,000 times a second, Locust's ceiling
     here; 1,000 socket members receive 2,000 frames on connections they hold (measured: Locust
     at 16-21 % of a core), so only the long-poll room is warned about."""
-    from asyncbench.plan import resolve_scenarios
-    from asyncbench.run import RunHooks, _warn_about_ceiling
-    from asyncbench.session import RunPlan
+    from asyncbench.measuring.run import RunHooks, _warn_about_ceiling
+    from asyncbench.planning.plan import resolve_scenarios
+    from asyncbench.planning.session import RunPlan
 
     said = []
 

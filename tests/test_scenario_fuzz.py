@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from asyncbench import cli
-from asyncbench.kinds import ENDPOINTS
-from asyncbench.plan import (
+from asyncbench.planning.kinds import ENDPOINTS
+from asyncbench.planning.plan import (
     _KEYS,
     _PROFILE_KEYS,
     _ROOM_KEYS,

@@ -24,9 +24,9 @@ import psutil
 import pymysql
 import pytest
 
-from asyncbench.processes import ManagedProcess
-from asyncbench.run import RunSettings, run_matrix
-from asyncbench.services import Database, Server, Upstream
+from asyncbench.measuring.processes import ManagedProcess
+from asyncbench.measuring.run import RunSettings, run_matrix
+from asyncbench.measuring.services import Database, Server, Upstream
 from servers import MODELS
 from servers.config import MYSQL_URL_ENV, MysqlUrl
 from servers.endpoints import delay_body
@@ -294,7 +294,7 @@ def test_no_password_in_results_logs_report_or_command_lines(
     for cmdline, _ in watcher.seen.values():
         assert not any(password in arg for arg in cmdline), cmdline
     with contextlib.suppress(ImportError):  # the report stage, when this checkout has it
-        from asyncbench.report import build_report
+        from asyncbench.reporting.report import build_report
 
         with warnings.catch_warnings():  # its deprecation warnings are not this test's subject
             warnings.simplefilter("ignore")

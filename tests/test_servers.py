@@ -19,8 +19,8 @@ import psutil
 import pytest
 from conftest import SERVER_THREADS, SERVER_WORKERS, model_config
 
-from asyncbench.processes import free_port
-from asyncbench.services import Database, Server, Upstream, server
+from asyncbench.measuring.processes import free_port
+from asyncbench.measuring.services import Database, Server, Upstream, server
 from loadtests.recording import parse_server_timing
 from servers import MODELS
 from servers.counters import read_counts

@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from asyncbench.plan import SCENARIO_DIR, load_scenario
-from asyncbench.run import RunSettings, run_matrix
+from asyncbench.measuring.run import RunSettings, run_matrix
+from asyncbench.planning.plan import SCENARIO_DIR, load_scenario
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from asyncbench.migrate import PARQUET_SCHEMA_KEY, SCHEMA_VERSION, UNKNOWN_PID, UNKNOWN_USER
-from asyncbench.store import CellResult, Invocation, RunDir, RunMeta, StoreError
+from asyncbench.storing.migrate import PARQUET_SCHEMA_KEY, SCHEMA_VERSION, UNKNOWN_PID, UNKNOWN_USER
+from asyncbench.storing.store import CellResult, Invocation, RunDir, RunMeta, StoreError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from asyncbench import atomic, cli
-from asyncbench.store import CellResult, DiskFullError, RunDir, RunMeta, StoreError
+from asyncbench import cli
+from asyncbench.storing import atomic
+from asyncbench.storing.store import CellResult, DiskFullError, RunDir, RunMeta, StoreError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
 ERROR = "asyncbench: error: "

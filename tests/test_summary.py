@@ -7,10 +7,10 @@ import re
 
 import pandas as pd
 
-from asyncbench import analyze
-from asyncbench.noise import NoiseFloors, default_floor
-from asyncbench.summary import TIE, WIN, short_limit, short_reason, summary_table
-from asyncbench.view import Section
+from asyncbench.judging import analyze
+from asyncbench.judging.noise import NoiseFloors, default_floor
+from asyncbench.reporting.summary import TIE, WIN, short_limit, short_reason, summary_table
+from asyncbench.reporting.view import Section
 
 PALETTE = {"tornado-coroutine": "#1b9e77", "flask-blocking": "#d95f02", "tornado-forked": "#7570b3"}
 FLOORS = NoiseFloors(default_floor("rps"), default_floor("p99_ms"))  # 5 % rps, 15 % p99
@@ -224,7 +224,7 @@ def test_short_reasons_and_limits():
 def test_two_repeats_show_their_range_not_a_one_degree_of_freedom_interval():
     """A default run showed "586 req/s ± 150" for repeats of 576 and 596: the t quantile of one
     degree of freedom is 12.7. Two repeats show their range."""
-    from asyncbench.summary import _request_cell
+    from asyncbench.reporting.summary import _request_cell
 
     cells = pd.DataFrame([
         {"server": "m", "load": 64.0, "rps": rps, "rps_stderr": 2.0, "included": True,
@@ -242,7 +242,7 @@ def test_a_room_row_ties_within_its_own_delivery_p99_floor_not_the_request_p99s(
     request p99 floor (15 %) called tornado-coroutine the winner."""
     from dataclasses import replace
 
-    from asyncbench.comparison import NoiseFloor
+    from asyncbench.judging.comparison import NoiseFloor
 
     room_floor = NoiseFloors.of_room(NoiseFloor(0.994, 1.0, 0.2, 3))
     floors = replace(FLOORS, scenarios={"room-longpoll": room_floor})

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asyncbench.throughput import (
+from asyncbench.judging.throughput import (
     closed_loop_throughput,
     open_loop_throughput,
     per_process_throughput,
