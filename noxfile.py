@@ -24,7 +24,7 @@ def tests(session: nox.Session) -> None:
 def soak(session: nox.Session) -> None:
     """Soak: 10 minutes of sleep at the highest default level on tornado-coroutine."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-m", "soak", "-s", "tests/test_soak.py", *session.posargs)
+    session.run("pytest", "-m", "soak", "-s", "tests/measuring/test_soak.py", *session.posargs)
 
 
 @nox.session

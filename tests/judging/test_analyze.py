@@ -17,7 +17,7 @@ import pytest
 from asyncbench.judging import analyze, bottleneck, evaluate
 from asyncbench.storing.store import RunDir
 
-FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "small-run"
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99}
 
 

@@ -33,7 +33,7 @@ from servers.endpoints import delay_body
 
 pytestmark = pytest.mark.slow  # real server processes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DECOY_HOST = "127.0.0.2"  # another address: what a steered /fetch would reach
 
 

@@ -21,7 +21,7 @@ from asyncbench import cli
 from asyncbench.storing import atomic
 from asyncbench.storing.store import CellResult, DiskFullError, RunDir, RunMeta, StoreError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "small-run"
 ERROR = "asyncbench: error: "
 
 

@@ -21,7 +21,7 @@ from asyncbench.judging.throughput import (
     per_process_throughput,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 W0, W1 = 1_700_000_000.0, 1_700_000_003.0  # the default 3 s window, at an epoch-like time
 CLIENT_GAP_S = 0.0003  # the load generator's own time between an answer and the next request
 

@@ -17,7 +17,7 @@ from asyncbench.judging import gate, regression
 from asyncbench.storing.migrate import SCHEMA_VERSION
 from asyncbench.storing.store import RunDir
 
-FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "small-run"
 SLOWED = "sleep.tornado-coroutine.u16"  # a level with two steady repeats in the fixture
 
 

@@ -14,7 +14,7 @@ import pytest
 from asyncbench.storing.migrate import PARQUET_SCHEMA_KEY, SCHEMA_VERSION, UNKNOWN_PID, UNKNOWN_USER
 from asyncbench.storing.store import CellResult, Invocation, RunDir, RunMeta, StoreError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "small-run"
 
 
 def result(cell_id: str = "sleep.tornado-coroutine.u4.r1", **changes) -> CellResult:

@@ -17,8 +17,8 @@ from asyncbench.judging import analyze
 from asyncbench.reporting.report import build_report, render, report_data
 from asyncbench.storing.store import RunDir, RunMeta
 
-FIXTURE = Path(__file__).parent / "fixtures" / "small-run"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "small-run"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MAX_REPORT_BYTES = 6_000_000  # plotly.js alone is about 4.8 MB; everything else is small
 
