@@ -1,4 +1,5 @@
-"""Judging: numbers and verdicts computed from stored raw facts. Imports no measuring code.
+"""Judging: numbers and verdicts computed from stored raw facts. Imports no measuring code
+(measuring imports judging's estimators for its stopping rule and each cell's evaluation).
 
 - ``throughput``: throughput estimators without quantisation, and their standard errors.
 - ``intervals``: ratios between two sets of repeats, with honest intervals.

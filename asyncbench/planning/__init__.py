@@ -1,4 +1,7 @@
-"""Planning: what to measure, decided before any process starts. Imports no measuring code.
+"""Planning: what to measure, decided before any process starts.
+
+It should import no measuring code; not yet: ``kinds`` imports measuring's room and
+workload halves, ``plan`` imports ``room.TRANSPORTS`` and judging's ``gate``.
 
 - ``plan``: scenario files validated into ``Scenario`` records, expanded into seeded ``Cell`` lists.
 - ``kinds``: the scenario-kind registry, every fact about a kind of workload declared once.
