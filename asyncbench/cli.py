@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from asyncbench.judging.gate import ComparisonInputError
 from asyncbench.measuring.processes import ProcessError
 from asyncbench.measuring.services import ServiceError
 from asyncbench.planning.plan import ScenarioError, available_scenarios, load_scenario
-from asyncbench.planning.session import SessionError
+from asyncbench.planning.settings import SessionError
+from asyncbench.planning.thresholds import ComparisonInputError
 from asyncbench.planning.validate import (
     UsageError,
     check_compare,
@@ -264,9 +264,26 @@ _int_list = _positive_list(int, "load levels", "1,10,50")
 _rate_list = _positive_list(float, "rates (requests/s)", "50,100,200")
 
 
+def run_and_report(settings, hooks=None, argv=None):
+    """Measure the cells ``settings`` select into the store, then build the report from the
+    store: after every invocation, interrupted and failed ones included (not on a full disk,
+    where it would not fit either; the next complete run rebuilds it)."""
+    from asyncbench.measuring.run import RunHooks, measure_run, open_run
+    from asyncbench.reporting.report import build_after_run
+
+    hooks = hooks or RunHooks()
+    opened = open_run(settings, hooks, argv)
+    try:
+        measure_run(opened, hooks)
+    finally:
+        if not opened.disk_full:
+            build_after_run(opened.run, opened.meta, hooks.warn)
+        hooks.run_finished(opened.run, opened.meta.invocations[-1])
+    return opened.run
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from asyncbench.measuring.run import run_matrix
-    from asyncbench.planning.session import RunSettings
+    from asyncbench.planning.settings import RunSettings
     from asyncbench.reporting.display import RichDisplay
 
     settings = RunSettings(
@@ -283,7 +300,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume,
     )  # fmt: skip
     with RichDisplay() as display:
-        run = run_matrix(settings, display, argv=["asyncbench", *sys.argv[1:]])
+        run = run_and_report(settings, display, argv=["asyncbench", *sys.argv[1:]])
     print(f"results: {run.path}")
     report = run.path / "index.html"
     if report.exists():

@@ -20,6 +20,7 @@ from asyncbench.judging.comparison import Comparison, compare
 from asyncbench.judging.evaluate import ResourceUsage, corrected_latency_ms, in_window
 from asyncbench.judging.noise import NoiseFloors
 from asyncbench.judging.predict import explained_rps
+from asyncbench.judging.workloads import judge_of
 from asyncbench.planning.kinds import RECORDED_ENDPOINTS, section_of_endpoint
 from asyncbench.planning.plan import AA
 from servers import MODELS
@@ -75,9 +76,9 @@ def cell_table(
             own = {name: found.get(row["cell_id"], pd.DataFrame()) for name, found in facts.items()}
             if own["samples"].empty or row["status"] == "failed" or pd.isna(row["window_start"]):
                 continue
-            workload = RECORDED_ENDPOINTS[row["endpoint"]].workload
-            changed = workload.reevaluate(row, own, _stored_usage(row))
-            updates[i] = {**changed, **workload.derived({**row.to_dict(), **changed})}
+            judge = judge_of(RECORDED_ENDPOINTS[row["endpoint"]])
+            changed = judge.reevaluate(row, own, _stored_usage(row))
+            updates[i] = {**changed, **judge.derived({**row.to_dict(), **changed})}
         cells = _apply(cells, updates)
     cells["replica"] = cells["replica"].fillna("") if "replica" in cells else ""
     return _with_explained_prediction(with_levels(cells))

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from asyncbench.judging.comparison import Comparison, NoiseFloor, compare, format_ratio
+from asyncbench.planning.thresholds import ComparisonInputError, Thresholds
 
 LEVEL = ("scenario", "server", "users", "rate")
 GATE_COLUMNS = (*LEVEL, "repeat", "rps", "p99_ms")
@@ -26,37 +27,6 @@ GATE_COLUMNS = (*LEVEL, "repeat", "rps", "p99_ms")
 # excluded, yet its loss counts); its delivery p99 is read from the included ones. Optional: a
 # table without them has request levels only.
 ROOM_COLUMNS = {"room": False, "included": True, "delivery_p99_ms": math.nan, "lost": 0.0}
-
-
-class ComparisonInputError(ValueError):
-    """Tables or thresholds that cannot be compared; the message is one line (CLI exit 2)."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """A scenario's pass/fail limits, k6-style, checked against the mean over repeats."""
-
-    max_p99_ms: float | None = None  # every level's p99 at most this
-    min_rps: float | None = None  # every level's throughput at least this
-    min_rps_ratio: float | None = None  # throughput ÷ the baseline's, at least this
-    max_p99_ratio: float | None = None  # p99 ÷ the baseline's, at most this
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, object], where: str = "thresholds") -> Thresholds:
-        """Validated from a scenario file's ``[thresholds]`` table; errors name the field."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ComparisonInputError(
-                f"{where}: unknown threshold {unknown[0]!r} (known: {', '.join(sorted(known))})"
-            )
-        values = {}
-        for name, value in data.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise ComparisonInputError(f"{where}.{name}: expected a positive number, got "
-                                           f"{value!r}")  # fmt: skip
-            values[name] = float(value)
-        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ a model that holds ``slots`` requests at once, each for ``delay``, serves
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from itertools import pairwise
 
@@ -97,3 +98,10 @@ def train_wait_ms(arrivals_s: Iterable[float], demand_ms: float) -> float:
         wait = max(0.0, wait + demand - gap)
         total += wait
     return total / len(times) * 1000
+
+
+def room_prediction(members: int, slots: float | None) -> float | None:
+    """Polls a model holds at once: all members, or its slots (the rest wait to be accepted)."""
+    if slots is None or math.isinf(slots):
+        return float(members)
+    return float(min(members, slots))

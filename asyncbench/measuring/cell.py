@@ -18,6 +18,7 @@ import pymysql
 from asyncbench.judging import analyze
 from asyncbench.judging.bottleneck import slot_use
 from asyncbench.judging.predict import predicted_rps
+from asyncbench.judging.workloads import judge_of
 from asyncbench.measuring import services
 from asyncbench.measuring.measure import (
     CellFailed,
@@ -29,8 +30,9 @@ from asyncbench.measuring.measure import (
     run_locust,
 )
 from asyncbench.measuring.processes import ManagedProcess, free_port
+from asyncbench.measuring.workloads import workload_of
 from asyncbench.planning.plan import Cell, Scenario
-from asyncbench.planning.session import RunSettings
+from asyncbench.planning.settings import RunSettings
 from asyncbench.storing.store import CellResult, RunDir
 from loadtests.protocol import Progress
 from servers import MODELS
@@ -133,10 +135,10 @@ class PreparedCell:
                 tempfile.TemporaryDirectory(prefix="asyncbench-counts-")
             )
             config = ctx.configured(cell.server, stats_dir=None if ctx.settings.target else counts)
-            self.config = scenario.kind.workload.configure(config, scenario)
+            self.config = workload_of(scenario.kind).configure(config, scenario)
             self.server = self._stack.enter_context(_server(ctx, cell, self.config))
             self.start_s = time.monotonic() - started
-            if scenario.kind.workload.verifies_ahead:
+            if workload_of(scenario.kind).verifies_ahead:
                 self.verify(ctx, scenario)
         except (services.ServiceError, CellFailed) as exc:
             self.error = exc
@@ -153,7 +155,7 @@ class PreparedCell:
         proof = ctx.services.get(scenario.kind.proof) if scenario.kind.proof else None
         began = time.monotonic()
         try:
-            scenario.kind.workload.verify(self.server.url, scenario, proof)
+            workload_of(scenario.kind).verify(self.server.url, scenario, proof)
             self.verified = True
         finally:
             self.verify_s = time.monotonic() - began
@@ -212,7 +214,7 @@ def _server(ctx: CellContext, cell: Cell, config: ServerConfig):
 def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base: CellResult):
     s = ctx.settings
     distributed = s.locust_workers + s.expect_workers > 0
-    workload = scenario.kind.workload
+    workload = workload_of(scenario.kind)
     # A profile is timed from the start, and a master hears of its workers' requests only at
     # the end: their cells warm up for the scenario's full warm-up, not until settled.
     settle = 0 if s.profile or distributed else workload.settle_cycles(cell)
@@ -236,7 +238,7 @@ def _load_plan(ctx: CellContext, scenario: Scenario, cell: Cell, url: str, base:
 
 
 def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, prepared, base: CellResult):
-    workload, clock, config = scenario.kind.workload, ctx.clock, prepared.config
+    workload, clock, config = workload_of(scenario.kind), ctx.clock, prepared.config
     server = prepared.started()
     clock.add("verify", prepared.verify(ctx, scenario))
     locust: list[ManagedProcess] = []
@@ -266,7 +268,7 @@ def _measure(ctx: CellContext, scenario: Scenario, cell: Cell, prepared, base: C
         locust_requests=outcome.locust_requests, recorded_samples=len(outcome.samples),
         locust_processes=len(outcome.workers) + (1 if plan.distributed else 0),
     )  # fmt: skip
-    final = replace(final, **workload.derived(asdict(final)))
+    final = replace(final, **judge_of(scenario.kind).derived(asdict(final)))
     return final, outcome.samples, resources, workload.raw_facts(outcome, beside)
 
 
@@ -309,7 +311,7 @@ class _ServerWatch:
 def _base_result(
     ctx: CellContext, scenario: Scenario, cell: Cell, config: ServerConfig, order: int
 ) -> CellResult:
-    model, workload = MODELS[cell.server], scenario.kind.workload
+    model, workload = MODELS[cell.server], workload_of(scenario.kind)
     slots = workload.slots(scenario, model, config, ctx.db_max_connections)
     users = _rate_users(cell.rate, scenario) if cell.rate else cell.users
     limit = model.slot_limit(config, scenario.kind.waits_on, ctx.db_max_connections)

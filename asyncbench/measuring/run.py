@@ -2,6 +2,7 @@
 
 The session (``session.py``) decides which cells run and where they land; each cell is measured
 and persisted by ``cell.measure_cell``; progress and other side concerns hang off ``RunHooks``.
+The report is built afterwards, from the store (``cli.run_and_report``).
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import functools
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from asyncbench.judging.repeats import second_repeats
-from asyncbench.measuring import metadata, room, services
+from asyncbench.measuring import metadata, services
 from asyncbench.measuring.cell import CellContext, PhaseClock, PreparedCell, measure_cell
 from asyncbench.measuring.processes import ProcessLedger, raise_open_file_limit
+from asyncbench.measuring.session import open_session
 from asyncbench.planning.plan import Cell, Scenario
-from asyncbench.planning.session import RunPlan, RunSettings, open_session
+from asyncbench.planning.settings import RunPlan, RunSettings
+from asyncbench.planning.transports import transport
 from asyncbench.storing.store import (
     CellResult,
     DiskFullError,
@@ -48,18 +51,33 @@ class RunHooks:
     def run_finished(self, run: RunDir, invocation: Invocation) -> None: ...
 
 
-def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) -> RunDir:
-    """Run the cells ``settings`` selects (a new run, a rerun into the latest, or a resume)."""
-    hooks = hooks or RunHooks()
+@dataclass
+class OpenedRun:
+    """One invocation's plan and the run directory it writes to, while it is measured."""
+
+    plan: RunPlan
+    run: RunDir
+    meta: RunMeta
+    disk_full: bool = False  # it stopped on a full disk (nothing more fits, a report neither)
+
+
+def open_run(settings: RunSettings, hooks: RunHooks, argv=None) -> OpenedRun:
+    """Plan the invocation and open its run directory (a new run, a rerun into the latest, or
+    a resume), announcing it to ``hooks``."""
     plan, run, meta = open_session(settings, argv, hooks.warn)
     _warn_about_ceiling(plan, hooks)
     estimate = sum(_expected_s(plan.scenarios[c.scenario]) for c in plan.cells)
     hooks.run_started(run, plan.cells, estimate)
-    disk_full = False
+    return OpenedRun(plan, run, meta)
+
+
+def measure_run(opened: OpenedRun, hooks: RunHooks) -> None:
+    """Measure the planned cells into the store, and record how the invocation ended."""
+    run, meta = opened.run, opened.meta
     try:
         run.reserve_space()
         with ProcessLedger(run.path / "processes.json"):
-            _run_cells(plan, run, meta, hooks)
+            _run_cells(opened.plan, run, meta, hooks)
         meta.status, meta.reason = "complete", ""
     except KeyboardInterrupt:
         meta.status, meta.reason = "interrupted", "interrupted by Ctrl-C or SIGTERM"
@@ -67,14 +85,21 @@ def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) 
     except BaseException as exc:
         meta.status, meta.reason = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
         if is_disk_full_error(exc):
-            disk_full = True
+            opened.disk_full = True
             stopped = _disk_full(run, meta)
             meta.reason = str(stopped)
             raise stopped from None
         raise
     finally:
-        _finish(run, meta, hooks, disk_full)
-    return run
+        _record_end(run, meta, hooks, opened.disk_full)
+
+
+def run_matrix(settings: RunSettings, hooks: RunHooks | None = None, argv=None) -> RunDir:
+    """Measure the cells ``settings`` select, without building the report (``cli`` does)."""
+    hooks = hooks or RunHooks()
+    opened = open_run(settings, hooks, argv)
+    measure_run(opened, hooks)
+    return opened.run
 
 
 def _disk_full(run: RunDir, meta: RunMeta) -> DiskFullError:
@@ -88,7 +113,7 @@ def _disk_full(run: RunDir, meta: RunMeta) -> DiskFullError:
     )
 
 
-def _finish(run: RunDir, meta: RunMeta, hooks: RunHooks, disk_full: bool) -> None:
+def _record_end(run: RunDir, meta: RunMeta, hooks: RunHooks, disk_full: bool) -> None:
     """Record how the invocation ended; on a full disk, in the space reserved for it."""
     meta.invocations[-1] = replace(
         meta.invocations[-1], finished=time.time(), status=meta.status, reason=meta.reason
@@ -104,24 +129,6 @@ def _finish(run: RunDir, meta: RunMeta, hooks: RunHooks, disk_full: bool) -> Non
                    "still full (it says the run is running; --resume works all the same)")
     finally:
         run.release_space()
-    if not disk_full:  # the report would not fit either; the next complete run rebuilds it
-        started = time.monotonic()
-        _build_report(run, hooks)
-        invocation = meta.invocations[-1]
-        meta.invocations[-1] = invocation.timed(invocation.finished, time.monotonic() - started)
-        run.write_meta(meta)
-    hooks.run_finished(run, meta.invocations[-1])
-
-
-def _build_report(run: RunDir, hooks: RunHooks) -> None:
-    """Rebuild the report after every invocation, interrupted ones included."""
-    from asyncbench.reporting.report import build_report
-
-    try:
-        build_report(run)
-    except Exception as exc:  # the results are safe on disk; a report bug must not hide them
-        hooks.warn(f"could not build the report ({type(exc).__name__}: {exc}); "
-                   f"retry with `asyncbench report {run.path}`")  # fmt: skip
 
 
 def _run_cells(plan: RunPlan, run: RunDir, meta: RunMeta, hooks: RunHooks) -> None:
@@ -275,7 +282,7 @@ def _warn_about_ceiling(plan: RunPlan, hooks: RunHooks) -> None:
                        "connect")  # fmt: skip
         # A socket member receives frames on the one connection it holds: 1,000 members at 2
         # messages/s kept Locust at 16-21 % of a core (measured); a long-poll member polls anew.
-        polls = not room.transport(s.transport).persistent
+        polls = not transport(s.transport).persistent
         if polls and members * s.message_rate > ceiling * CEILING_MARGIN:
             hooks.warn(f"{s.name}: {members} members × {s.message_rate:g} messages/s is about "
                        f"{members * s.message_rate:.0f} polls/s, near the ~{ceiling} req/s "

@@ -1,24 +1,25 @@
-"""How a cell drives and judges each load shape: request/response, or a room of held polls.
+"""How a cell drives each load shape: request/response, or a room of held polls.
 
-A scenario kind's registry entry names its workload; the cell runner asks the workload how to
-configure the server, prove the work, which Locust users to start, what runs beside Locust (the
-room's sender), and how to turn the raw facts into the cell's columns.
+A scenario kind's registry entry names its workload (``planning.kinds``); the cell runner asks
+the workload how to configure the server, prove the work, which Locust users to start and what
+runs beside Locust (the room's sender). Judging turns the raw facts into the cell's columns
+(``judging.workloads``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import replace
 
 import pandas as pd
 import redis
 
-from asyncbench.judging import bottleneck
-from asyncbench.judging.bottleneck import process_slots, slot_use
-from asyncbench.judging.evaluate import evaluate_cell
+from asyncbench.judging.predict import room_prediction
+from asyncbench.judging.workloads import JUDGES
 from asyncbench.measuring import room
 from asyncbench.measuring.measure import CellFailed, LocustOutcome, verify_equivalence
+from asyncbench.planning.kinds import REQUEST_RESPONSE, ROOM, ScenarioKind
+from asyncbench.planning.transports import transport
 
 ROOM_DRAIN_S = 8.0  # deliveries in flight at the window's end get at most this long to arrive
 SETTLE_REQUESTS = 2  # closed loop: the warm-up ends once every user completed this many
@@ -87,31 +88,14 @@ class RequestResponse:
 
     def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, base, scenario, beside):
         """The measured columns of a cell whose facts so far are ``base`` (a ``CellResult``)."""
-        evaluation = evaluate_cell(
-            outcome.samples, resources, outcome.window_start, outcome.window_end,
-            rate=base.rate, abandoned=outcome.abandoned,
-            slot_use=slot_use(base.server, base.users, base.slots, base.workers),
-            process_slots=process_slots(base.server, base.slots, base.workers),
+        return JUDGES[REQUEST_RESPONSE].columns(
+            outcome.samples, resources, outcome.window_start, outcome.window_end, vars(base),
+            outcome.abandoned,
         )  # fmt: skip
-        return evaluation.columns()
 
     def raw_facts(self, outcome: LocustOutcome, beside) -> dict[str, pd.DataFrame | None]:
         """What the cell stores beside its samples and resource samples (nothing here)."""
         return {}
-
-    def derived(self, row) -> dict:
-        """Columns derived from the others: the bottleneck and the service demands."""
-        return bottleneck.columns(row)
-
-    def reevaluate(self, row: pd.Series, facts: dict[str, pd.DataFrame], stored_usage) -> dict:
-        """The columns again, from a stored cell's raw facts (``asyncbench report``)."""
-        evaluation = evaluate_cell(
-            facts["samples"], facts["resources"], row["window_start"], row["window_end"],
-            rate=row["rate"], abandoned=_count(row.get("abandoned")), stored_usage=stored_usage,
-            slot_use=slot_use(row["server"], row["users"], row.get("slots"), row.get("workers")),
-            process_slots=process_slots(row["server"], row.get("slots"), row.get("workers")),
-        )  # fmt: skip
-        return evaluation.columns()
 
 
 class Room:
@@ -124,7 +108,7 @@ class Room:
     verifies_ahead = False
 
     def user_classes(self, scenario) -> tuple[str, ...]:
-        return (room.transport(scenario.transport).member, "Probe")
+        return (transport(scenario.transport).member, "Probe")
 
     def configure(self, config, scenario):
         return replace(config, hold_s=scenario.hold_s)
@@ -132,7 +116,7 @@ class Room:
     def slots(self, scenario, model, config, db_max_connections: int | None) -> float:
         """The members a model holds at once: a poll holds a worker, a thread, or nothing; a
         socket may live on an event loop even where polls block (the model's entry says)."""
-        if room.transport(scenario.transport).persistent:
+        if transport(scenario.transport).persistent:
             return model.socket_slots(config)
         return model.slots(config, None, None)
 
@@ -142,7 +126,7 @@ class Room:
 
     def verify(self, url: str, scenario, proof) -> None:
         check = room.verify_room
-        if room.transport(scenario.transport).persistent:
+        if transport(scenario.transport).persistent:
             check = room.verify_socket_room
         try:
             proof.reset_room()
@@ -176,48 +160,18 @@ class Room:
     def columns(self, outcome: LocustOutcome, resources: pd.DataFrame, base, scenario, sender):
         if sender.error:
             raise CellFailed(sender.error)
-        deliveries = outcome.deliveries if outcome.deliveries is not None else pd.DataFrame()
-        return self._columns(outcome.samples, deliveries, sender.frame(), resources,
-                             outcome.window_start, outcome.window_end, base.users,
-                             scenario.transport)  # fmt: skip
+        return JUDGES[ROOM].columns(outcome.samples, outcome.deliveries, sender.frame(), resources,
+                                    outcome.window_start, outcome.window_end, base.users,
+                                    scenario.transport)  # fmt: skip
 
     def raw_facts(self, outcome: LocustOutcome, sender) -> dict[str, pd.DataFrame | None]:
         """The deliveries and the messages published: a room's judgement is made from them."""
         return {"deliveries": outcome.deliveries, "messages": sender.frame()}
 
-    def derived(self, row) -> dict:
-        """The request rules name no room's limit: its members held against its slots do."""
-        return {}
 
-    def reevaluate(self, row: pd.Series, facts: dict[str, pd.DataFrame], stored_usage) -> dict:
-        messages = facts["messages"]
-        if messages.empty:  # nothing published: the stored judgement stands
-            return {}
-        return self._columns(facts["samples"], facts["deliveries"], messages,
-                             facts["resources"], row["window_start"], row["window_end"],
-                             int(row["users"]), row.get("transport"))  # fmt: skip
-
-    @staticmethod
-    def _columns(samples, deliveries, messages, resources, start, end, members, transport):
-        if deliveries.empty:
-            deliveries = pd.DataFrame(columns=["member", "message", "sent", "received"])
-        stats, usage, judgement = room.evaluate_room(
-            samples, deliveries, messages, resources, start, end, members=members,
-            transport=room.transport(transport),
-        )  # fmt: skip
-        return room.room_columns(stats, usage, judgement, stats.delivered / (end - start))
+WORKLOADS = {REQUEST_RESPONSE: RequestResponse(), ROOM: Room()}
 
 
-REQUEST_RESPONSE = RequestResponse()
-ROOM = Room()
-
-
-def room_prediction(members: int, slots: float | None) -> float | None:
-    """Polls a model holds at once: all members, or its slots (the rest wait to be accepted)."""
-    if slots is None or math.isinf(slots):
-        return float(members)
-    return float(min(members, slots))
-
-
-def _count(value) -> int:
-    return 0 if value is None or pd.isna(value) else int(value)
+def workload_of(kind: ScenarioKind):
+    """How cells of ``kind`` are driven."""
+    return WORKLOADS[kind.workload]

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asyncbench.measuring.room import TRANSPORTS
-from asyncbench.measuring.workloads import REQUEST_RESPONSE, ROOM
+from asyncbench.planning.transports import TRANSPORTS
 from servers import endpoints
+
+# The workloads: how a kind's cells are driven (``measuring.workloads``) and judged
+# (``judging.workloads``), each registry keyed by these names.
+REQUEST_RESPONSE = "request-response"
+ROOM = "room"
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class ScenarioKind:
     proof: str | None  # the service whose work counter must rise during verification
     waits_on: str | None  # what a request holds while waiting: feeds the capacity laws
     predicted: bool  # the queueing prediction min(users, slots) / delay applies
-    workload: object = REQUEST_RESPONSE  # how a cell drives and judges it (``workloads``)
+    workload: str = REQUEST_RESPONSE  # how its cells are driven and judged (the workloads)
     # Its own scenario-file fields and their defaults (checked in ``plan``); a room's members
     # are the scenario's load levels.
     fields: tuple[str, ...] = ()

@@ -7,7 +7,7 @@ load) spreads over all models instead of biasing whichever runs last.
 A scenario may declare an A/A pair (``aa = {server = "...", users = N}``): that level is
 measured a second time, as cells of ``replica`` "aa" shuffled among the others. What the two
 halves differ by is the run's noise floor (``noise.py``). It may also declare ``[thresholds]``
-(``gate.Thresholds``) that ``asyncbench run --check`` and ``asyncbench compare`` apply.
+(``thresholds.Thresholds``) that ``asyncbench run --check`` and ``asyncbench compare`` apply.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from asyncbench.judging.gate import ComparisonInputError, Thresholds
-from asyncbench.measuring.room import DEFAULT_TRANSPORT, TRANSPORTS
 from asyncbench.planning.kinds import ENDPOINTS, KINDS, ScenarioKind, kind_of_endpoint
+from asyncbench.planning.thresholds import ComparisonInputError, Thresholds
+from asyncbench.planning.transports import DEFAULT_TRANSPORT, TRANSPORTS
 from servers import MODELS, room
 from servers.config import ServerConfig
 from servers.endpoints import MAX_MS
@@ -87,7 +87,7 @@ class Scenario:
     hold_s: float | None = None  # the server answers a held poll 204 after this long
     probe_rate: float | None = None  # GET /hello per second while the room is held
     aa: AAPair | None = None
-    thresholds: dict | None = None  # validated ``gate.Thresholds`` fields, e.g. max_p99_ms
+    thresholds: dict | None = None  # validated ``Thresholds`` fields, e.g. max_p99_ms
 
     @property
     def limits(self) -> Thresholds:

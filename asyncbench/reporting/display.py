@@ -7,14 +7,17 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from asyncbench.measuring.run import RunHooks
 from asyncbench.planning.plan import Cell
 from asyncbench.storing.store import CellResult, RunDir
 from loadtests.protocol import Progress as LocustProgress
 
 
-class RichDisplay(RunHooks):
-    """Which cell runs, its elapsed time and live rps, how many cells are left, and an ETA."""
+class RichDisplay:
+    """Which cell runs, its elapsed time and live rps, how many cells are left, and an ETA.
+
+    It answers every one of the runner's hooks (``measuring.run.RunHooks``) without importing
+    the runner: the display reads what measuring announces, and measuring never calls
+    reporting."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)

@@ -9,7 +9,9 @@ offline: plotly.js is inlined once, nothing is fetched from anywhere.
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import shlex
+import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,21 +22,37 @@ import pandas as pd
 import plotly.io as pio
 
 from asyncbench.judging import analyze, regression
-from asyncbench.judging.gate import ComparisonInputError
 from asyncbench.judging.noise import NoiseFloors, noise_floors
-from asyncbench.measuring import metadata as run_metadata
 from asyncbench.planning.kinds import ENDPOINTS, KINDS
+from asyncbench.planning.thresholds import ComparisonInputError
 from asyncbench.reporting import figures, room_section, view
+from asyncbench.reporting.export import HLOG_DIR, write_hlogs
 from asyncbench.reporting.summary import summary_table
 from asyncbench.reporting.tables import level_table
 from asyncbench.reporting.verdicts import verdict
 from asyncbench.reporting.view import Section
-from asyncbench.storing.export import HLOG_DIR, write_hlogs
 from asyncbench.storing.store import RunDir, RunMeta
 from servers.registry import LIBRARY
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PLOT_CONFIG = {"displaylogo": False, "displayModeBar": False, "responsive": True}
+
+# What built the page, named in its footer (each a dependency of the report).
+GENERATOR_PACKAGES = ("asyncbench", "plotly", "jinja2", "pandas")
+
+
+def build_after_run(run: RunDir, meta: RunMeta, warn) -> None:
+    """Rebuild the report after an invocation, interrupted ones included, and record how long
+    it took in the invocation's timing (``run.json``)."""
+    started = time.monotonic()
+    try:
+        build_report(run)
+    except Exception as exc:  # the results are safe on disk; a report bug must not hide them
+        warn(f"could not build the report ({type(exc).__name__}: {exc}); "
+             f"retry with `asyncbench report {run.path}`")  # fmt: skip
+    invocation = meta.invocations[-1]
+    meta.invocations[-1] = invocation.timed(invocation.finished, time.monotonic() - started)
+    run.write_meta(meta)
 
 
 def build_report(run: RunDir, baseline: RunDir | None = None) -> Path:
@@ -87,8 +105,7 @@ def _report_data(run: RunDir, baseline: RunDir | None) -> tuple[dict, pd.DataFra
         "updated": view.when(meta.updated),
         "generated": view.when(datetime.now(UTC).timestamp()),
         "generator": ", ".join(
-            f"{name} {version}" for name, version in
-            run_metadata.package_versions(("asyncbench", "plotly", "jinja2", "pandas")).items()
+            f"{name} {importlib.metadata.version(name)}" for name in GENERATOR_PACKAGES
         ),
         "baseline": baseline.run_id if baseline is not None else None,
         "banners": _banners(meta, cells, baseline) + notes,

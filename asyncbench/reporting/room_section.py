@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from asyncbench.measuring.room import TRANSPORTS, transport
+from asyncbench.planning.transports import TRANSPORTS, transport
 from asyncbench.reporting import figures, view
 from asyncbench.reporting.tables import Column, level_table
 from asyncbench.reporting.verdicts import Verdict

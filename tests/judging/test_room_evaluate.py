@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asyncbench.measuring.room import TRANSPORTS, evaluate_room
-from asyncbench.measuring.workloads import room_prediction
+from asyncbench.judging.predict import room_prediction
+from asyncbench.judging.room import evaluate_room
+from asyncbench.planning.transports import TRANSPORTS
 
 START, END = 100.0, 110.0
 PUBLISHED = pd.DataFrame({"message": [1, 2, 3, 4], "sent": [99.0, 101.0, 105.0, 111.0]})

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from asyncbench.cli import main
+from asyncbench.cli import main, run_and_report
 from asyncbench.judging import analyze
-from asyncbench.measuring.run import RunHooks, RunSettings, run_matrix
+from asyncbench.measuring.run import RunHooks, RunSettings
 from asyncbench.measuring.services import throwaway_redis
 from asyncbench.reporting.report import build_report
 from asyncbench.storing.store import RunDir
@@ -23,7 +23,7 @@ def room_run(tmp_path, servers, members, redis_url=None, hooks=None, workers=2,
         warmup_s=1.5, repeat=1, workers=workers, reports_dir=str(tmp_path), seed=5, new=True,
         redis_url=redis_url,
     )  # fmt: skip
-    return run_matrix(settings, hooks)
+    return run_and_report(settings, hooks)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from asyncbench.cli import run_and_report
 from asyncbench.judging import analyze
 from asyncbench.measuring.run import RunSettings, run_matrix
 from asyncbench.storing.migrate import SCHEMA_VERSION
@@ -28,7 +29,7 @@ def sleep_run(tmp_path_factory) -> RunDir:
         scenarios=("sleep",), servers=MODELS, users=(2, 24), duration_s=3, warmup_s=1,
         repeat=1, workers=2, reports_dir=str(reports), seed=11, new=True,
     )  # fmt: skip
-    return run_matrix(settings)
+    return run_and_report(settings)
 
 
 def test_run_writes_every_file(sleep_run: RunDir):
@@ -300,7 +301,7 @@ def test_the_ceiling_warning_counts_polls_not_socket_frames():
     at 16-21 % of a core), so only the long-poll room is warned about."""
     from asyncbench.measuring.run import RunHooks, _warn_about_ceiling
     from asyncbench.planning.plan import resolve_scenarios
-    from asyncbench.planning.session import RunPlan
+    from asyncbench.planning.settings import RunPlan
 
     said = []
 

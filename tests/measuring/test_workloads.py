@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from asyncbench.measuring.workloads import REQUEST_RESPONSE, ROOM, UNSETTLED_LIMIT_FACTOR
+from asyncbench.measuring.workloads import UNSETTLED_LIMIT_FACTOR, WORKLOADS
+from asyncbench.planning import kinds
+
+REQUEST_RESPONSE = WORKLOADS[kinds.REQUEST_RESPONSE]
+ROOM = WORKLOADS[kinds.ROOM]
 
 
 def test_users_that_fit_in_the_slots_may_warm_up_longer_while_unsettled():

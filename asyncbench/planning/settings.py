@@ -1,22 +1,17 @@
-"""The run-directory session: what the user asked for, which cells that means, and where they go.
+"""Run settings: what the user asked for, and which cells that means.
 
-``open_session`` turns ``RunSettings`` into a plan of cells and the run directory they land in:
-a new run, a partial rerun into the latest run (its cells replace the same cells there), or the
-resume of an interrupted run (only the cells it has no result for). It also reaps what a
-SIGKILLed orchestrator left behind before anything new starts.
+``RunSettings`` holds the ``asyncbench run`` flags as stored in ``run.json``; ``plan_run`` turns
+them into a ``RunPlan`` of cells, and ``replan`` plans a stored run's last invocation again for a
+resume. Opening the run directory they land in is measuring's (``measuring.session``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
-from asyncbench.measuring import metadata
-from asyncbench.measuring.processes import reap_orphans
 from asyncbench.planning.plan import (
     DEFAULT,
     FULL,
@@ -27,7 +22,7 @@ from asyncbench.planning.plan import (
     plan_cells,
     resolve_scenarios,
 )
-from asyncbench.storing.store import Invocation, RunDir, RunMeta, StoreError, latest_run
+from asyncbench.storing.store import Invocation, RunDir, RunMeta
 from servers.config import MysqlUrl, ServerConfig, redact_url
 from servers.registry import SIZED
 
@@ -115,16 +110,6 @@ class RunPlan:
         return self.cells if self.everything is None else self.everything
 
 
-def open_session(settings: RunSettings, argv, warn) -> tuple[RunPlan, RunDir, RunMeta]:
-    """Plan the invocation and open (or create) its run directory, recording the invocation."""
-    reap_dead_runs(Path(settings.reports_dir), warn)
-    if settings.resume:
-        return _resume(settings, argv)
-    plan = _plan(settings)
-    run, meta = _open_run(plan, argv)
-    return plan, run, meta
-
-
 def effective_scenarios(settings: RunSettings) -> dict[str, Scenario]:
     """The chosen scenarios with the profile and the command-line overrides applied."""
     chosen = {}
@@ -144,7 +129,8 @@ def effective_scenarios(settings: RunSettings) -> dict[str, Scenario]:
     return chosen
 
 
-def _plan(settings: RunSettings) -> RunPlan:
+def plan_run(settings: RunSettings) -> RunPlan:
+    """The cells ``settings`` ask for, with a seed (given, or drawn)."""
     scenarios = effective_scenarios(settings)
     seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(
         SEED_RANGE
@@ -156,27 +142,8 @@ def _plan(settings: RunSettings) -> RunPlan:
     return RunPlan(settings, scenarios, cells, seed)
 
 
-def _resume(requested: RunSettings, argv) -> tuple[RunPlan, RunDir, RunMeta]:
-    """Re-plan the last invocation of a stored run and keep only the cells it has no result for."""
-    run = RunDir.open(Path(requested.resume))
-    meta = run.read_meta()
-    if not meta.invocations:
-        raise StoreError(f"{run.meta_json}: records no invocation to resume; start a new run")
-    done = set(run.results()["cell_id"])  # first: a damaged results.csv is named as such
-    try:
-        plan = _replan(run, meta, requested, done)
-    except (TypeError, KeyError, ValueError, AttributeError) as exc:
-        raise StoreError(
-            f"{run.meta_json} is damaged (its last invocation cannot be planned again: "
-            f"{type(exc).__name__}: {exc}): restore it, or start a new run"
-        ) from None
-    meta.status = "running"
-    meta.invocations.append(_invocation(plan, argv, resumed=True))
-    run.write_meta(meta)
-    return plan, run, meta
-
-
-def _replan(run: RunDir, meta: RunMeta, requested: RunSettings, done: set[str]) -> RunPlan:
+def replan(run: RunDir, meta: RunMeta, requested: RunSettings, done: set[str]) -> RunPlan:
+    """A stored run's last invocation planned again, without the cells ``done``."""
     last = meta.invocations[-1]
     settings = settings_from_stored(last.settings, mysql_url=requested.mysql_url)
     settings = replace(settings, reports_dir=str(run.path.parent), resume=requested.resume)
@@ -219,52 +186,11 @@ def _scenario_names(cell_ids: list[str], scenarios: dict[str, Scenario]) -> list
     return [name for name in scenarios if any(c.startswith(f"{name}.") for c in cell_ids)]
 
 
-def _invocation(plan: RunPlan, argv, resumed: bool = False) -> Invocation:
+def invocation(plan: RunPlan, argv, resumed: bool = False) -> Invocation:
+    """The record of one invocation of ``plan`` (``run.json``)."""
     return Invocation(
         started=time.time(), seed=plan.seed, settings=plan.settings.stored(),
         cells=[c.cell_id for c in plan.cells], command=list(argv or sys.argv), resumed=resumed,
         scenarios={name: asdict(s) for name, s in plan.scenarios.items()},
         profile=plan.settings.plan_profile,
     )  # fmt: skip
-
-
-def reap_dead_runs(reports_dir: Path, warn) -> None:
-    """Kill what a SIGKILLed orchestrator left behind, and mark its run interrupted."""
-    for ledger in sorted(reports_dir.glob("*/processes.json")):
-        reaped = reap_orphans([ledger])
-        if ledger.exists():
-            continue  # its orchestrator is still running
-        with contextlib.suppress(StoreError, OSError, ValueError):
-            dead = RunDir.open(ledger.parent)
-            meta = dead.read_meta()
-            if meta.status == "running":
-                meta.status = "interrupted"
-                dead.write_meta(meta)
-        if reaped:
-            warn(f"reaped {len(reaped)} processes left by the dead run "
-                 f"{ledger.parent.name}: {', '.join(reaped)}")  # fmt: skip
-
-
-def _open_run(plan: RunPlan, argv) -> tuple[RunDir, RunMeta]:
-    settings = plan.settings
-    reports_dir = Path(settings.reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    partial = bool(settings.scenarios or settings.servers)
-    previous = latest_run(reports_dir) if partial and not settings.new else None
-    if previous:
-        run, meta = previous, previous.read_meta()
-        meta.planned_cells = sorted(set(meta.planned_cells) | {c.cell_id for c in plan.cells})
-    else:
-        run = RunDir.create(reports_dir)
-        meta = RunMeta(run_id=run.run_id, created=time.time(), seed=plan.seed)
-        meta.planned_cells = sorted(c.cell_id for c in plan.cells)
-        meta.settings = settings.stored()
-        meta.machine = metadata.machine_info()
-        meta.packages = metadata.package_versions()
-    meta.status = "running"
-    meta.scenarios.update({name: asdict(s) for name, s in plan.scenarios.items()})
-    meta.command = list(argv or sys.argv)
-    meta.invocations.append(_invocation(plan, argv))
-    run.write_meta(meta)
-    run.point_latest(reports_dir)
-    return run, meta
