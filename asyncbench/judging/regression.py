@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from asyncbench.judging import analyze
+from asyncbench.judging.bottleneck import parse_counts
 from asyncbench.judging.comparison import Comparison, format_ratio
 from asyncbench.judging.gate import (
     ComparisonInputError,
@@ -138,7 +139,7 @@ def _user_share(cells: pd.DataFrame) -> pd.Series | None:
     """The busiest process's share of the users, from ``process_users`` ("22 18 14 10")."""
     if "process_users" not in cells:
         return None
-    counts = cells["process_users"].map(analyze.parse_counts)
+    counts = cells["process_users"].map(parse_counts)
     return counts.map(lambda n: max(n) / sum(n) if sum(n) else math.nan)
 
 
