@@ -13,7 +13,8 @@ from typing import NoReturn
 
 from asyncbench.measuring.processes import ProcessError
 from asyncbench.measuring.services import ServiceError
-from asyncbench.planning.plan import ScenarioError, available_scenarios, load_scenario
+from asyncbench.planning.plan import ScenarioError
+from asyncbench.planning.scenario_files import available_scenarios, load_scenario
 from asyncbench.planning.settings import SessionError
 from asyncbench.planning.thresholds import ComparisonInputError
 from asyncbench.planning.validate import (

@@ -7,14 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from asyncbench.measuring.mariadb import Database, throwaway_mariadb
 from asyncbench.measuring.processes import free_port
 from asyncbench.measuring.services import (
-    Database,
     MessageBus,
     Server,
     Upstream,
     server,
-    throwaway_mariadb,
     throwaway_redis,
     upstream,
 )

@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 
 from asyncbench.judging.comparison import Comparison, compare
-from asyncbench.judging.evaluate import ResourceUsage, corrected_latency_ms, in_window
+from asyncbench.judging.evaluate import corrected_latency_ms, in_window
 from asyncbench.judging.explanation import median_of, with_explained_prediction
 from asyncbench.judging.noise import NoiseFloors
+from asyncbench.judging.resources import ResourceUsage
 from asyncbench.judging.workloads import judge_of
 from asyncbench.planning.kinds import RECORDED_ENDPOINTS, section_of_endpoint
 from asyncbench.planning.plan import AA

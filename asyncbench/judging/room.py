@@ -8,15 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from asyncbench.judging.evaluate import (
-    CellStats,
-    Judgement,
-    ResourceUsage,
-    corrected_latency_ms,
-    judge,
-    resource_usage,
-    window_rows,
-)
+from asyncbench.judging.evaluate import CellStats, Judgement, corrected_latency_ms, judge
+from asyncbench.judging.resources import ResourceUsage, resource_usage, window_rows
 from asyncbench.planning.transports import CONNECTED, DEFAULT_TRANSPORT, TRANSPORTS, Transport
 from servers import room
 

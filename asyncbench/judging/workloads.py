@@ -11,7 +11,8 @@ import pandas as pd
 
 from asyncbench.judging import bottleneck
 from asyncbench.judging.bottleneck import process_slots, slot_use
-from asyncbench.judging.evaluate import ResourceUsage, evaluate_cell
+from asyncbench.judging.evaluate import evaluate_cell
+from asyncbench.judging.resources import ResourceUsage
 from asyncbench.judging.room import evaluate_room, room_columns
 from asyncbench.planning.kinds import REQUEST_RESPONSE, ROOM, ScenarioKind
 from asyncbench.planning.transports import transport

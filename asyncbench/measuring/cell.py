@@ -20,20 +20,14 @@ from asyncbench.judging.bottleneck import slot_use
 from asyncbench.judging.predict import predicted_rps
 from asyncbench.judging.workloads import judge_of
 from asyncbench.measuring import services
-from asyncbench.measuring.measure import (
-    CellFailed,
-    LoadPlan,
-    Profiler,
-    ResourceSampler,
-    accept_queue,
-    prestarted_locust,
-    run_locust,
-)
+from asyncbench.measuring.measure import CellFailed, LoadPlan, prestarted_locust, run_locust
 from asyncbench.measuring.processes import ManagedProcess, free_port
+from asyncbench.measuring.sampling import Profiler, ResourceSampler, accept_queue
 from asyncbench.measuring.workloads import workload_of
 from asyncbench.planning.plan import Cell, Scenario
 from asyncbench.planning.settings import RunSettings
-from asyncbench.storing.store import CellResult, RunDir
+from asyncbench.storing.records import CellResult
+from asyncbench.storing.store import RunDir
 from loadtests.protocol import Progress
 from servers import MODELS
 from servers.config import ServerConfig

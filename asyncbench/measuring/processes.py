@@ -13,6 +13,7 @@ import ctypes
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -322,3 +323,20 @@ def _not_zombie(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+class ServiceError(RuntimeError):
+    """A backing service or server could not be provided; the message is one line for the user."""
+
+
+def find_binary(names: tuple[str, ...], first_in: tuple[Path, ...] = ()) -> str | None:
+    """The first executable named one of ``names``: in ``first_in``, on PATH, in /usr/(s)bin."""
+    for name in names:
+        candidates = (
+            *(str(d / name) for d in first_in), shutil.which(name), f"/usr/sbin/{name}",
+            f"/usr/bin/{name}",
+        )  # fmt: skip
+        for candidate in candidates:
+            if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+                return candidate
+    return None

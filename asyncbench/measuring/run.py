@@ -22,14 +22,8 @@ from asyncbench.measuring.session import open_session
 from asyncbench.planning.plan import Cell, Scenario
 from asyncbench.planning.settings import RunPlan, RunSettings
 from asyncbench.planning.transports import transport
-from asyncbench.storing.store import (
-    CellResult,
-    DiskFullError,
-    Invocation,
-    RunDir,
-    RunMeta,
-    is_disk_full_error,
-)
+from asyncbench.storing.records import CellResult, Invocation, RunMeta
+from asyncbench.storing.store import DiskFullError, RunDir, is_disk_full_error
 from loadtests.protocol import Progress
 from servers import MODELS
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from asyncbench.measuring import metadata
 from asyncbench.measuring.processes import reap_orphans
 from asyncbench.planning.settings import RunPlan, RunSettings, invocation, plan_run, replan
-from asyncbench.storing.store import RunDir, RunMeta, StoreError, latest_run
+from asyncbench.storing.records import RunMeta
+from asyncbench.storing.store import RunDir, StoreError, latest_run
 
 
 def open_session(settings: RunSettings, argv, warn) -> tuple[RunPlan, RunDir, RunMeta]:

@@ -12,17 +12,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
-from asyncbench.planning.plan import (
-    DEFAULT,
-    FULL,
-    QUICK,
-    AAPair,
-    Cell,
-    Scenario,
-    plan_cells,
-    resolve_scenarios,
-)
-from asyncbench.storing.store import Invocation, RunDir, RunMeta
+from asyncbench.planning.plan import DEFAULT, FULL, QUICK, AAPair, Cell, Scenario, plan_cells
+from asyncbench.planning.scenario_files import resolve_scenarios
+from asyncbench.storing.records import Invocation, RunMeta
+from asyncbench.storing.store import RunDir
 from servers.config import MysqlUrl, ServerConfig, redact_url
 from servers.registry import SIZED
 

@@ -4,7 +4,7 @@ One checker per subcommand (``check_run``, ``check_serve``, ``check_report``,
 ``check_loadgen_worker``) raises ``UsageError`` with one line naming the flag and what to change:
 ranges (durations, counts, rates, ports), shapes (hosts and URLs) and combinations that cannot
 work. Nothing here starts a process or creates a file, so a refused command leaves no trace.
-Scenario files are checked where they are read (``plan.load_scenario``), with the same bounds.
+Scenario files are checked where they are read (``scenario_files.load_scenario``), with the same bounds.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from asyncbench.planning.plan import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS, resolve_scenarios
+from asyncbench.planning.plan import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
+from asyncbench.planning.scenario_files import resolve_scenarios
 from servers.config import MAX_PORT, MAX_THREADS, MAX_WORKERS, MysqlUrl, ServerConfig
 from servers.startup import check_config
 

@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from asyncbench.planning.plan import Cell
-from asyncbench.storing.store import CellResult, RunDir
+from asyncbench.storing.records import CellResult
+from asyncbench.storing.store import RunDir
 from loadtests.protocol import Progress as LocustProgress
 
 

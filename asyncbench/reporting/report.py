@@ -31,7 +31,8 @@ from asyncbench.reporting.summary import summary_table
 from asyncbench.reporting.tables import level_table
 from asyncbench.reporting.verdicts import verdict
 from asyncbench.reporting.view import Section
-from asyncbench.storing.store import RunDir, RunMeta
+from asyncbench.storing.records import RunMeta
+from asyncbench.storing.store import RunDir
 from servers.registry import LIBRARY
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

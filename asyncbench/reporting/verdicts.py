@@ -16,7 +16,7 @@ from asyncbench.judging.comparison import Comparison, format_ratio
 from asyncbench.judging.noise import NoiseFloors
 from asyncbench.reporting import view
 from asyncbench.reporting.view import Section
-from asyncbench.storing.store import RunMeta
+from asyncbench.storing.records import RunMeta
 
 GAP_WORTH_EXPLAINING = 0.10  # |measured / predicted - 1| above this is called out in the verdict
 CLEAR_WIN = 1.5  # "N×" from here on; below it, a percentage

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncbench.measuring.services import MARIADBD_ENV, ServiceError, find_binary, mariadb_binaries
+from asyncbench.measuring.mariadb import MARIADBD_ENV, mariadb_binaries
+from asyncbench.measuring.services import ServiceError, find_binary
 from servers import MODELS
 from servers.config import ServerConfig
 

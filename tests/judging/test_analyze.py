@@ -266,7 +266,7 @@ def test_compare_runs_against_itself_is_no_change(agg):
 def _longwait_cell(users: int, handler_ms: float, rps: float) -> dict:
     from dataclasses import asdict
 
-    from asyncbench.storing.store import CellResult
+    from asyncbench.storing.records import CellResult
 
     cell = CellResult(
         cell_id=f"longwait.tornado-threadpool.u{users}.r1", scenario="longwait",
@@ -317,7 +317,7 @@ def test_storing_a_cell_explains_its_own_model_only_and_the_same_as_the_whole_ta
 def _split_cell(users: int, rps: float, mean_ms: float, handler_mean_ms: float, slots=None):
     from dataclasses import asdict
 
-    from asyncbench.storing.store import CellResult
+    from asyncbench.storing.records import CellResult
 
     cell = CellResult(
         cell_id=f"sleep.tornado-coroutine.u{users}.r1", scenario="sleep",

@@ -10,15 +10,13 @@ import pytest
 
 from asyncbench.judging.evaluate import (
     CellStats,
-    ResourceUsage,
     cell_stats,
     evaluate_cell,
     judge,
     process_users,
-    resource_usage,
     train_waits,
-    window_rows,
 )
+from asyncbench.judging.resources import ResourceUsage, resource_usage, window_rows
 
 OK = CellStats(requests=100, failures=0, rps=33.3)
 

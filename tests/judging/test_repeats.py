@@ -8,7 +8,7 @@ import pandas as pd
 
 from asyncbench.judging.repeats import second_repeats
 from asyncbench.planning.plan import Cell
-from asyncbench.storing.store import CellResult
+from asyncbench.storing.records import CellResult
 
 
 def row(server: str, users: int, rps: float, rel: float, repeat: int = 1, **extra) -> dict:

@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from asyncbench.measuring.measure import ResourceSampler
+from asyncbench.measuring.sampling import ResourceSampler
 
 
 def test_gauges_store_a_value_or_columns_read_together_and_none_when_they_fail():
@@ -46,7 +46,7 @@ def test_a_process_first_seen_has_no_cpu_reading_until_the_next_sample():
 def test_the_accept_queue_counts_connections_not_yet_accepted_on_that_port():
     import socket
 
-    from asyncbench.measuring.measure import accept_queue
+    from asyncbench.measuring.sampling import accept_queue
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

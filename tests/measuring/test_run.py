@@ -13,7 +13,8 @@ from asyncbench.cli import run_and_report
 from asyncbench.judging import analyze
 from asyncbench.measuring.run import RunSettings, run_matrix
 from asyncbench.storing.migrate import SCHEMA_VERSION
-from asyncbench.storing.store import CellResult, RunDir
+from asyncbench.storing.records import CellResult
+from asyncbench.storing.store import RunDir
 from servers import MODELS as REGISTRY
 
 pytestmark = pytest.mark.slow
@@ -300,7 +301,7 @@ def test_the_ceiling_warning_counts_polls_not_socket_frames():
     here; 1,000 socket members receive 2,000 frames on connections they hold (measured: Locust
     at 16-21 % of a core), so only the long-poll room is warned about."""
     from asyncbench.measuring.run import RunHooks, _warn_about_ceiling
-    from asyncbench.planning.plan import resolve_scenarios
+    from asyncbench.planning.scenario_files import resolve_scenarios
     from asyncbench.planning.settings import RunPlan
 
     said = []

@@ -13,7 +13,7 @@ import os
 import pytest
 
 from asyncbench.measuring.run import RunSettings, run_matrix
-from asyncbench.planning.plan import SCENARIO_DIR, load_scenario
+from asyncbench.planning.scenario_files import SCENARIO_DIR, load_scenario
 
 pytestmark = [pytest.mark.soak, pytest.mark.slow]
 

@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncbench.planning.plan import (
-    AA_REPEAT,
-    ScenarioError,
-    available_scenarios,
-    load_scenario,
-    plan_cells,
-    resolve_scenarios,
-)
+from asyncbench.planning.plan import AA_REPEAT, ScenarioError, plan_cells
+from asyncbench.planning.scenario_files import available_scenarios, load_scenario, resolve_scenarios
 from servers import MODELS
 from servers.config import ServerConfig
 

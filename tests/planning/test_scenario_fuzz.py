@@ -3,7 +3,7 @@
 Hypothesis writes TOML documents from the known keys (and unknown ones) with values of every
 type: wrong types, missing fields, huge and negative numbers, NaN and infinities, nested tables,
 odd strings; and raw bytes: a shipped file cut short or with bytes changed, and bytes that are
-not UTF-8 at all. ``plan.load_scenario`` must return a scenario whose every field is in range
+not UTF-8 at all. ``scenario_files.load_scenario`` must return a scenario whose every field is in range
 (and that plans into cells) or raise ``ScenarioError`` naming the file; nothing else.
 
 Run with ``-s`` to see how many files were tried; ``ASYNCBENCH_FUZZ_SCALE=20`` tries more.
@@ -26,17 +26,19 @@ from hypothesis import strategies as st
 from asyncbench import cli
 from asyncbench.planning.kinds import ENDPOINTS
 from asyncbench.planning.plan import (
-    _KEYS,
-    _PROFILE_KEYS,
-    _ROOM_KEYS,
     MAX_SECONDS,
     MAX_USERS,
     PROFILES,
-    SCENARIO_DIR,
     Scenario,
     ScenarioError,
-    load_scenario,
     plan_cells,
+)
+from asyncbench.planning.scenario_files import (
+    _KEYS,
+    _PROFILE_KEYS,
+    _ROOM_KEYS,
+    SCENARIO_DIR,
+    load_scenario,
 )
 from servers import MODELS
 from servers.endpoints import MAX_MS

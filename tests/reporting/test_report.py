@@ -15,7 +15,8 @@ import pytest
 
 from asyncbench.judging import analyze
 from asyncbench.reporting.report import build_report, render, report_data
-from asyncbench.storing.store import RunDir, RunMeta
+from asyncbench.storing.records import RunMeta
+from asyncbench.storing.store import RunDir
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "small-run"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

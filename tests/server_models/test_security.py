@@ -24,9 +24,10 @@ import psutil
 import pymysql
 import pytest
 
+from asyncbench.measuring.mariadb import Database
 from asyncbench.measuring.processes import ManagedProcess
 from asyncbench.measuring.run import RunSettings, run_matrix
-from asyncbench.measuring.services import Database, Server, Upstream
+from asyncbench.measuring.services import Server, Upstream
 from servers import MODELS
 from servers.config import MYSQL_URL_ENV, MysqlUrl
 from servers.endpoints import delay_body

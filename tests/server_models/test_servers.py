@@ -19,8 +19,9 @@ import psutil
 import pytest
 from conftest import SERVER_THREADS, SERVER_WORKERS, model_config
 
+from asyncbench.measuring.mariadb import Database
 from asyncbench.measuring.processes import free_port
-from asyncbench.measuring.services import Database, Server, Upstream, server
+from asyncbench.measuring.services import Server, Upstream, server
 from loadtests.recording import parse_server_timing
 from servers import MODELS
 from servers.counters import read_counts

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from asyncbench.storing.migrate import PARQUET_SCHEMA_KEY, SCHEMA_VERSION, UNKNOWN_PID, UNKNOWN_USER
-from asyncbench.storing.store import CellResult, Invocation, RunDir, RunMeta, StoreError
+from asyncbench.storing.records import CellResult, Invocation, RunMeta
+from asyncbench.storing.store import RunDir, StoreError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "small-run"
 

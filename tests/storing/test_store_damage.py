@@ -19,7 +19,8 @@ import pytest
 
 from asyncbench import cli
 from asyncbench.storing import atomic
-from asyncbench.storing.store import CellResult, DiskFullError, RunDir, RunMeta, StoreError
+from asyncbench.storing.records import CellResult, RunMeta
+from asyncbench.storing.store import DiskFullError, RunDir, StoreError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "small-run"
 ERROR = "asyncbench: error: "
