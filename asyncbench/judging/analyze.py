@@ -38,7 +38,6 @@ LEVEL = ["scenario", "server", "rate", "users"]
 CONFIDENCE = 0.95  # of every interval on a comparison
 SPREAD_METRICS = ("rps", "p50_ms", "p90_ms", "p99_ms")
 UNSTABLE_COV = 0.10  # a spread across repeats above this is flagged, not hidden (as pyperf does)
-PLATEAU_GROWTH = 0.25  # rps "stops growing": it gains < 25% of what more load ideally adds
 
 
 def included(results: pd.DataFrame) -> pd.Series:
@@ -162,7 +161,7 @@ def aggregate(cells: pd.DataFrame) -> pd.DataFrame:
             "cells": len(group), "repeats": len(kept),
             "invalid": int((group["status"] == "invalid").sum()),
             "failed": int((group["status"] == "failed").sum()),
-            **{c: _first(group[c]) if c in group else None for c in LEVEL_FACTS},
+            **{c: first_of(group[c]) if c in group else None for c in LEVEL_FACTS},
             **{c: median_of(kept, c) for c in LEVEL_MEDIANS},
             "bottleneck": _most_common(kept, "bottleneck"),
             "reasons": "; ".join(sorted({r for r in group.loc[~group["included"], "reason"] if r})),
@@ -221,7 +220,7 @@ def _spread(values: np.ndarray, metric: str) -> dict:
     }
 
 
-def _first(column: pd.Series):
+def first_of(column: pd.Series):
     values = column.dropna()
     values = values[values != ""] if values.dtype == object else values
     if not len(values):
@@ -252,37 +251,6 @@ def comparison_level(agg: pd.DataFrame, scenario: str, loop: str = "closed") -> 
         return None
     models = rows.groupby("load")["server"].nunique()
     return float(models[models == models.max()].index.max())
-
-
-def plateaus(agg: pd.DataFrame, scenario: str, loop: str = "closed") -> dict[str, dict]:
-    """Per model, where its median rps stops growing with the load.
-
-    Between two consecutive included loads l0 < l1, rps "stops growing" when it gains less than
-    ``PLATEAU_GROWTH`` of the proportional gain ``rps(l0) * (l1/l0 - 1)``. The result gives the
-    two loads, the ceiling (the highest median rps from there on), and — for a delayed scenario —
-    how many requests that ceiling keeps in service at once (Little's law: rps × delay), to compare
-    with the model's slots. Models still growing at their last load are absent.
-    """
-    out = {}
-    rows = section(agg, scenario, loop)
-    rows = rows[rows["rps_median"].notna()]
-    for server, group in rows.groupby("server", sort=False):
-        group = group.sort_values("load")
-        loads, rps = group["load"].to_list(), group["rps_median"].to_list()
-        for i in range(len(loads) - 1):
-            ideal_gain = rps[i] * (loads[i + 1] / loads[i] - 1)
-            if rps[i + 1] - rps[i] < PLATEAU_GROWTH * ideal_gain:
-                ceiling = max(rps[i:])
-                delay = group["delay_ms"].iloc[0]
-                out[server] = {
-                    "after": float(loads[i]), "before": float(loads[i + 1]),
-                    "ceiling_rps": float(ceiling),
-                    "in_service": float(ceiling * delay / 1000) if delay else None,
-                    "slots": _first(group["slots"]),
-                    "slot_limit": _first(group["slot_limit"]) if "slot_limit" in group else None,
-                }  # fmt: skip
-                break
-    return out
 
 
 def level_latencies(
@@ -404,27 +372,3 @@ def compare_runs(
     return out
 
 
-KNEE_SHORTFALL = 0.9  # achieved below 90 % of the offered rate: the server fell behind
-KNEE_LATENCY = 3.0  # or corrected p50 above 3× the scenario's delay: a queue is building
-
-
-def knees(agg: pd.DataFrame, scenario: str) -> dict[str, dict]:
-    """Per model, where an open loop's hockey stick bends: the last offered rate it kept up with
-    and the first it did not, beside the predicted capacity ``slots / delay``."""
-    rows = section(agg, scenario, "open")
-    found = {}
-    for server, group in rows[rows["rps_median"].notna()].groupby("server", sort=False):
-        group = group.sort_values("load")
-        delay = _first(group["delay_ms"]) or 0
-        slots = _first(group["slots"])
-        behind = (group["rps_median"] < KNEE_SHORTFALL * group["load"]) | (
-            delay > 0 and group["p50_ms_median"] > KNEE_LATENCY * delay
-        )
-        first_bad = group[behind]["load"].min()
-        kept_up = group[group["load"] < first_bad]["load"] if behind.any() else group["load"]
-        found[server] = {
-            "kept_up_to": float(kept_up.max()) if len(kept_up) else None,
-            "fell_behind_at": float(first_bad) if behind.any() else None,
-            "capacity_rps": slots * 1000 / delay if slots and delay else None,
-        }
-    return found

@@ -4,7 +4,8 @@ One checker per subcommand (``check_run``, ``check_serve``, ``check_report``,
 ``check_loadgen_worker``) raises ``UsageError`` with one line naming the flag and what to change:
 ranges (durations, counts, rates, ports), shapes (hosts and URLs) and combinations that cannot
 work. Nothing here starts a process or creates a file, so a refused command leaves no trace.
-Scenario files are checked where they are read (``scenario_files.load_scenario``), with the same bounds.
+Scenario files are checked where they are read (``scenario_files.load_scenario``), with the
+same bounds.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from asyncbench.judging import analyze
+from asyncbench.judging import analyze, curves
 from asyncbench.judging.analyze import ModelComparison
 from asyncbench.judging.bottleneck import EXPLAINED_WITHIN
 from asyncbench.judging.comparison import Comparison, format_ratio
@@ -149,7 +149,7 @@ def _p99(c: Comparison) -> str:
 
 def _plateau_sentences(sec: Section, meta: RunMeta) -> list[str]:
     """Where each model stops growing, compared with its slots (Little's law: rps × delay)."""
-    found = analyze.plateaus(sec.agg, sec.scenario, sec.loop)
+    found = curves.plateaus(sec.agg, sec.scenario, sec.loop)
     delay = sec.spec.get("delay_ms") or 0
     unit = "users" if sec.loop == "closed" else "req/s offered"
     limited, unexplained, cpu_bound = [], [], []
@@ -197,7 +197,7 @@ def _plateau_sentences(sec: Section, meta: RunMeta) -> list[str]:
 def _knee_sentences(sec: Section) -> list[str]:
     """Where each model's corrected latency turns upwards (the knee of the hockey stick)."""
     parts = []
-    for server, knee in analyze.knees(sec.agg, sec.scenario).items():
+    for server, knee in curves.knees(sec.agg, sec.scenario).items():
         capacity = knee["capacity_rps"]
         expected = f" (predicted capacity {view.rps(capacity)} req/s)" if capacity else ""
         if knee["fell_behind_at"] is None:

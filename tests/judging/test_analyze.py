@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from asyncbench.judging import analyze, bottleneck, evaluate
+from asyncbench.judging import analyze, bottleneck, curves, evaluate
 from asyncbench.storing.store import RunDir
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "small-run"
@@ -227,7 +227,7 @@ def test_marking_a_cell_invalid_or_failed_removes_it(run, results):
 
 def test_blocking_models_plateau_at_their_workers(run, agg):
     servers = run.read_meta().servers
-    found = analyze.plateaus(agg, "sleep")
+    found = curves.plateaus(agg, "sleep")
     for model, conf in servers.items():
         if conf["concurrency"] == "workers":
             assert model in found, f"{model} should stop growing on sleep"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asyncbench.judging.analyze import aggregate, cell_table, corrected_latency_ms, in_window, knees
+from asyncbench.judging.analyze import aggregate, cell_table, corrected_latency_ms, in_window
+from asyncbench.judging.curves import knees
 from asyncbench.measuring.run import RunSettings, run_matrix
 from asyncbench.reporting.report import report_data
 

@@ -3,8 +3,8 @@
 Hypothesis writes TOML documents from the known keys (and unknown ones) with values of every
 type: wrong types, missing fields, huge and negative numbers, NaN and infinities, nested tables,
 odd strings; and raw bytes: a shipped file cut short or with bytes changed, and bytes that are
-not UTF-8 at all. ``scenario_files.load_scenario`` must return a scenario whose every field is in range
-(and that plans into cells) or raise ``ScenarioError`` naming the file; nothing else.
+not UTF-8 at all. ``scenario_files.load_scenario`` must return a scenario whose every field is
+in range (and that plans into cells) or raise ``ScenarioError`` naming the file; nothing else.
 
 Run with ``-s`` to see how many files were tried; ``ASYNCBENCH_FUZZ_SCALE=20`` tries more.
 """
