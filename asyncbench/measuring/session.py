@@ -16,8 +16,8 @@ from pathlib import Path
 
 from asyncbench.measuring import metadata
 from asyncbench.measuring.processes import reap_orphans
-from asyncbench.planning.settings import RunPlan, RunSettings, invocation, plan_run, replan
-from asyncbench.storing.records import RunMeta
+from asyncbench.planning.settings import RunPlan, RunSettings, plan_run, replan
+from asyncbench.storing.records import Invocation, RunMeta
 from asyncbench.storing.store import RunDir, StoreError, latest_run
 
 
@@ -91,3 +91,13 @@ def _open_run(plan: RunPlan, argv) -> tuple[RunDir, RunMeta]:
     run.write_meta(meta)
     run.point_latest(reports_dir)
     return run, meta
+
+
+def invocation(plan: RunPlan, argv, resumed: bool = False) -> Invocation:
+    """The record of one invocation of ``plan`` (``run.json``)."""
+    return Invocation(
+        started=time.time(), seed=plan.seed, settings=plan.settings.stored(),
+        cells=[c.cell_id for c in plan.cells], command=list(argv or sys.argv), resumed=resumed,
+        scenarios={name: asdict(s) for name, s in plan.scenarios.items()},
+        profile=plan.settings.plan_profile,
+    )  # fmt: skip

@@ -8,13 +8,11 @@ resume. Opening the run directory they land in is measuring's (``measuring.sessi
 from __future__ import annotations
 
 import random
-import sys
-import time
 from dataclasses import asdict, dataclass, replace
 
 from asyncbench.planning.plan import DEFAULT, FULL, QUICK, AAPair, Cell, Scenario, plan_cells
 from asyncbench.planning.scenario_files import resolve_scenarios
-from asyncbench.storing.records import Invocation, RunMeta
+from asyncbench.storing.records import RunMeta
 from asyncbench.storing.store import RunDir
 from servers.config import MysqlUrl, ServerConfig, redact_url
 from servers.registry import SIZED
@@ -177,13 +175,3 @@ def scenario_from_stored(data: dict) -> Scenario:
 
 def _scenario_names(cell_ids: list[str], scenarios: dict[str, Scenario]) -> list[str]:
     return [name for name in scenarios if any(c.startswith(f"{name}.") for c in cell_ids)]
-
-
-def invocation(plan: RunPlan, argv, resumed: bool = False) -> Invocation:
-    """The record of one invocation of ``plan`` (``run.json``)."""
-    return Invocation(
-        started=time.time(), seed=plan.seed, settings=plan.settings.stored(),
-        cells=[c.cell_id for c in plan.cells], command=list(argv or sys.argv), resumed=resumed,
-        scenarios={name: asdict(s) for name, s in plan.scenarios.items()},
-        profile=plan.settings.plan_profile,
-    )  # fmt: skip
