@@ -190,6 +190,8 @@ CONCURRENT_DELAYS = {
     "tornado-forked": (0.7 * CONCURRENCY / WORKERS, 1.25 * CONCURRENCY),
     "tornado-forked-reuseport": (0.7 * CONCURRENCY / WORKERS, 1.25 * CONCURRENCY),
     "tornado-coroutine": (1.0, 2.0),
+    "flask-gevent": (1.0, 2.0),  # greenlets: every request at once, on either worker
+    "fastapi-uvicorn": (1.0, 2.0),
     "tornado-threadpool": (0.9 * math.ceil(CONCURRENCY / THREADS),
                            1.25 * math.ceil(CONCURRENCY / THREADS)),
 }  # fmt: skip
