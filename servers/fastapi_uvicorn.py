@@ -324,8 +324,10 @@ def main(argv: list[str] | None = None) -> None:
         uvicorn.Server(uvicorn.Config(create_app(config), **uvicorn_options(config))).run()
         return
     os.environ.update({ARGV_ENV: json.dumps(config.to_argv()), **config.to_env()})
+    # The supervisor pings each worker and waits this long for an answer; on a stop the
+    # workers are gone and every ping waits it out (5 s by default) before SIGTERM is seen.
     uvicorn.run("servers.fastapi_uvicorn:worker_app", factory=True, workers=config.workers,
-                **uvicorn_options(config))  # fmt: skip
+                timeout_worker_healthcheck=1, **uvicorn_options(config))  # fmt: skip
 
 
 if __name__ == "__main__":
