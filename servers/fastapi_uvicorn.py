@@ -214,8 +214,7 @@ async def relay(ws: WebSocket, bus: AsyncBus, after: int) -> None:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            task.cancel()  # not awaited: awaiting the cancelled relay here hung now and then
     closing = next(iter(done)).result()
     if closing is not None:
         with contextlib.suppress(Exception):  # the member may have gone meanwhile
@@ -276,7 +275,15 @@ class CheckedUpgrades(HttpToolsProtocol):
     """uvicorn's httptools protocol, upgrading only a handshake ``room.check_upgrade`` accepts:
     any other reaches the app as a plain GET, refused with the JSON 400 of every model (the
     WebSocket libraries answer their own: a text "invalid Sec-WebSocket-Version header", a bare
-    426)."""
+    426). A request httptools cannot parse (e.g. a method it does not know, which gunicorn and
+    Tornado route to a 405) is a one-line JSON 400 too, and the connection closes."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = endpoints.error_body(msg)
+        head = (f"HTTP/1.1 400 Bad Request\r\ncontent-type: {endpoints.CONTENT_TYPE}\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")  # fmt: skip
+        self.transport.write(head.encode() + body)
+        self.transport.close()
 
     def _should_upgrade(self) -> bool:
         if not super()._should_upgrade():
