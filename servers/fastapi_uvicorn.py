@@ -25,13 +25,13 @@ from http.client import responses
 
 import aiohttp
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from servers import endpoints, room
 from servers.aio_mysql import MysqlPool
