@@ -51,7 +51,9 @@ SPARE_CONNECTIONS = 8
 class BlockingBus:
     """Publish and poll from any thread. Build it in the worker process (it owns connections)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, holders: int | None = None) -> None:
+        """``holders``: the threads (or greenlets) that may wait on it at once (default
+        ``config.threads``)."""
         self.hold_s = config.hold_s
         self._redis = None
         if config.redis_url:
@@ -64,7 +66,7 @@ class BlockingBus:
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_timeout=config.timeout_s,
                 retry=Retry(NoBackoff(), 0),
-                max_connections=2 * config.threads + SPARE_CONNECTIONS,
+                max_connections=2 * (holders or config.threads) + SPARE_CONNECTIONS,
             )
             self._publish = self._redis.register_script(PUBLISH_SCRIPT)
             self._poll = self._redis.register_script(POLL_SCRIPT)

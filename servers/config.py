@@ -25,6 +25,7 @@ _URL_ENVS = {"mysql_url": MYSQL_URL_ENV, "redis_url": REDIS_URL_ENV}
 # before thousands of processes or threads are forked.
 MAX_WORKERS = 512
 MAX_THREADS = 10_000
+MAX_WORKER_CONNECTIONS = 100_000
 MAX_PORT = 65535
 
 
@@ -94,6 +95,9 @@ class ServerConfig:
     port: int = 8000
     workers: int = 4  # multi-process models: worker processes
     threads: int = 64  # threaded models: threads per process (gthread worker, executor pool)
+    # gevent model: connections (one greenlet each) a worker serves at once; gunicorn's own
+    # default is 1000 (the registry's library_defaults)
+    worker_connections: int = 1024
     reuse_port: bool = False  # forked models: each child binds its own SO_REUSEPORT socket
     backlog: int = 2048  # listen() backlog, the same on every model
     upstream: str | None = None  # base URL of the slow upstream for /fetch
@@ -153,4 +157,6 @@ def parse_args(argv: list[str] | None, prog: str) -> ServerConfig:
         parser.error("--workers must be at least 1")
     if config.threads < 1:
         parser.error("--threads must be at least 1")
+    if config.worker_connections < 1:
+        parser.error("--worker-connections must be at least 1")
     return config

@@ -52,17 +52,47 @@ class RequestCounter:
         if self._map is not None:
             asyncio.get_running_loop().create_task(self._probe_lag())
 
+    def watch_hub(self) -> None:
+        """Measure the gevent hub's lag from now on (call in the monkey-patched process that
+        serves): how late a greenlet sleeping LAG_PROBE_S wakes, as for an asyncio loop."""
+        if self._map is not None:
+            import gevent  # only the gevent model has it loaded (and patched) by now
+
+            gevent.spawn(self._probe_hub, gevent.sleep)
+
     async def _probe_lag(self) -> None:
-        worst, since = 0.0, time.monotonic()
+        window = _LagWindow(self._store_lag)
         while True:
             due = time.monotonic() + LAG_PROBE_S
             await asyncio.sleep(LAG_PROBE_S)
-            worst = max(worst, time.monotonic() - due)
-            if time.monotonic() - since >= LAG_WINDOW_S:
-                with self._lock:
-                    self._lag_us = int(worst * 1e6)
-                    struct.pack_into(_FORMAT, self._map, 0, self._count, self._lag_us)
-                worst, since = 0.0, time.monotonic()
+            window.late(time.monotonic() - due)
+
+    def _probe_hub(self, sleep) -> None:
+        window = _LagWindow(self._store_lag)
+        while True:
+            due = time.monotonic() + LAG_PROBE_S
+            sleep(LAG_PROBE_S)
+            window.late(time.monotonic() - due)
+
+    def _store_lag(self, worst_s: float) -> None:
+        assert self._map is not None
+        with self._lock:
+            self._lag_us = int(worst_s * 1e6)
+            struct.pack_into(_FORMAT, self._map, 0, self._count, self._lag_us)
+
+
+class _LagWindow:
+    """The worst lateness seen over each LAG_WINDOW_S, handed to ``store`` as each one ends."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self._worst, self._since = 0.0, time.monotonic()
+
+    def late(self, seconds: float) -> None:
+        self._worst = max(self._worst, seconds)
+        if time.monotonic() - self._since >= LAG_WINDOW_S:
+            self._store(self._worst)
+            self._worst, self._since = 0.0, time.monotonic()
 
 
 def read_gauges(directory: Path) -> dict[int, tuple[int, int]]:

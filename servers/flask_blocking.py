@@ -61,14 +61,22 @@ def json_response(body: bytes, status: int = 200) -> Response:
     return Response(body, status=status, content_type=endpoints.CONTENT_TYPE)
 
 
-def create_app(config: ServerConfig, model: str = MODEL) -> Flask:
-    """The Flask app; build it in the worker process (its ``BlockingIO`` owns connections)."""
+def create_app(
+    config: ServerConfig, model: str = MODEL, *, warm: bool | None = None,
+    holders: int | None = None,
+) -> Flask:  # fmt: skip
+    """The Flask app; build it in the worker process (its ``BlockingIO`` owns connections).
+
+    ``warm``: open a MySQL connection now (default: on a sync worker, which serves on the thread
+    that loads the app; gthread does not). ``holders``: how many threads or greenlets of the
+    process may wait on the room's bus at once (default ``threads``)."""
     app = Flask(__name__)
     backend = BlockingIO(config)
-    if model == MODEL:  # a sync worker serves on the thread that loads the app; gthread does not
+    if model == MODEL if warm is None else warm:
         backend.warm()
-    bus = BlockingBus(config)
+    bus = BlockingBus(config, holders)
     counter = RequestCounter(config.stats_dir)
+    app.extensions["request_counter"] = counter
 
     @app.before_request
     def start_clock() -> None:
@@ -235,8 +243,10 @@ def gunicorn_options(config: ServerConfig, model: str = MODEL) -> dict[str, Any]
 class GunicornApp(BaseApplication):
     """Gunicorn configured from a dict, serving ``create_app(config)`` (loaded in each worker)."""
 
-    def __init__(self, config: ServerConfig, model: str, options: dict[str, Any]) -> None:
-        self.config, self.model, self.options = config, model, options
+    def __init__(
+        self, config: ServerConfig, model: str, options: dict[str, Any], app=create_app
+    ) -> None:
+        self.config, self.model, self.options, self.app = config, model, options, app
         super().__init__(prog=model)
 
     def load_config(self) -> None:
@@ -244,15 +254,16 @@ class GunicornApp(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return create_app(self.config, self.model)
+        return self.app(self.config, self.model)
 
 
-def serve(argv: list[str] | None, model: str, options) -> None:
-    """Parse the flags, check them, and run gunicorn with ``options(config)``."""
+def serve(argv: list[str] | None, model: str, options, app=create_app) -> None:
+    """Parse the flags, check them, and run gunicorn with ``options(config)``, each worker
+    serving ``app(config, model)``."""
     config = parse_args(argv, prog=model)
     exit_on_bad_config(config, model)
     exit_if_address_taken(config, model)
-    GunicornApp(config, model, options(config)).run()
+    GunicornApp(config, model, options(config), app).run()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,8 @@ COMMON_KNOBS = ("backlog", "timeout_s")
 GUNICORN_DEFAULT_THREADS = 1  # gunicorn --threads
 TORNADO_DEFAULT_MAX_CLIENTS = 10  # AsyncHTTPClient(max_clients=10)
 AIOMYSQL_DEFAULT_MAXSIZE = 10  # aiomysql.create_pool(maxsize=10)
+GUNICORN_DEFAULT_WORKER_CONNECTIONS = 1000  # gunicorn --worker-connections
+AIOHTTP_DEFAULT_LIMIT = 100  # aiohttp.TCPConnector(limit=100)
 
 
 def executor_default_threads() -> int:
@@ -38,14 +40,17 @@ def executor_default_threads() -> int:
 class Concurrency:
     """How many requests a model's own execution units can hold at once."""
 
-    name: str  # as the report says it: "workers", "workers × threads", "threads", "event loop"
-    unit: str  # what one slot is, in prose: "workers", "threads", "slots"
+    # as the report says it: "workers", "workers × threads", "threads",
+    # "workers × worker_connections", "event loop"
+    name: str
+    unit: str  # what one slot is, in prose: "workers", "threads", "greenlets", "slots"
 
     def slots(self, config: ServerConfig) -> float:
         return {
             "workers": config.workers,
             "workers × threads": config.workers * config.threads,
             "threads": config.threads,
+            "workers × worker_connections": config.workers * config.worker_connections,
             "event loop": math.inf,
         }[self.name]
 
@@ -54,6 +59,8 @@ class Concurrency:
             "workers": f"workers = {config.workers}",
             "workers × threads": f"workers × threads = {config.workers} × {config.threads}",
             "threads": f"threads = {config.threads}",
+            "workers × worker_connections": "workers × worker_connections = "
+            f"{config.workers} × {config.worker_connections}",
             "event loop": "one event loop (no slot limit)",
         }[self.name]
 
@@ -61,6 +68,9 @@ class Concurrency:
 PER_WORKER = Concurrency("workers", "workers")
 PER_THREAD = Concurrency("workers × threads", "threads")
 THREAD_POOL = Concurrency("threads", "threads")
+# A greenlet per connection, up to worker_connections per worker process (gunicorn's gevent
+# worker): a worker's greenlet count is its in-flight count.
+PER_GREENLET = Concurrency("workers × worker_connections", "greenlets")
 EVENT_LOOP = Concurrency("event loop", "slots")
 
 
@@ -86,6 +96,12 @@ class ModelSpec:
     # How many WebSockets it keeps open at once, when that differs from ``concurrency``: a
     # Tornado WebSocketHandler lives on the event loop whatever the HTTP handlers block on.
     socket_concurrency: Concurrency | None = None
+    # The event loop each of its processes serves every request on, named as the report names
+    # a one-process loop's limit (None: its handlers block a thread or a process instead).
+    loop: str | None = None
+    # What its pooled clients are called where their size caps the slots (``pooled_clients``).
+    client_pool: str = "AsyncHTTPClient max_clients"
+    db_pool: str = "aiomysql pool maxsize"
 
     def configure(self, config: ServerConfig, defaults: str = SIZED) -> ServerConfig:
         """``config`` as this model runs it: its fixed overrides, and library pool sizes when
@@ -129,9 +145,9 @@ class ModelSpec:
         limits = [(own, self.concurrency.describe(config))]
         if self.pooled_clients and resource == "upstream":
             cap = config.max_clients
-            limits.append((cap, f"AsyncHTTPClient max_clients = {cap}"))
+            limits.append((cap, f"{self.client_pool} = {cap}"))
         if self.pooled_clients and resource == "database":
-            limits.append((config.pool_size, f"aiomysql pool maxsize = {config.pool_size}"))
+            limits.append((config.pool_size, f"{self.db_pool} = {config.pool_size}"))
         if resource == "database" and db_max_connections:
             limits.append((db_max_connections, f"max_connections = {db_max_connections}"))
         return limits
@@ -208,6 +224,7 @@ MODELS: dict[str, ModelSpec] = {
             knobs=("max_clients", "pool_size"),
             library_defaults=lambda: {"max_clients": TORNADO_DEFAULT_MAX_CLIENTS,
                                       "pool_size": AIOMYSQL_DEFAULT_MAXSIZE},  # fmt: skip
+            loop="Tornado IOLoop (asyncio)",
         ),
         ModelSpec(
             name="tornado-threadpool",
@@ -224,6 +241,39 @@ MODELS: dict[str, ModelSpec] = {
             library_defaults=lambda: {"threads": executor_default_threads()},
             # Sockets stay open on the loop; only ``threads`` of them wait on the bus at once.
             socket_concurrency=EVENT_LOOP,
+        ),
+        ModelSpec(
+            name="flask-gevent",
+            module="servers.flask_gevent",
+            summary="The same Flask app on gunicorn gevent workers (monkey-patched): "
+            "workers × worker_connections greenlets at once, each worker one gevent hub",
+            concurrency=PER_GREENLET,
+            multi_process=True,
+            pooled_clients=False,
+            keep_alive=True,  # an idle kept-alive connection keeps its greenlet, not a thread
+            label="Flask (gevent)",
+            color="#666666",
+            knobs=("workers", "worker_connections"),
+            library_defaults=lambda: {"worker_connections": GUNICORN_DEFAULT_WORKER_CONNECTIONS},
+            loop="gevent hub",
+        ),
+        ModelSpec(
+            name="fastapi-uvicorn",
+            module="servers.fastapi_uvicorn",
+            summary="FastAPI async def routes on uvicorn (uvloop, httptools) in one process "
+            "(aiohttp, aiomysql, redis.asyncio)",
+            concurrency=EVENT_LOOP,
+            multi_process=False,
+            pooled_clients=True,
+            keep_alive=True,
+            label="FastAPI (uvicorn)",
+            color="#1f78b4",
+            knobs=("max_clients", "pool_size"),
+            library_defaults=lambda: {"max_clients": AIOHTTP_DEFAULT_LIMIT,
+                                      "pool_size": AIOMYSQL_DEFAULT_MAXSIZE},  # fmt: skip
+            overrides={"workers": 1},  # one process, like tornado-coroutine (--workers N: more)
+            loop="uvicorn loop (uvloop)",
+            client_pool="aiohttp connector limit",
         ),
     )
 }

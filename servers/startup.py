@@ -11,21 +11,32 @@ import socket
 import sys
 from urllib.parse import urlsplit
 
-from servers.config import MAX_PORT, MAX_THREADS, MAX_WORKERS, MysqlUrl, ServerConfig, redact_url
+from servers.config import (
+    MAX_PORT,
+    MAX_THREADS,
+    MAX_WORKER_CONNECTIONS,
+    MAX_WORKERS,
+    MysqlUrl,
+    ServerConfig,
+    redact_url,
+)
 from servers.room import MAX_HOLD_S
 
 _PR_SET_PDEATHSIG = 1
 
 
 def check_config(config: ServerConfig) -> None:
-    """Reject an unusable port, worker or thread count, ``--upstream``, MySQL or Redis URL or
-    hold timeout at startup (``ValueError``, one line)."""
+    """Reject an unusable port, worker, thread or connection count, ``--upstream``, MySQL or
+    Redis URL or hold timeout at startup (``ValueError``, one line)."""
     if not 0 <= config.port <= MAX_PORT:
         raise ValueError(f"--port must be from 0 to {MAX_PORT}, got {config.port}")
     if not 1 <= config.workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be from 1 to {MAX_WORKERS}, got {config.workers}")
     if not 1 <= config.threads <= MAX_THREADS:
         raise ValueError(f"--threads must be from 1 to {MAX_THREADS}, got {config.threads}")
+    if not 1 <= config.worker_connections <= MAX_WORKER_CONNECTIONS:
+        raise ValueError(f"--worker-connections must be from 1 to {MAX_WORKER_CONNECTIONS}, "
+                         f"got {config.worker_connections}")  # fmt: skip
     if config.upstream:
         parts = urlsplit(config.upstream)
         if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:

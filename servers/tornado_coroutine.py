@@ -3,10 +3,10 @@
 ``/sleep`` awaits ``asyncio.sleep``; ``/fetch`` uses ``AsyncHTTPClient`` (the simple client, a new
 connection per request, ``max_clients`` raised from Tornado's default of 10 so it is not a hidden
 cap, and an IP-literal upstream connected without a resolver hop: see ``LiteralResolver``);
-``/sql`` uses an ``aiomysql`` pool of up to ``pool_size`` connections. The client and the pool
-are created inside the running loop. ``/room/poll``, ``/room/send`` and ``/room/ws`` use
-``servers.bus_asyncio``: one Redis subscription fanned out to every held poll and open socket.
-SIGTERM/SIGINT stop it promptly and close the pools.
+``/sql`` uses an ``aiomysql`` pool of up to ``pool_size`` connections (``servers.aio_mysql``).
+The client and the pool are created inside the running loop. ``/room/poll``, ``/room/send``
+and ``/room/ws`` use ``servers.bus_asyncio``: one Redis subscription fanned out to every held
+poll and open socket. SIGTERM/SIGINT stop it promptly and close the pools.
 """
 
 from __future__ import annotations
@@ -16,22 +16,13 @@ import ipaddress
 import socket
 from typing import Any
 
-import aiomysql
-import pymysql
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.netutil import DefaultLoopResolver, Resolver
 
-from servers.backends import (
-    SLEEP_SQL,
-    database_unavailable,
-    delay_url,
-    mysql_detail,
-    no_database,
-    no_upstream,
-    upstream_failed,
-)
+from servers.aio_mysql import MysqlPool
+from servers.backends import delay_url, no_upstream, upstream_failed
 from servers.bus_asyncio import AsyncBus
-from servers.config import MysqlUrl, ServerConfig, parse_args
+from servers.config import ServerConfig, parse_args
 from servers.startup import exit_on_bad_config
 from servers.tornado_common import (
     AWAITING_ROOM_HANDLERS,
@@ -72,14 +63,14 @@ class LiteralResolver(Resolver):
 
 
 class AsyncIO:
-    """The non-blocking I/O of the process: one HTTP client, one lazily created MySQL pool."""
+    """The non-blocking I/O of the process: one HTTP client, one lazily created MySQL pool
+    (``servers.aio_mysql``)."""
 
     def __init__(self, config: ServerConfig) -> None:
         AsyncHTTPClient.configure(None, max_clients=config.max_clients, resolver=LiteralResolver())
         self.config = config
         self.client = AsyncHTTPClient()
-        self._pool: aiomysql.Pool | None = None
-        self._pool_lock = asyncio.Lock()
+        self.mysql = MysqlPool(config)
 
     async def run(self, endpoint: str, ms: int) -> None:
         """Do the work of ``/sleep``, ``/fetch`` or ``/sql`` for ``ms`` milliseconds."""
@@ -104,48 +95,11 @@ class AsyncIO:
             raise upstream_failed(f"HTTP {response.code}")
 
     async def sql(self, ms: int) -> None:
-        pool = await self._get_pool()
-        try:
-            async with pool.acquire() as conn:
-                await self._sleep_query(conn, ms)
-        except pymysql.MySQLError as exc:
-            raise database_unavailable(mysql_detail(exc)) from None
-
-    async def _sleep_query(self, conn: aiomysql.Connection, ms: int) -> None:
-        try:
-            async with asyncio.timeout(self.config.timeout_s), conn.cursor() as cur:
-                await cur.execute(SLEEP_SQL, (ms / 1000,))
-                await cur.fetchall()
-        except TimeoutError:
-            conn.close()  # a half-read result must not go back to the pool
-            raise database_unavailable("timeout") from None
-
-    async def _get_pool(self) -> aiomysql.Pool:
-        if self._pool is not None:
-            return self._pool
-        if not self.config.mysql_url:
-            raise no_database()
-        async with self._pool_lock:  # the first /sql requests may arrive together
-            if self._pool is None:
-                self._pool = await self._create_pool(self.config.mysql_url)
-        return self._pool
-
-    async def _create_pool(self, url: str) -> aiomysql.Pool:
-        try:
-            return await aiomysql.create_pool(
-                minsize=1,
-                maxsize=self.config.pool_size,
-                connect_timeout=self.config.timeout_s,
-                **MysqlUrl.parse(url).connect_kwargs(db_key="db"),
-            )
-        except pymysql.MySQLError as exc:
-            raise database_unavailable(mysql_detail(exc)) from None
+        await self.mysql.sql(ms)
 
     async def close(self) -> None:
         self.client.close()
-        if self._pool is not None:
-            self._pool.terminate()
-            await self._pool.wait_closed()
+        await self.mysql.close()
 
 
 async def serve(config: ServerConfig, sockets: list[socket.socket]) -> None:

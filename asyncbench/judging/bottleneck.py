@@ -115,8 +115,14 @@ def _server_cpu(row: Mapping) -> str | None:
     if cpu < SATURATED / 100 * usable:
         return None
     if processes == 1:
-        return f"server CPU: one process at {cpu:.0f}% of its one core"
+        return f"server CPU: one process at {cpu:.0f}% of its one core{_one_loop(row)}"
     return f"server CPU ({cpu:.0f}% of {usable / 100:.0f} cores)"
+
+
+def _one_loop(row: Mapping) -> str:
+    """`` (a one-process event loop: <its name>)`` for a model that serves on one, else ""."""
+    spec = MODELS.get(str(row.get("server")))
+    return f" (a one-process event loop: {spec.loop})" if spec and spec.loop else ""
 
 
 def _nothing_to_wait_on(row: Mapping) -> str | None:
@@ -130,7 +136,8 @@ def _nothing_to_wait_on(row: Mapping) -> str | None:
         return None
     spec = MODELS.get(str(row.get("server")))
     if server >= locust and spec is not None and not spec.multi_process:
-        return f"server CPU: one process at {server:.0f}% of its one core, Locust at {locust:.0f}%"
+        return (f"server CPU: one process at {server:.0f}% of its one core, Locust at "
+                f"{locust:.0f}%{_one_loop(row)}")  # fmt: skip
     if server >= locust:
         return f"server CPU ({server:.0f}%), Locust at {locust:.0f}% of a core"
     return f"load generator (busiest Locust process {locust:.0f}% of a core, server {server:.0f}%)"
@@ -194,6 +201,8 @@ def _late_loop(row: Mapping) -> str | None:
         return None
     if spec and spec.concurrency is PER_WORKER:
         return None
+    if spec and spec.loop:  # a hub that never yields runs about a whole wait late
+        return f"{spec.loop} (one per process): up to {lag:.0f} ms late, {short}"
     threads = _number(row.get("threads"))
     held = f" (the GIL, with {threads:.0f} threads)" if threads else ""
     return f"event loop{held}: up to {lag:.0f} ms late, {short}"

@@ -13,7 +13,9 @@ import psutil
 from servers import MODELS
 from servers.config import ServerConfig
 
-PACKAGES = ("tornado", "flask", "gunicorn", "locust", "pymysql", "aiomysql", "pandas", "pyarrow")
+PACKAGES = ("tornado", "flask", "gunicorn", "gevent", "fastapi", "starlette", "uvicorn", "uvloop",
+            "httptools", "aiohttp", "websockets", "locust", "pymysql", "aiomysql", "redis",
+            "pandas", "pyarrow")  # fmt: skip
 
 
 def machine_info() -> dict:

@@ -111,6 +111,13 @@ def cell(**facts) -> dict:
         ({"server": "tornado-threadpool", "slots": 64.0, "users": 64, "threads": 64,
           "predicted_rps": 640.0, "rps": 541.0, "cpu_server": 62.0, "loop_lag_max_ms": 81.6},
          "event loop (the GIL, with 64 threads): up to 82 ms late, 541 of 640 req/s"),
+        # a driver that never yields: a gevent hub as late as the wait, the cell short
+        ({"server": "flask-gevent", "slots": 8192.0, "users": 64, "workers": 4,
+          "predicted_rps": 640.0, "rps": 40.0, "cpu_server": 12.0, "loop_lag_max_ms": 100.4},
+         "gevent hub (one per process): up to 100 ms late, 40 of 640 req/s"),
+        ({"server": "fastapi-uvicorn", "slots": math.nan, "delay_ms": 0, "users": 32,
+          "cpu_server": 89.0, "cpu_locust_max": 70.0, "cpu_machine": 88.0},
+         "server CPU: one process at 89% of its one core (a one-process event loop: uvicorn"),
         # a late loop in a cell that kept up (a pause), or a short one in a cell that did not
         ({"server": "tornado-coroutine", "slots": math.nan, "users": 64, "predicted_rps": 640.0,
           "rps": 620.0, "cpu_server": 30.0, "loop_lag_max_ms": 80.0}, "offered load (64 users"),

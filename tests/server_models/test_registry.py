@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import ast
 import math
+from pathlib import Path
 
 import pytest
 
+import asyncbench
 from asyncbench.planning.kinds import KINDS, kind_of_endpoint
 from servers import MODELS
 from servers.config import ServerConfig
-from servers.registry import EVENT_LOOP, PER_THREAD, PER_WORKER, THREAD_POOL, ModelSpec
+from servers.registry import (
+    EVENT_LOOP,
+    PER_GREENLET,
+    PER_THREAD,
+    PER_WORKER,
+    THREAD_POOL,
+    ModelSpec,
+)
 
-CONFIG = ServerConfig(workers=4, threads=8, max_clients=100, pool_size=50)
+CONFIG = ServerConfig(workers=4, threads=8, max_clients=100, pool_size=50, worker_connections=30)
 
 
 def spec(concurrency, pooled: bool) -> ModelSpec:
@@ -28,6 +38,8 @@ def spec(concurrency, pooled: bool) -> ModelSpec:
         (PER_THREAD, False, "sleep", None, 32),  # workers × threads
         (THREAD_POOL, False, "fetch", None, 8),
         (THREAD_POOL, False, "sql", 6, 6),
+        (PER_GREENLET, False, "sleep", None, 120),  # workers × worker_connections
+        (PER_GREENLET, False, "sql", 64, 64),
         (EVENT_LOOP, True, "sleep", None, math.inf),
         (EVENT_LOOP, True, "fetch", None, 100),  # max_clients
         (EVENT_LOOP, True, "sql", None, 50),  # the pool
@@ -59,3 +71,25 @@ def test_kind_paths_and_bodies(kind):
     body = kind.expected_body(250)
     assert body.endswith(b"\n") and kind.name.encode() in body
     assert kind.proof is None or kind.proof in kind.services
+
+
+def test_limits_name_each_models_own_pools():
+    fastapi, tornado = MODELS["fastapi-uvicorn"], MODELS["tornado-coroutine"]
+    assert fastapi.slot_limit(CONFIG, "upstream", None) == "aiohttp connector limit = 100"
+    assert tornado.slot_limit(CONFIG, "upstream", None) == "AsyncHTTPClient max_clients = 100"
+    assert fastapi.slot_limit(CONFIG, "database", None) == "aiomysql pool maxsize = 50"
+    gevent = MODELS["flask-gevent"]
+    assert gevent.slot_limit(CONFIG, "upstream", None) == "workers × worker_connections = 4 × 30"
+    assert gevent.loop == "gevent hub" and fastapi.loop == "uvicorn loop (uvloop)"
+
+
+def test_the_harness_never_names_a_model():
+    """Everything about a model goes through its registry entry: no model name is a string
+    literal in the harness's code."""
+    names = set(MODELS)
+    found = []
+    for path in sorted(Path(asyncbench.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.name}:{node.lineno} {node.value!r}")
+    assert not found, found

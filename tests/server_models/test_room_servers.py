@@ -230,15 +230,17 @@ async def member(url: str, received: list[int], released: dict[int, float]) -> N
             after = message["id"]
 
 
-async def run_room(url: str, bus: MessageBus) -> tuple[list[list[int]], float, int]:
-    """MEMBERS members, all held, then MESSAGES sends at RATE_HZ.
+async def run_room(
+    url: str, bus: MessageBus, count: int = MEMBERS
+) -> tuple[list[list[int]], float, int]:
+    """``count`` members, all held, then MESSAGES sends at RATE_HZ.
 
     Returns what each member received, how long the first send took to reach every member, and
     Redis's connected clients while every member was held."""
-    received: list[list[int]] = [[] for _ in range(MEMBERS)]
+    received: list[list[int]] = [[] for _ in range(count)]
     released: dict[int, float] = {}
     members = [asyncio.create_task(member(url, r, released)) for r in received]
-    while (await asyncio.to_thread(bus.stats)).held < MEMBERS:
+    while (await asyncio.to_thread(bus.stats)).held < count:
         assert not any(m.done() for m in members), "a member stopped early"
         await asyncio.sleep(0.05)
     clients = await asyncio.to_thread(bus.connected_clients)
@@ -264,6 +266,27 @@ def test_coroutine_model_delivers_every_message_to_200_members(message_bus: Mess
     print(f"\n{MEMBERS} held polls released by one send in {release_s * 1000:.0f} ms; "
           f"{opened} Redis connections while they were held")  # fmt: skip
     assert release_s < 3
+
+
+ROOM_MEMBERS = 300
+# The models whose processes each hold every member on one event loop or hub
+HOLDING_ALL = ["flask-gevent", "fastapi-uvicorn"]
+
+
+@pytest.mark.parametrize("model", HOLDING_ALL)
+def test_greenlets_and_loops_deliver_every_message_to_300_members(
+    message_bus: MessageBus, model: str
+) -> None:
+    """300 held polls (every one held at once: a greenlet or a coroutine each), then 5 sends:
+    every member gets every message once, in order."""
+    config = room_config(message_bus, hold_s=30, model=model)
+    with server(model, config) as running:
+        received, release_s, _ = asyncio.run(run_room(running.url, message_bus, ROOM_MEMBERS))
+    assert all(ids == list(range(1, MESSAGES + 1)) for ids in received), "lost, out of order"
+    assert message_bus.stats().held_max >= ROOM_MEMBERS
+    print(f"\n{model}: {ROOM_MEMBERS} held polls released by one send in "
+          f"{release_s * 1000:.0f} ms")  # fmt: skip
+    assert release_s < 5
 
 
 # Blocking models: at most their slots --------------------------------------------------------

@@ -310,6 +310,30 @@ def test_thread_pool_connects_more_sockets_than_threads_and_relays_to_all(
     wait_until(lambda: message_bus.stats().sockets == 0, 5, "every socket to be uncounted")
 
 
+SOCKET_MEMBERS = 300
+
+
+@pytest.mark.parametrize("model", ["flask-gevent", "fastapi-uvicorn"])
+def test_300_sockets_each_get_every_message_once(
+    rooms: dict[str, Server], message_bus: MessageBus, model: str
+) -> None:
+    """300 open sockets (a greenlet or a coroutine each, none waiting for a slot), then 5
+    messages: each socket receives all 5, in order."""
+    running = rooms[model]
+    publisher = BlockingBus(ServerConfig(redis_url=message_bus.url))
+    with contextlib.ExitStack() as stack:
+        with ThreadPoolExecutor(32) as pool:
+            members = list(pool.map(lambda _: stack.enter_context(member(running)),
+                                    range(SOCKET_MEMBERS)))  # fmt: skip
+        wait_until(lambda: message_bus.stats().sockets == SOCKET_MEMBERS, 10, "open sockets")
+        outgoing = [room.Outgoing(f"to all {i}", float(i)) for i in range(5)]
+        expected = [room.message(publisher.publish(o), o) for o in outgoing]
+        with ThreadPoolExecutor(32) as pool:
+            got = list(pool.map(lambda m: receive(m, len(expected)), members))
+    assert all(frames == expected for frames in got)
+    wait_until(lambda: message_bus.stats().sockets == 0, 10, "every socket to be uncounted")
+
+
 # Redis failures ------------------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ import math
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from asyncbench.measuring.processes import free_port
 from asyncbench.measuring.services import Server, Upstream, server
 from loadtests.recording import parse_server_timing
 from servers import MODELS
-from servers.counters import read_counts
+from servers.counters import read_counts, read_gauges
 from servers.endpoints import CONTENT_TYPE, expected_body
 from servers.flask_blocking import GRACEFUL_TIMEOUT_S
 from servers.registry import LIBRARY, PER_WORKER
@@ -191,6 +193,8 @@ CONCURRENT_DELAYS = {
     "tornado-forked": (0.7 * CONCURRENCY / WORKERS, 1.25 * CONCURRENCY),
     "tornado-forked-reuseport": (0.7 * CONCURRENCY / WORKERS, 1.25 * CONCURRENCY),
     "tornado-coroutine": (1.0, 2.0),
+    "flask-gevent": (1.0, 2.0),  # greenlets: every request at once, on either worker
+    "fastapi-uvicorn": (1.0, 2.0),
     "tornado-threadpool": (0.9 * math.ceil(CONCURRENCY / THREADS),
                            1.25 * math.ceil(CONCURRENCY / THREADS)),
 }  # fmt: skip
@@ -452,3 +456,55 @@ def raw_exchange(url: str, data: bytes) -> bytes:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
     return b"".join(chunks)
+
+
+# The gevent model: drivers that yield --------------------------------------------------------
+
+SQL_OVERLAP = 20
+
+
+def test_gevent_sql_overlaps_on_one_worker(mariadb: Database) -> None:
+    """One gevent worker, SQL_OVERLAP simultaneous ``SELECT SLEEP``: PyMySQL on the patched
+    socket yields to the hub, so they take one round; unpatched, the hub would run them one
+    after another (SQL_OVERLAP rounds)."""
+    config = model_config(None, mariadb.url, "flask-gevent", workers=1)
+    with server("flask-gevent", config) as running:
+        concurrent_gets(running.url, "/sql?ms=50", SQL_OVERLAP)  # open the connections first
+        elapsed, results = concurrent_gets(running.url, f"/sql?ms={SLOW_MS}", SQL_OVERLAP)
+    assert results == [(200, expected_body("sql", SLOW_MS))] * SQL_OVERLAP
+    rounds = elapsed / (SLOW_MS / 1000)
+    print(f"\nflask-gevent, one worker: {SQL_OVERLAP} x {SLOW_MS} ms SELECT SLEEP in "
+          f"{elapsed:.2f} s ({rounds:.1f} rounds)")  # fmt: skip
+    assert rounds < 3, f"{elapsed:.2f} s: the queries did not overlap"
+
+
+def test_gevent_model_refuses_to_start_unpatched() -> None:
+    """A patch that did not happen (patch_all replaced by a no-op): one line, no server."""
+    code = ("import gevent.monkey as monkey; monkey.patch_all = lambda *a, **k: None; "
+            "import servers.flask_gevent as model; model.main(['--port', '0'])")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not monkey-patched: socket" in lines[0], done.stderr
+
+
+def test_gevent_hub_lag_is_measured(tmp_path) -> None:
+    """Each worker's hub reports its lag like an event loop's (a small one when idle)."""
+    config = model_config(None, None, "flask-gevent", stats_dir=str(tmp_path))
+    with server("flask-gevent", config) as running:
+        full_tree(running)
+        time.sleep(1.5)  # a lag window of 1 s, after the probe's first sleep
+        gauges = read_gauges(tmp_path)
+        workers = {p.pid for p in running.process.tree()[1:]}
+    assert workers <= set(gauges), (workers, gauges)
+    assert all(gauges[pid][1] < 200_000 for pid in workers), gauges  # µs
+
+
+def test_library_defaults_are_each_librarys_own() -> None:
+    gevent, fastapi = MODELS["flask-gevent"], MODELS["fastapi-uvicorn"]
+    config = model_config(None, None)
+    assert gevent.configure(config, LIBRARY).worker_connections == 1000
+    assert (fastapi.configure(config, LIBRARY).max_clients,
+            fastapi.configure(config, LIBRARY).pool_size) == (100, 10)  # fmt: skip
+    assert gevent.configure(config).worker_connections == 1024
