@@ -148,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="multi-process models' worker processes (default 4)")
     run.add_argument("--threads", type=int, default=ServerConfig.threads,
                      help="threaded models' threads per process (default 64)")
+    run.add_argument("--worker-connections", type=int, default=ServerConfig.worker_connections,
+                     help="greenlet models' connections per worker (default 1024)")
     run.add_argument("--defaults", choices=(SIZED, LIBRARY), default=SIZED,
                      help="pool sizes: the harness's fair ones (sized) or each library's own")
     run.add_argument("--spawn-rate", type=float, metavar="USERS_PER_S",
@@ -218,6 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=ServerConfig.workers)
     serve.add_argument("--threads", type=int, default=ServerConfig.threads)
+    serve.add_argument("--worker-connections", type=int,
+                       default=ServerConfig.worker_connections)
     serve.add_argument("--upstream", metavar="URL", help="base URL of the slow upstream for /fetch")
     serve.add_argument("--mysql-url", metavar="URL", help="MySQL/MariaDB for /sql")
     serve.add_argument("--redis-url", metavar="URL", help="Redis for the room (/room/*)")
@@ -292,7 +296,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         duration_s=args.duration, warmup_s=args.warmup,
         repeat=args.repeat or (2 if args.full else 1), full=args.full,
         second_repeats=not (args.quick or args.full or args.repeat), workers=args.workers,
-        threads=args.threads, defaults=args.defaults, spawn_rate=args.spawn_rate,
+        threads=args.threads, worker_connections=args.worker_connections,
+        defaults=args.defaults, spawn_rate=args.spawn_rate,
         reports_dir=args.out, mysql_url=args.mysql_url, quick=args.quick, seed=args.seed,
         new=args.new, rates=args.rate, arrival=args.arrival, locust_workers=args.locust_workers,
         expect_workers=args.expect_workers, master_bind=args.locust_master_bind,
@@ -345,8 +350,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     _check_can_listen(args.host, args.port)
     spec = MODELS[args.model]
-    config = spec.configure(ServerConfig(host=args.host, port=args.port, workers=args.workers,
-                                         threads=args.threads, upstream=args.upstream))  # fmt: skip
+    config = spec.configure(ServerConfig(
+        host=args.host, port=args.port, workers=args.workers, threads=args.threads,
+        worker_connections=args.worker_connections, upstream=args.upstream,
+    ))  # fmt: skip
     if args.mysql_url:
         os.environ[MYSQL_URL_ENV] = args.mysql_url
     if args.redis_url:

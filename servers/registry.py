@@ -98,6 +98,9 @@ class ModelSpec:
     socket_concurrency: Concurrency | None = None
     # The event loop each of its processes serves every request on, named as the report names
     # a one-process loop's limit (None: its handlers block a thread or a process instead).
+    # The models a reader weighs it against instead of a rewrite; each scenario's verdict says
+    # where it stands against them, with intervals.
+    compared_with: tuple[str, ...] = ()
     loop: str | None = None
     # What its pooled clients are called where their size caps the slots (``pooled_clients``).
     client_pool: str = "AsyncHTTPClient max_clients"
@@ -251,6 +254,7 @@ MODELS: dict[str, ModelSpec] = {
             multi_process=True,
             pooled_clients=False,
             keep_alive=True,  # an idle kept-alive connection keeps its greenlet, not a thread
+            compared_with=("tornado-coroutine", "flask-threaded", "tornado-threadpool"),
             label="Flask (gevent)",
             color="#666666",
             knobs=("workers", "worker_connections"),
@@ -266,6 +270,7 @@ MODELS: dict[str, ModelSpec] = {
             multi_process=False,
             pooled_clients=True,
             keep_alive=True,
+            compared_with=("tornado-coroutine", "flask-threaded", "tornado-threadpool"),
             label="FastAPI (uvicorn)",
             color="#1f78b4",
             knobs=("max_clients", "pool_size"),

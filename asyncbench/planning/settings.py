@@ -37,6 +37,7 @@ class RunSettings:
     repeat: int = DEFAULT_REPEATS
     workers: int = ServerConfig.workers
     threads: int = ServerConfig.threads
+    worker_connections: int = ServerConfig.worker_connections
     defaults: str = SIZED  # pool sizes: the harness's fair ones, or LIBRARY defaults
     spawn_rate: float | None = None  # overrides every scenario's spawn pattern
     reports_dir: str = "reports"
@@ -72,7 +73,8 @@ class RunSettings:
 
     def server_config(self) -> ServerConfig:
         """The configuration every model starts from (each adapts it: ``ModelSpec.configure``)."""
-        return ServerConfig(workers=self.workers, threads=self.threads)
+        return ServerConfig(workers=self.workers, threads=self.threads,
+                            worker_connections=self.worker_connections)
 
     @property
     def plan_profile(self) -> str:

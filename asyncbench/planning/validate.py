@@ -20,7 +20,14 @@ from urllib.parse import urlsplit
 
 from asyncbench.planning.plan import MAX_SECONDS, MAX_SPAWN_RATE, MAX_USERS
 from asyncbench.planning.scenario_files import resolve_scenarios
-from servers.config import MAX_PORT, MAX_THREADS, MAX_WORKERS, MysqlUrl, ServerConfig
+from servers.config import (
+    MAX_PORT,
+    MAX_THREADS,
+    MAX_WORKER_CONNECTIONS,
+    MAX_WORKERS,
+    MysqlUrl,
+    ServerConfig,
+)
 from servers.startup import check_config
 
 MAX_REPEAT = 1000
@@ -60,8 +67,8 @@ def check_serve(args: argparse.Namespace) -> None:
     _check_http_url("--upstream", args.upstream)
     _check_mysql_url(args.mysql_url)
     config = ServerConfig(host=args.host, port=args.port, workers=args.workers,
-                          threads=args.threads, upstream=args.upstream,
-                          redis_url=args.redis_url)  # fmt: skip
+                          threads=args.threads, worker_connections=args.worker_connections,
+                          upstream=args.upstream, redis_url=args.redis_url)  # fmt: skip
     try:
         check_config(config)  # what the model itself will check, so it cannot refuse later
     except ValueError as exc:
@@ -134,6 +141,7 @@ def _check_load(args: argparse.Namespace) -> None:
 def _check_processes(args: argparse.Namespace) -> None:
     _check_int("--workers", args.workers, 1, MAX_WORKERS)
     _check_int("--threads", args.threads, 1, MAX_THREADS)
+    _check_int("--worker-connections", args.worker_connections, 1, MAX_WORKER_CONNECTIONS)
 
 
 def _check_locust(args: argparse.Namespace, defaults: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from asyncbench.judging.noise import NoiseFloors
 from asyncbench.reporting import view
 from asyncbench.reporting.view import Section
 from asyncbench.storing.records import RunMeta
+from servers import MODELS
 
 GAP_WORTH_EXPLAINING = 0.10  # |measured / predicted - 1| above this is called out in the verdict
 CLEAR_WIN = 1.5  # "N×" from here on; below it, a percentage
@@ -64,6 +65,7 @@ def verdict(sec: Section, meta: RunMeta, floors: NoiseFloors) -> Verdict:
         )
         sentences.append(f"Median p99 there: {p99}. {winner['server']}'s p99 is "
                          + "; ".join(_p99(c.p99) for c in found) + ".")  # fmt: skip
+        sentences += alternatives_sentences(sec.cells, level, list(rows["server"]), floors)
     cost = _framework_cost(sec)
     if cost:  # no I/O: the framework's own cost decides, not one latency-bound level
         headline, sentences = cost, [headline, *sentences]
@@ -81,6 +83,36 @@ def verdict(sec: Section, meta: RunMeta, floors: NoiseFloors) -> Verdict:
         text = " and ".join(parts)
         sentences.append(text[0].upper() + text[1:] + " (see the table).")
     return Verdict(headline, " ".join(sentences))
+
+
+def alternatives_sentences(
+    cells: pd.DataFrame, level: float, present: list[str], floors: NoiseFloors
+) -> list[str]:
+    """Where each model people pick instead of a rewrite stands against the models its entry
+    names (``ModelSpec.compared_with``), at the comparison level: its throughput and p99 as
+    ratios of theirs, each with its interval and verdict."""
+    out = []
+    for model in present:
+        spec = MODELS.get(model)
+        against = [m for m in (spec.compared_with if spec else ()) if m in present]
+        if not against:
+            continue
+        found = analyze.compare_models(cells, level, model, against, floors)
+        parts = [f"throughput {_ratio_of(c.rps, 'higher')}, p99 {_ratio_of(c.p99, 'lower')}"
+                 for c in found]  # fmt: skip
+        out.append(f"{spec.label} against " + "; against ".join(
+            f"{c.other}: {part}" for c, part in zip(found, parts, strict=True)) + ".")
+    return out
+
+
+def _ratio_of(c: Comparison, better: str) -> str:
+    """E.g. ``0.98× (no clear difference; 95 % CI 0.95–1.01×)``; ``better`` is what a win is
+    ("higher" throughput, "lower" p99)."""
+    if c.verdict == "insufficient data":
+        return f"not comparable ({c.method})"
+    worse = {"higher": "lower", "lower": "higher"}[better]
+    word = {"wins": better, "loses": worse}.get(c.verdict, "no clear difference")
+    return f"{format_ratio(c.ratio)}× ({word}; {interval(c)})"
 
 
 def _framework_cost(sec: Section) -> str | None:
