@@ -72,7 +72,9 @@ def create_app(
     process may wait on the room's bus at once (default ``threads``)."""
     app = Flask(__name__)
     backend = BlockingIO(config)
-    if model == MODEL if warm is None else warm:
+    if warm is None:
+        warm = model == MODEL
+    if warm:
         backend.warm()
     bus = BlockingBus(config, holders)
     counter = RequestCounter(config.stats_dir)

@@ -72,6 +72,9 @@ THREAD_POOL = Concurrency("threads", "threads")
 # worker): a worker's greenlet count is its in-flight count.
 PER_GREENLET = Concurrency("workers × worker_connections", "greenlets")
 EVENT_LOOP = Concurrency("event loop", "slots")
+# What a model people pick instead of a rewrite is weighed against: coroutine Tornado (the
+# rewrite) and the thread pools (the other no-rewrite remedy).
+INSTEAD_OF_A_REWRITE = ("tornado-coroutine", "flask-threaded", "tornado-threadpool")
 
 
 @dataclass(frozen=True)
@@ -96,11 +99,11 @@ class ModelSpec:
     # How many WebSockets it keeps open at once, when that differs from ``concurrency``: a
     # Tornado WebSocketHandler lives on the event loop whatever the HTTP handlers block on.
     socket_concurrency: Concurrency | None = None
-    # The event loop each of its processes serves every request on, named as the report names
-    # a one-process loop's limit (None: its handlers block a thread or a process instead).
     # The models a reader weighs it against instead of a rewrite; each scenario's verdict says
     # where it stands against them, with intervals.
     compared_with: tuple[str, ...] = ()
+    # The event loop each of its processes serves every request on, named as the report names
+    # a one-process loop's limit (None: its handlers block a thread or a process instead).
     loop: str | None = None
     # What its pooled clients are called where their size caps the slots (``pooled_clients``).
     client_pool: str = "AsyncHTTPClient max_clients"
@@ -254,7 +257,7 @@ MODELS: dict[str, ModelSpec] = {
             multi_process=True,
             pooled_clients=False,
             keep_alive=True,  # an idle kept-alive connection keeps its greenlet, not a thread
-            compared_with=("tornado-coroutine", "flask-threaded", "tornado-threadpool"),
+            compared_with=INSTEAD_OF_A_REWRITE,
             label="Flask (gevent)",
             color="#666666",
             knobs=("workers", "worker_connections"),
@@ -270,7 +273,7 @@ MODELS: dict[str, ModelSpec] = {
             multi_process=False,
             pooled_clients=True,
             keep_alive=True,
-            compared_with=("tornado-coroutine", "flask-threaded", "tornado-threadpool"),
+            compared_with=INSTEAD_OF_A_REWRITE,
             label="FastAPI (uvicorn)",
             color="#1f78b4",
             knobs=("max_clients", "pool_size"),
