@@ -63,7 +63,12 @@ class AsyncIO:
         await {"sleep": self.sleep, "fetch": self.fetch, "sql": self.mysql.sql}[endpoint](ms)
 
     async def sleep(self, ms: int) -> None:
+        # uvloop's timers fire up to 1 ms early (libuv truncates its clock to whole ms:
+        # MagicStack/uvloop#739); every model waits at least ``ms``, so wait out the rest.
+        deadline = time.perf_counter() + ms / 1000
         await asyncio.sleep(ms / 1000)
+        while (left := deadline - time.perf_counter()) > 0:
+            await asyncio.sleep(left)
 
     async def fetch(self, ms: int) -> None:
         if not self.config.upstream:
