@@ -137,6 +137,10 @@ class ModelSpec:
         """WebSockets it holds open at once (``math.inf``: no limit but memory)."""
         return float((self.socket_concurrency or self.concurrency).slots(config))
 
+    def socket_limit(self, config: ServerConfig) -> str:
+        """What binds the WebSockets it holds open at once, in words."""
+        return (self.socket_concurrency or self.concurrency).describe(config)
+
     def slot_limit(
         self, config: ServerConfig, resource: str | None, db_max_connections: int | None
     ) -> str:

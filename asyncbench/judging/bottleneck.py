@@ -69,6 +69,30 @@ def name_bottleneck(row: Mapping) -> str:
     return "offered load"
 
 
+def name_room_limit(row: Mapping) -> str:
+    """The binding limit of one measured room cell, in words: the load generator, the server's
+    or the machine's CPU, as for a request cell; else the members its model holds at once,
+    where the room has more (the others wait to be accepted, or never get a socket); else the
+    room itself, its members and message rate."""
+    for rule in (_load_generator, _server_cpu, _machine, _room_slots):
+        found = rule(row)
+        if found:
+            return found
+    members, rate = _number(row.get("users")), _number(row.get("message_rate"))
+    if members and rate:
+        return f"offered load ({members:,.0f} members, {rate:g} messages/s)"
+    return "offered load"
+
+
+def _room_slots(row: Mapping) -> str | None:
+    slots, members = _number(row.get("slots")), _number(row.get("users"))
+    if not (slots and members) or members <= slots:
+        return None
+    named = row.get("slot_limit")
+    named = named if isinstance(named, str) and named else f"{slots:.0f} members at once"
+    return f"slots: {named} ({members:,.0f} members)"
+
+
 def _load_generator(row: Mapping) -> str | None:
     """Locust saturated, unless the server is busier still for its cores (each passes every
     request to the other: measured in CI, server 89 % and Locust 86 % of a core on hello)."""

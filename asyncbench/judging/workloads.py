@@ -58,8 +58,8 @@ class Room:
         return room_columns(stats, usage, judgement, stats.delivered / (end - start))
 
     def derived(self, row) -> dict:
-        """The request rules name no room's limit: its members held against its slots do."""
-        return {}
+        """Its named limit (``bottleneck.name_room_limit``)."""
+        return {"bottleneck": bottleneck.name_room_limit(row)}
 
     def reevaluate(self, row: pd.Series, facts: dict[str, pd.DataFrame], stored_usage) -> dict:
         messages = facts["messages"]

@@ -308,7 +308,7 @@ def _base_result(
     model, workload = MODELS[cell.server], workload_of(scenario.kind)
     slots = workload.slots(scenario, model, config, ctx.db_max_connections)
     users = _rate_users(cell.rate, scenario) if cell.rate else cell.users
-    limit = model.slot_limit(config, scenario.kind.waits_on, ctx.db_max_connections)
+    limit = workload.slot_limit(scenario, model, config, ctx.db_max_connections)
     return CellResult(
         cell_id=cell.cell_id, scenario=cell.scenario, server=cell.server, users=users,
         rate=cell.rate, target=ctx.settings.target,
@@ -318,7 +318,7 @@ def _base_result(
         predicted_rps=predicted_rps(users, slots, scenario.delay_ms, cell.rate),
         warmup_s=scenario.warmup_s, measure_s=scenario.measure_s, order=order,
         started_at=time.time(), threads=config.threads if "threads" in model.knobs else None,
-        slot_limit=limit if scenario.kind.predicted else "", spawn=scenario.spawn,
+        slot_limit=limit, spawn=scenario.spawn,
         defaults=ctx.settings.defaults, replica=cell.replica, repeat_reason=cell.why,
         **workload.base_fields(scenario, users, slots),
     )  # fmt: skip

@@ -47,6 +47,12 @@ class RequestResponse:
     def slots(self, scenario, model, config, db_max_connections: int | None) -> float | None:
         return scenario.kind.slots(model, config, db_max_connections)
 
+    def slot_limit(self, scenario, model, config, db_max_connections: int | None) -> str:
+        """What binds the slots, in words (none where the queueing prediction does not apply)."""
+        if not scenario.kind.predicted:
+            return ""
+        return model.slot_limit(config, scenario.kind.waits_on, db_max_connections)
+
     def base_fields(self, scenario, users: int, slots: float | None) -> dict:
         return {}
 
@@ -119,6 +125,12 @@ class Room:
         if transport(scenario.transport).persistent:
             return model.socket_slots(config)
         return model.slots(config, None, None)
+
+    def slot_limit(self, scenario, model, config, db_max_connections: int | None) -> str:
+        """What binds the members held at once, in words: the room's limit names it."""
+        if transport(scenario.transport).persistent:
+            return model.socket_limit(config)
+        return model.slot_limit(config, None, None)
 
     def base_fields(self, scenario, users: int, slots: float | None) -> dict:
         return {"transport": scenario.transport, "message_rate": scenario.message_rate,

@@ -10,7 +10,7 @@ import pandas as pd
 
 from asyncbench.planning.transports import TRANSPORTS, transport
 from asyncbench.reporting import figures, view
-from asyncbench.reporting.tables import Column, level_table
+from asyncbench.reporting.tables import LIMIT, Column, level_table
 from asyncbench.reporting.verdicts import Verdict
 from asyncbench.reporting.view import Section
 
@@ -56,6 +56,7 @@ COLUMNS = (
     Column("CPU server · locust · all",
            lambda r: view.cpus(r["cpu_server"], r["cpu_locust"], r["cpu_machine"]),
            lambda c: view.cpus(c["cpu_server"], c["cpu_locust"], c.get("cpu_machine"))),
+    LIMIT,
 )  # fmt: skip
 
 

@@ -262,14 +262,20 @@ def background(shade: float) -> str:
 def _limits(judged: pd.DataFrame) -> str:
     """The named limit of the top model and of the slowest, e.g. ``Why: A — offered load (64
     users, 100 ms each); B — slots: workers = 4.``"""
+    return _why(_named_limits(judged))
+
+
+def _named_limits(judged: pd.DataFrame) -> list[str]:
     if "bottleneck" not in judged:
-        return ""
+        return []
     ends = judged.iloc[[0, -1]] if len(judged) > 1 else judged.iloc[[0]]
-    named = [(r["server"], short_limit(r["bottleneck"])) for _, r in ends.iterrows()
-             if isinstance(r["bottleneck"], str) and r["bottleneck"]]  # fmt: skip
-    if not named:
-        return ""
-    return "Why: " + "; ".join(f"{model} — {limit}" for model, limit in named) + "."
+    return [f"{r['server']} — {short_limit(r['bottleneck'])}" for _, r in ends.iterrows()
+            if isinstance(r["bottleneck"], str) and r["bottleneck"]]  # fmt: skip
+
+
+def _why(clauses: list[str]) -> str:
+    """One sentence: ``Why: `` and the clauses, or "" without any."""
+    return "Why: " + "; ".join(clauses) + "." if clauses else ""
 
 
 def short_limit(text: str) -> str:
@@ -280,17 +286,17 @@ def short_limit(text: str) -> str:
 
 
 def _room_why(judged: pd.DataFrame, sec: Section, level: float) -> str:
-    """A room's named limits when its cells have them; else which models held (or connected)
-    fewer than every member: the slots that set the delivery p99."""
-    named = _limits(judged)
-    if named:
-        return named
+    """The named limits of the row's best and worst delivery (stored runs from before rooms
+    had limits name none), and which models held (or connected) fewer than every member: the
+    slots that set the delivery p99, or left members without a socket. One sentence."""
+    clauses = _named_limits(judged)
     rows = sec.agg[(sec.agg["load"] == level) & sec.agg["delivery_p99_ms"].notna()]
     socket = rows["members_connected"].notna().any()
     column = "members_connected" if socket else "members_held_max"
     short = rows[rows[column] < rows["load"]]
-    if short.empty:
-        return ""
-    counts = ", ".join(f"{r['server']} {r[column]:,.0f}" for _, r in short.iterrows())
-    what = "connected" if socket else "held at once"
-    return f"Why: fewer than all {level:,.0f} members {what}: {counts}."
+    if len(short):
+        counts = ", ".join(f"{r['server']} {r[column]:,.0f}" for _, r in short.iterrows())
+        fewer = (f"connected fewer than all {level:,.0f} members" if socket
+                 else f"held fewer than all {level:,.0f} members at once")  # fmt: skip
+        clauses.append(f"{fewer}: {counts}")
+    return _why(clauses)

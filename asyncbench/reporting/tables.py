@@ -74,6 +74,9 @@ def _load(r: pd.Series) -> str:
     return f"{r['load']:g}"
 
 
+# The binding limit the judging named (``judging.bottleneck``), a level's most common.
+LIMIT = Column("limit", lambda r: r.get("bottleneck") or "", lambda c: c.get("bottleneck") or "")
+
 COMMON = (
     Column("users", _load, _load),
     Column("repeats", lambda r: f"{r['repeats']}/{r['cells']}", lambda c: c["status"]),
@@ -95,7 +98,7 @@ COMMON = (
     Column("accept queue · loop lag ms",
            lambda r: _pair(r["accept_queue_max"], r["loop_lag_max_ms"]),
            lambda c: _pair(c.get("accept_queue_max"), c.get("loop_lag_max_ms"))),
-    Column("limit", lambda r: r.get("bottleneck") or "", lambda c: c.get("bottleneck") or ""),
+    LIMIT,
     Column("RSS MB · KB/req", lambda r: _memory(r["rss_server_mb"], r["rss_per_inflight_kb"]),
            lambda c: _memory(c["rss_server_mb"], c.get("rss_per_inflight_kb"))),
     Column("busiest worker", lambda r: _share(r["busiest_process_share"], r["workers"]),

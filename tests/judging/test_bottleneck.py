@@ -11,6 +11,7 @@ from asyncbench.judging.bottleneck import (
     columns,
     demands,
     name_bottleneck,
+    name_room_limit,
     slot_use,
 )
 
@@ -163,3 +164,36 @@ def test_service_demands_are_cpu_ms_per_request():
 )
 def test_what_is_sure_of_how_users_use_the_slots(server, users, slots, expected):
     assert slot_use(server, users, slots, 4) == expected
+
+
+def room_cell(**facts) -> dict:
+    """A stored room row: 100 members on flask-blocking's 4 workers, nothing saturated."""
+    base = {"server": "flask-blocking", "workers": 4, "users": 100, "slots": 4.0,
+            "slot_limit": "workers = 4", "message_rate": 2.0, "transport": "long-poll",
+            "cpu_server": 15.0, "cpu_locust_max": 12.0, "cpu_machine": 18.0}  # fmt: skip
+    return {**base, **facts}
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ({}, "slots: workers = 4 (100 members)"),
+        # a run stored before rooms recorded what binds their slots
+        ({"slot_limit": float("nan")}, "slots: 4 members at once (100 members)"),
+        ({"users": 4}, "offered load (4 members, 2 messages/s)"),
+        # measured in a default run: 1,000 long-poll members on one asyncio loop, p99 1.6 s
+        ({"server": "tornado-coroutine", "workers": 4, "users": 1000, "slots": math.nan,
+          "cpu_server": 98.9, "cpu_machine": 76.2, "cpu_locust_max": 41.0},
+         "server CPU: one process at 99% of its one core (a one-process event loop: "),
+        # flask-threaded's 4 × 64 threads held 256 of 1,000 sockets
+        ({"server": "flask-threaded", "users": 1000, "slots": 256.0,
+          "slot_limit": "workers × threads = 4 × 64", "transport": "websocket"},
+         "slots: workers × threads = 4 × 64 (1,000 members)"),
+        ({"server": "tornado-forked", "users": 1000, "slots": math.nan,
+          "transport": "websocket"}, "offered load (1,000 members, 2 messages/s)"),
+        ({"cpu_locust_max": 95.0}, "load generator"),
+        ({"cpu_machine": 97.0}, "machine CPU (97% of all cores)"),
+    ],
+)
+def test_a_room_names_its_limit_as_a_request_cell_would_then_by_its_members(facts, expected):
+    assert name_room_limit(room_cell(**facts)).startswith(expected)

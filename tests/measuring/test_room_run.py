@@ -91,6 +91,8 @@ def test_coroutine_socket_room_delivers_every_message_to_200_members(sockets):
     assert row["delivered"] == 200 * row["messages"]
     assert row["members_held_max"] >= 195  # sockets stay open: the gauge sees them all
     assert row["delivery_p99_ms"] < 1000 and row["probe_p99_ms"] < 500
+    # nothing saturated at a message a second: the room itself sets the pace
+    assert row["bottleneck"].startswith(("offered load (200 members", "server CPU")), row
 
 
 @pytest.mark.parametrize("model", ["tornado-coroutine", "flask-blocking"])
@@ -100,7 +102,8 @@ def test_the_report_rejudges_a_socket_room_as_the_run_did(sockets, model):
                                run.messages())  # fmt: skip
     stored = cell(run, model)
     again = cells[cells["server"] == model].iloc[0]
-    for column in ("status", "delivered", "lost", "members_connected", "delivery_p99_ms"):
+    for column in ("status", "delivered", "lost", "members_connected", "delivery_p99_ms",
+                   "bottleneck"):
         assert again[column] == stored[column], column
 
 
@@ -111,6 +114,9 @@ def test_a_two_worker_blocking_model_connects_two_sockets_and_reports_the_rest(s
     assert row["predicted_held"] == 2
     assert row["lost"] == 0  # the connected members got every message; the others are
     assert row["delivered"] == row["members_connected"] * row["messages"]  # not connected
+    # the cell names why the rest waited: the 2 workers its registry entry says bind sockets
+    assert row["slot_limit"] == "workers = 2"
+    assert row["bottleneck"] == "slots: workers = 2 (6 members)", row["bottleneck"]
 
 
 @pytest.mark.parametrize("scenario", ["room-longpoll", "room-websocket"])

@@ -179,7 +179,15 @@ def test_the_verdict_under_a_row_is_the_headline_and_one_sentence_of_why():
     held = room([("tornado-coroutine", 100, 50.0), ("flask-blocking", 100, 80.0)])
     held.agg.loc[held.agg["server"] == "flask-blocking", "members_held_max"] = 4
     assert table(held)["rows"][0]["why"] == (
-        "Why: fewer than all 100 members held at once: flask-blocking 4.")
+        "Why: held fewer than all 100 members at once: flask-blocking 4.")
+    held.agg["bottleneck"] = held.agg["server"].map({
+        "tornado-coroutine": "offered load (100 members, 2 messages/s)",
+        "flask-blocking": "slots: workers = 4 (100 members)"})  # fmt: skip
+    said = table(held)["rows"][0]["why"]
+    assert said == ("Why: tornado-coroutine — offered load (100 members, 2 messages/s); "
+                    "flask-blocking — slots: workers = 4 (100 members); held fewer than all "
+                    "100 members at once: flask-blocking 4.")  # fmt: skip
+    assert len(re.findall(r"\.(?:\s|$)", f"{row['headline']} {said}")) <= 2
 
 
 def test_a_room_is_compared_where_the_most_models_were_judged_not_at_its_largest_level():
