@@ -152,10 +152,15 @@ def _throughput_note(cells: pd.DataFrame) -> str:
     if kept.empty or "rps_rel_stderr" not in kept or kept["rps_rel_stderr"].isna().all():
         return ""
     worst = kept.loc[kept["rps_rel_stderr"].idxmax()]
-    methods = ", ".join(sorted(set(kept["rps_method"].dropna()) - {""}))  # rooms have none
-    return (f"Throughput: {methods}; the count-based figure is kept beside it in results.csv "
-            f"(rps_count). Worst standard error among included cells: "
-            f"{worst['rps_rel_stderr']:.2%} ({worst['cell_id']}).")  # fmt: skip
+    # "closed-loop per process (4: completions, cycles)" and its kin are one method: each
+    # cell's own detail is its rps_method in results.csv.
+    methods = kept["rps_method"].dropna().astype(str).str.split(" (", regex=False).str[0]
+    counts = methods[methods != ""].value_counts()  # rooms have none
+    listed = ", ".join(f"{name} ({n} {'cell' if n == 1 else 'cells'})"
+                       for name, n in sorted(counts.items()))  # fmt: skip
+    return (f"Throughput: {listed}; each cell's method is its rps_method in results.csv, the "
+            f"count-based figure beside it (rps_count). Worst standard error among included "
+            f"cells: {worst['rps_rel_stderr']:.2%} ({worst['cell_id']}).")  # fmt: skip
 
 
 def _sections(meta: RunMeta, cells: pd.DataFrame, agg: pd.DataFrame) -> list[Section]:

@@ -361,9 +361,15 @@ def test_the_throughput_note_names_only_the_methods_used():
     from asyncbench.reporting.report import _throughput_note
 
     cells = pd.DataFrame({
-        "cell_id": ["sleep.a.u1.r1", "room.a.u10.r1"], "included": [True, True],
-        "rps_rel_stderr": [0.004, float("nan")], "rps_method": ["closed-loop cycles", ""],
+        "cell_id": ["sleep.a.u1.r1", "room.a.u10.r1", "sleep.b.u8.r1", "sleep.b.u64.r1"],
+        "included": [True, True, True, True],
+        "rps_rel_stderr": [0.004, float("nan"), 0.002, 0.003],
+        "rps_method": ["closed-loop cycles", "", "closed-loop per process (4: completions)",
+                       "closed-loop per process (3: completions, cycles)"],
     })  # fmt: skip
     note = _throughput_note(cells)
-    assert note.startswith("Throughput: closed-loop cycles; ")
+    # one entry a method, however many ways its cells split (a default run listed 6 kinds of
+    # "closed-loop per process" on the first screen)
+    assert note.startswith(
+        "Throughput: closed-loop cycles (1 cell), closed-loop per process (2 cells); ")
     assert "0.40% (sleep.a.u1.r1)" in note
