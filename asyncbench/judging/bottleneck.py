@@ -57,16 +57,13 @@ def columns(row: Mapping) -> dict:
 def name_bottleneck(row: Mapping) -> str:
     """The binding limit of one measured cell, in words."""
     # A server pegged at its cores limits the cell even when the machine is busy too.
-    for rule in (_load_generator, _server_cpu, _machine, _auxiliary, _idle_slots, _slots,
-                 _unbalanced, _late_loop, _round_trip, _short_of_slots,
-                 _nothing_to_wait_on):  # fmt: skip
-        found = rule(row)
-        if found:
-            return found
+    found = _first_named(row, (_load_generator, _server_cpu, _machine, _auxiliary, _idle_slots,
+                               _slots, _unbalanced, _late_loop, _round_trip, _short_of_slots,
+                               _nothing_to_wait_on))  # fmt: skip
     users, delay = _number(row.get("users")), _number(row.get("delay_ms"))
-    if delay and users:
-        return f"offered load ({users:.0f} users, {delay:.0f} ms each)"
-    return "offered load"
+    if found or not (delay and users):
+        return found or "offered load"
+    return f"offered load ({users:.0f} users, {delay:.0f} ms each)"
 
 
 def name_room_limit(row: Mapping) -> str:
@@ -74,14 +71,16 @@ def name_room_limit(row: Mapping) -> str:
     or the machine's CPU, as for a request cell; else the members its model holds at once,
     where the room has more (the others wait to be accepted, or never get a socket); else the
     room itself, its members and message rate."""
-    for rule in (_load_generator, _server_cpu, _machine, _room_slots):
-        found = rule(row)
-        if found:
-            return found
+    found = _first_named(row, (_load_generator, _server_cpu, _machine, _room_slots))
     members, rate = _number(row.get("users")), _number(row.get("message_rate"))
-    if members and rate:
-        return f"offered load ({members:,.0f} members, {rate:g} messages/s)"
-    return "offered load"
+    if found or not (members and rate):
+        return found or "offered load"
+    return f"offered load ({members:,.0f} members, {rate:g} messages/s)"
+
+
+def _first_named(row: Mapping, rules) -> str | None:
+    """The limit the first rule that holds names."""
+    return next((found for rule in rules if (found := rule(row))), None)
 
 
 def _room_slots(row: Mapping) -> str | None:
