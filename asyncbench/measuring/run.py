@@ -27,7 +27,9 @@ from asyncbench.storing.store import DiskFullError, RunDir, is_disk_full_error
 from loadtests.protocol import Progress
 from servers import MODELS
 
-CELL_OVERHEAD_S = 2.0  # start-up, verification, stops and storing: 2.1 s a cell in a default run
+# Start-up, verification, drain, stops and storing: 1.5-1.65 s a cell outside its warm-up and
+# window in three seven-model runs (run.json phases: 20261207-152558, -154931, -161818).
+CELL_OVERHEAD_S = 1.6
 LOCUST_RPS_CEILING = 2000  # about what one Locust process drives on this class of machine
 CEILING_MARGIN = 0.9  # warn when a model should reach 90 % of that ceiling
 OPEN_FILES_SPARE = 256  # files a Locust process needs besides its members' connections
@@ -256,8 +258,13 @@ def _record_configuration(ctx: CellContext, meta: RunMeta, models: set[str]) -> 
 
 
 def _expected_s(scenario: Scenario) -> float:
-    """How long a cell takes, for the ETA."""
-    return CELL_OVERHEAD_S + scenario.warmup_s + scenario.measure_s
+    """How long a cell takes, for the ETA: its overhead, its longest warm-up, and its window; an
+    adaptive window's halfway between its floor and its cap (the default runs' 2-3 s windows
+    averaged 2.61 s; at the cap, 127 planned cells were "about 14 min" and took 11.6)."""
+    window = scenario.measure_s
+    if scenario.measure_min_s:
+        window = (min(scenario.measure_min_s, scenario.measure_s) + scenario.measure_s) / 2
+    return CELL_OVERHEAD_S + scenario.warmup_s + window
 
 
 def _warn_about_ceiling(plan: RunPlan, hooks: RunHooks) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,8 @@ import pytest
 
 from asyncbench.cli import run_and_report
 from asyncbench.judging import analyze
-from asyncbench.measuring.run import RunSettings, run_matrix
+from asyncbench.measuring.run import CELL_OVERHEAD_S, RunSettings, _expected_s, run_matrix
+from asyncbench.planning.plan import Scenario
 from asyncbench.storing.migrate import SCHEMA_VERSION
 from asyncbench.storing.records import CellResult
 from asyncbench.storing.store import RunDir
@@ -315,3 +317,13 @@ def test_the_ceiling_warning_counts_polls_not_socket_frames():
     _warn_about_ceiling(RunPlan(RunSettings(), rooms, [], 1), Hooks())
     polls = [m for m in said if "polls/s" in m]
     assert len(polls) == 1 and polls[0].startswith("room-longpoll: 1000 members")
+
+
+def test_the_eta_counts_an_adaptive_window_halfway_between_its_floor_and_cap():
+    """A default run announced its 127 planned cells as "about 14 min" (every window at its cap)
+    and measured them in 11.6; its 2-3 s windows averaged 2.61 s."""
+    adaptive = Scenario("sleep", "", "/sleep", 100, (8,), warmup_s=1.0, measure_s=3.0,
+                        servers=(), measure_min_s=2.0)  # fmt: skip
+    fixed = replace(adaptive, measure_min_s=None)
+    assert _expected_s(adaptive) == pytest.approx(CELL_OVERHEAD_S + 1.0 + 2.5)
+    assert _expected_s(fixed) == pytest.approx(CELL_OVERHEAD_S + 1.0 + 3.0)
