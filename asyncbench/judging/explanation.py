@@ -19,13 +19,18 @@ from servers.registry import PER_WORKER
 def with_explained_prediction(cells: pd.DataFrame) -> pd.DataFrame:
     """Each closed-loop request cell's second prediction (``predict.explained_rps``), from the
     overhead and CPU demands its model showed at its lowest load, and whether it explains the
-    measurement within ``EXPLAINED_WITHIN``."""
+    measurement within ``EXPLAINED_WITHIN``; none where that lowest load queued for slots."""
     cells = cells.assign(explained_rps=np.nan, explained_gap=np.nan)
     if cells.empty or "mean_ms" not in cells:
         return cells
     closed = cells[(cells["loop"] == "closed") & cells["included"] & cells["mean_ms"].notna()]
     for _, group in closed.groupby(["scenario", "server"]):
         base = group[group["users"] == group["users"].min()]
+        if _slot_use(base.iloc[0]) == "queued":
+            # Its lowest level already queues for slots: its round trip and handler time are the
+            # queue's (the default's one longwait level, 512 users on tornado-threadpool's 64
+            # threads, "explained" 8 req/s of the 64 it served). Nothing to explain it from.
+            continue
         demands = {c: median_of(base, f"cpu_ms_{c}") for c in ("server", "locust", "upstream")}
         cores = _usable_cores(base.iloc[0])
         base_ms = median_of(base, "mean_ms")

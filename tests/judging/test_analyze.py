@@ -288,6 +288,19 @@ def test_a_queued_pool_wait_inside_the_handler_does_not_count_as_holding_a_slot(
     assert explained[16] == pytest.approx(16 / (16 / 15.9), rel=1e-3)  # its own round trip
 
 
+def test_no_second_prediction_where_even_the_lowest_level_queues_for_slots():
+    """The default profile runs longwait at 512 users only: on tornado-threadpool's 64 threads
+    the handler time (8 s) and the round trip are the queue's, and the second prediction read
+    64 threads / 8 s = 8 req/s for 64 measured (+699 %). With no level free of the queue there
+    is nothing to explain from; the textbook prediction and the named limit stand."""
+    rows = [_longwait_cell(512, 8001.0, 63.98)]
+    explained = analyze.explain(pd.DataFrame(rows)).iloc[0]
+    assert pd.isna(explained["explained_rps"]) and pd.isna(explained["explained_gap"])
+    rows.append(_longwait_cell(16, 1002.0, 15.9))  # a level in its slots: explained again
+    explained = analyze.explain(pd.DataFrame(rows)).set_index("users")["explained_rps"]
+    assert explained[512] == pytest.approx(64 / 1.002, rel=1e-3)
+
+
 def test_a_slot_is_held_for_the_mean_handler_time_not_the_median():
     """Throughput is slots over the mean hold: a handler time with a slow tail (p50 100.9 ms,
     mean 102.7 ms) bounds four slots at 4 / 102.7 ms, where the median would say 39.6 req/s."""
