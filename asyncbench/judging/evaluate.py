@@ -152,11 +152,12 @@ def train_waits(
     if window.empty or not stats.rps:
         return TrainWaits()
     answered = window["start_time"] + window["latency_ms"].fillna(0) / 1000
+    users = window.get("user")
     return TrainWaits(
         queue_server_ms=_queued(window["start_time"], window.get("server_pid"),
-                                _per_request_ms(usage.cpu_server, stats.rps)),
+                                _per_request_ms(usage.cpu_server, stats.rps), users),
         queue_client_ms=_queued(answered, window.get("worker"),
-                                _per_request_ms(usage.cpu_locust, stats.rps)),
+                                _per_request_ms(usage.cpu_locust, stats.rps), users),
     )  # fmt: skip
 
 
@@ -164,12 +165,17 @@ def _per_request_ms(cpu_percent: float | None, rps: float) -> float | None:
     return cpu_percent / 100 / rps * 1000 if _known(cpu_percent) else None
 
 
-def _queued(instants: pd.Series, process: pd.Series | None, demand_ms: float | None):
-    """The mean wait over every process's own queue (one queue where processes are unknown)."""
+def _queued(instants: pd.Series, process: pd.Series | None, demand_ms: float | None,
+            users: pd.Series | None = None):  # fmt: skip
+    """The mean wait over every process's own queue (one queue where processes are unknown),
+    each behind at most the other users that sent to it (a closed loop)."""
     if demand_ms is None:
         return None
     groups = instants.groupby(process.fillna(UNKNOWN_PID) if process is not None else 0)
-    total = sum(train_wait_ms(times.to_numpy(), demand_ms) * len(times) for _, times in groups)
+    total = 0.0
+    for _, times in groups:
+        ahead = users.loc[times.index].nunique() - 1 if users is not None else None
+        total += train_wait_ms(times.to_numpy(), demand_ms, ahead) * len(times)
     return total / len(instants)
 
 

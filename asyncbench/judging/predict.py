@@ -82,20 +82,27 @@ def explained_rps(
     return min(bounds) if bounds else None
 
 
-def train_wait_ms(arrivals_s: Iterable[float], demand_ms: float) -> float:
+def train_wait_ms(arrivals_s: Iterable[float], demand_ms: float,
+                  most_ahead: int | None = None) -> float:  # fmt: skip
     """The mean wait of requests arriving at ``arrivals_s`` at one server that needs
     ``demand_ms`` of CPU for each, first come first served (Lindley's recursion: each waits for
     what the ones before it left). The arrivals are the measured ones, so it is the queue the
     cell's own bunching makes: 64 users on one event loop answer in trains, and at 0.43 ms of
     loop CPU per request their arrivals waited 1.5 ms on average where evenly spaced ones, at
-    the same rate, would not have waited at all."""
+    the same rate, would not have waited at all.
+
+    ``most_ahead`` caps how many requests one waits behind: a closed loop of N users never has
+    more than N − 1 ahead of any. Uncapped, near a saturated core the recursion runs away on
+    the arrivals' jitter: 4 users on ``hello`` at 83 % of a core "waited" 2.0 ms in 0.75 ms
+    round trips, and the second prediction fell to a fifth of the measurement."""
     times = sorted(arrivals_s)
     if len(times) < 2 or not demand_ms > 0:
         return 0.0
     wait = total = 0.0
     demand = demand_ms / 1000
+    cap = math.inf if most_ahead is None else max(0, most_ahead) * demand
     for gap in (b - a for a, b in pairwise(times)):
-        wait = max(0.0, wait + demand - gap)
+        wait = min(cap, max(0.0, wait + demand - gap))
         total += wait
     return total / len(times) * 1000
 

@@ -180,3 +180,7 @@ def test_train_waits_queue_each_process_apart_and_need_the_cpu():
     assert one.queue_server_ms == pytest.approx((0 + 1 + 2 + 3) / 4)
     unknown = train_waits(samples, 0.0, 2.0, stats, ResourceUsage())
     assert unknown.queue_server_ms is None and unknown.queue_client_ms is None
+    # the same four requests from two users: each queue holds at most the other user's
+    two_users = train_waits(samples.assign(server_pid=-1, user=[0, 1, 0, 1]), 0.0, 2.0, stats,
+                            usage)  # fmt: skip
+    assert two_users.queue_server_ms == pytest.approx((0 + 1 + 1 + 1) / 4)
