@@ -55,6 +55,8 @@ def verdict(sec: Section, meta: RunMeta, floors: NoiseFloors) -> Verdict:
         found = analyze.compare_models(sec.cells, level, winner["server"],
                                        list(others["server"]), floors)  # fmt: skip
         headline = _headline(winner["server"], found[0], at)
+        beside = _tie_beside_the_rest(found, others)
+        headline = f"{headline.removesuffix('.')}{beside}." if beside else headline
         sentences.append(
             f"At {at}, the highest load where the most models have valid cells, it served "
             f"{view.rps(winner['rps_median'])} req/s: "
@@ -137,6 +139,24 @@ def _headline(winner: str, first: ModelComparison, at: str) -> str:
         return f"No verdict at {at}: too few repeats to compare {winner} with {c.b}."
     return (f"No clear winner at {at}: {winner} and {c.b} differ by {format_ratio(c.ratio)}× "
             f"({interval(c)}), {_within(c)}.")  # fmt: skip
+
+
+def _tie_beside_the_rest(found: list[ModelComparison], others: pd.DataFrame) -> str:
+    """After "No clear winner": how many models tie at the top and how far the top one stands
+    above the slowest model it beats (``; 5 models tie at the top, and tornado-threadpool
+    serves 15.9× flask-blocking's 38.8 req/s (95 % CI …)``); "" where it beats none. A tie at
+    the top is not the scenario's whole answer when the models it beats are far below."""
+    if not found or found[0].rps.verdict != "no clear difference":
+        return ""
+    beaten = [c for c in found if c.rps.verdict == "wins"]
+    if not beaten:
+        return ""
+    tied = 1 + sum(c.rps.verdict == "no clear difference" for c in found)
+    slowest = max(beaten, key=lambda c: c.rps.ratio)
+    rps = others.loc[others["server"] == slowest.other, "rps_median"].iloc[0]
+    return (f"; {tied} models tie at the top, and {slowest.rps.a} serves "
+            f"{_lead(slowest.rps.ratio)} {slowest.other}'s {view.rps(rps)} req/s "
+            f"({interval(slowest.rps)})")
 
 
 def _lead(ratio: float) -> str:
