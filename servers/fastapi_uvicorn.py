@@ -64,11 +64,12 @@ class AsyncIO:
 
     async def sleep(self, ms: int) -> None:
         # uvloop's timers fire up to 1 ms early (libuv truncates its clock to whole ms:
-        # MagicStack/uvloop#739); every model waits at least ``ms``, so wait out the rest.
+        # MagicStack/uvloop#739); every model waits at least ``ms``, so wait out the rest. A
+        # rest under 0.5 ms would round to a 0 ms timer and spin the loop: wait 1 ms instead.
         deadline = time.perf_counter() + ms / 1000
         await asyncio.sleep(ms / 1000)
         while (left := deadline - time.perf_counter()) > 0:
-            await asyncio.sleep(left)
+            await asyncio.sleep(max(left, 0.001))
 
     async def fetch(self, ms: int) -> None:
         if not self.config.upstream:
