@@ -5,6 +5,7 @@ over more than one transport, the transports side by side."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from itertools import groupby
 
 import pandas as pd
 
@@ -109,24 +110,17 @@ def _reach_headline(agg: pd.DataFrame, reach: dict[str, float]) -> str:
     delivery p99 there: "A delivers every message to 1,000 members within 100 ms p99 (62 ms),
     as does B (78 ms); 100 members: C, D; none: E."."""
     ranked = sorted(reach.items(), key=lambda item: (-item[1], _p99_at(agg, *item)))
-    best, most = ranked[0]
+    groups = [(n, [m for m, _ in group]) for n, group in groupby(ranked, key=lambda it: it[1])]
+    (most, top), rest = groups[0], groups[1:]
     if not most:
         return f"No model delivers every message within {TARGET_P99_MS:.0f} ms p99."
-
-    def p99(model: str) -> str:
-        return f"({view.ms(_p99_at(agg, model, most))} ms)"
-
-    headline = (f"{best} delivers every message to {_members(most)} within "
-                f"{TARGET_P99_MS:.0f} ms p99 {p99(best)}")  # fmt: skip
-    peers = [f"{m} {p99(m)}" for m, n in ranked[1:] if n == most]
-    if peers:
+    p99 = {m: f"({view.ms(_p99_at(agg, m, most))} ms)" for m in top}
+    headline = (f"{top[0]} delivers every message to {_members(most)} within "
+                f"{TARGET_P99_MS:.0f} ms p99 {p99[top[0]]}")  # fmt: skip
+    if len(top) > 1:
+        peers = [f"{m} {p99[m]}" for m in top[1:]]
         headline += f", as {'does' if len(peers) == 1 else 'do'} {_listed(peers)}"
-    groups: dict[float, list[str]] = {}
-    for model, n in ranked:
-        if n != most:
-            groups.setdefault(n, []).append(model)
-    rest = "".join(f"; {_members(n)}: {', '.join(ms)}" for n, ms in groups.items())
-    return f"{headline}{rest}."
+    return headline + "".join(f"; {_members(n)}: {', '.join(ms)}" for n, ms in rest) + "."
 
 
 def _listed(items) -> str:

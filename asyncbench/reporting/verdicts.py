@@ -146,12 +146,12 @@ def _tie_beside_the_rest(found: list[ModelComparison], others: pd.DataFrame) -> 
     above the slowest model it beats (``; 5 models tie at the top, and tornado-threadpool
     serves 15.9× flask-blocking's 38.8 req/s (95 % CI …)``); "" where it beats none. A tie at
     the top is not the scenario's whole answer when the models it beats are far below."""
-    if not found or found[0].rps.verdict != "no clear difference":
-        return ""
+    if not found or found[0].rps.verdict in ("wins", "insufficient data"):
+        return ""  # the headline names a winner, or no verdict
     beaten = [c for c in found if c.rps.verdict == "wins"]
     if not beaten:
         return ""
-    tied = 1 + sum(c.rps.verdict == "no clear difference" for c in found)
+    tied = 1 + len(found) - len(beaten)  # as the first screen marks them: all it does not beat
     slowest = max(beaten, key=lambda c: c.rps.ratio)
     rps = others.loc[others["server"] == slowest.other, "rps_median"].iloc[0]
     return (f"; {tied} models tie at the top, and {slowest.rps.a} serves "
